@@ -1,0 +1,876 @@
+# -*- test-case-name: tests.unit.test_config -*-
+"""
+echod's configuration: one TOML file, one table per part, every key with a default.
+
+The file is read with L{tomllib}, then every value is checked against the schema
+below: unknown tables and keys are errors, values are never coerced across types
+(an integer may stand for a float, nothing else), and the first problem becomes a
+L{ConfigError} whose message names the file, the line, the key, the value and what
+is allowed.  An empty file, or no file at all, gives the embedded defaults.
+
+The schema is the dataclasses themselves: each field carries a validator and a
+one-line description in its metadata, so the sample file in C{etc/} and the
+README's reference can be checked against one source of truth.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
+
+from echod.errors import UserError
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DEFAULT_LISTEN_IPV4",
+    "ClientConfig",
+    "Config",
+    "ConfigError",
+    "DatagramEndpoint",
+    "LogConfig",
+    "MetricsConfig",
+    "ServerConfig",
+    "SniffConfig",
+    "UDPConfig",
+    "checkInheritedSockets",
+    "load",
+    "loads",
+    "override",
+    "parseDatagramEndpoint",
+    "sections",
+    "setting",
+    "withBacklog",
+]
+
+DEFAULT_LISTEN = r"tcp6:port=7007:interface=\:\:"
+DEFAULT_LISTEN_IPV4 = "tcp:port=7007"
+
+T = TypeVar("T")
+
+
+class ConfigError(UserError):
+    """
+    A configuration value the user must fix.
+
+    C{str()} is one line: C{FILE: line N: KEY = VALUE: PROBLEM}, with the parts
+    that are known.  The CLI prints it as it is and exits non-zero.
+    """
+
+    def __init__(
+        self,
+        problem: str,
+        *,
+        source: str | None = None,
+        line: int | None = None,
+        key: str | None = None,
+        value: object = dataclasses.MISSING,
+    ) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.source = source
+        self.line = line
+        self.key = key
+        self.value = value
+
+    def __str__(self) -> str:
+        parts = []
+        if self.source is not None:
+            parts.append(self.source)
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        if self.key is not None:
+            if self.value is dataclasses.MISSING:
+                parts.append(self.key)
+            else:
+                parts.append(f"{self.key} = {_show(self.value)}")
+        parts.append(self.problem)
+        return ": ".join(parts)
+
+
+def _show(value: object) -> str:
+    """
+    Render a value the way it is written in TOML, so the user recognises it.
+    """
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + "}"
+    return str(value)
+
+
+class _Invalid(ValueError):
+    """
+    Raised by a validator; the text says what is allowed.  C{index} is set when
+    the fault is in one item of a list (1-based, as people count).
+    """
+
+    def __init__(self, allowed: str, index: int | None = None, item: object = None) -> None:
+        super().__init__(allowed)
+        self.index = index
+        self.item = item
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+# --- validators: raw TOML value in, final value out ---------------------------
+
+
+class _Kind(Generic[T]):
+    def __call__(self, value: object) -> T:
+        raise NotImplementedError
+
+
+class _Int(_Kind[int]):
+    def __init__(self, low: int, high: int, unit: str = "") -> None:
+        self.low, self.high, self.unit = low, high, unit
+
+    def __call__(self, value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _Invalid(self.allowed())
+        if not self.low <= value <= self.high:
+            raise _Invalid(self.allowed())
+        return value
+
+    def allowed(self) -> str:
+        return f"expected an integer{self.unit} from {self.low} to {self.high}"
+
+
+class _Float(_Kind[float]):
+    def __init__(self, low: float, high: float, unit: str = "") -> None:
+        self.low, self.high, self.unit = low, high, unit
+
+    def __call__(self, value: object) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _Invalid(self.allowed())
+        number = float(value)
+        if math.isnan(number) or not self.low <= number <= self.high:
+            raise _Invalid(self.allowed())
+        return number
+
+    def allowed(self) -> str:
+        return f"expected a number{self.unit} from {_number(self.low)} to {_number(self.high)}"
+
+
+class _Bool(_Kind[bool]):
+    def __call__(self, value: object) -> bool:
+        if not isinstance(value, bool):
+            raise _Invalid("expected true or false")
+        return value
+
+
+class _Str(_Kind[str]):
+    def __init__(
+        self,
+        choices: Sequence[str] = (),
+        check: Callable[[str], str] | None = None,
+        what: str = "a string",
+    ) -> None:
+        self.choices, self.check, self.what = tuple(choices), check, what
+
+    def __call__(self, value: object) -> str:
+        if not isinstance(value, str):
+            raise _Invalid(f"expected {self.allowed()}")
+        if self.choices and value not in self.choices:
+            raise _Invalid(f"expected {self.allowed()}")
+        return self.check(value) if self.check else value
+
+    def allowed(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(json.dumps(c) for c in self.choices)
+        return self.what
+
+
+class _List(_Kind[tuple[T, ...]]):
+    def __init__(self, item: _Kind[T], what: str, maxItems: int = 1024) -> None:
+        self.item, self.what, self.maxItems = item, what, maxItems
+
+    def __call__(self, value: object) -> tuple[T, ...]:
+        if not isinstance(value, list):
+            raise _Invalid(f"expected a list of {self.what}")
+        if len(value) > self.maxItems:
+            raise _Invalid(f"expected at most {self.maxItems} items")
+        result = []
+        for index, item in enumerate(value):
+            try:
+                result.append(self.item(item))
+            except _Invalid as e:
+                raise _Invalid(str(e), index + 1, item) from None
+        return tuple(result)
+
+
+def _network(text: str) -> str:
+    try:
+        return str(ipaddress.ip_network(text, strict=True))
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise _Invalid(
+            "expected a network in CIDR notation, such as 192.0.2.0/24 or 2001:db8::/32"
+        ) from None
+    raise _Invalid(f"host bits are set; the network is {loose}")
+
+
+def _portRange(value: object) -> tuple[int, int]:
+    """
+    A port (C{53}) or an inclusive range written as a string (C{"0-1023"}).
+    """
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 0 <= value <= 65535:
+            return (value, value)
+    elif isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", value)
+        if match:
+            low, high = int(match.group(1)), int(match.group(2))
+            if low <= high <= 65535:
+                return (low, high)
+    raise _Invalid('expected a port from 0 to 65535 or a range such as "0-1023"')
+
+
+class _PortRange(_Kind[tuple[int, int]]):
+    def __call__(self, value: object) -> tuple[int, int]:
+        return _portRange(value)
+
+
+# --- endpoint strings -----------------------------------------------------------
+
+
+def _splitDescription(description: str) -> list[str]:
+    """
+    Split a Twisted endpoint description on the colons that are not escaped with
+    a backslash, keeping the escapes (the pieces are put back together as they
+    were).
+    """
+    pieces, current, escaped = [], [], False
+    for char in description:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            current.append(char)
+            escaped = True
+        elif char == ":":
+            pieces.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    pieces.append("".join(current))
+    return pieces
+
+
+def _unescape(piece: str) -> str:
+    return re.sub(r"\\(.)", r"\1", piece)
+
+
+def _streamParameters(description: str) -> tuple[str, list[str], dict[str, str]]:
+    """
+    The type, positional arguments and keyword arguments of a stream endpoint
+    description, with any C{haproxy:} prefixes removed.
+    """
+    pieces = _splitDescription(description)
+    while pieces and pieces[0] == "haproxy":
+        pieces = pieces[1:]
+    kind = pieces[0] if pieces else ""
+    args, kwargs = [], {}
+    for piece in pieces[1:]:
+        key, sep, value = piece.partition("=")
+        if sep and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            kwargs[key] = _unescape(value)
+        else:
+            args.append(_unescape(piece))
+    return kind, args, kwargs
+
+
+def _checkPort(text: str | None, kind: str) -> None:
+    if text is None:
+        raise _Invalid(f"a {kind}: endpoint needs a port, such as {kind}:port=7007")
+    if not text.isdigit() or not 0 <= int(text) <= 65535:
+        raise _Invalid(f"port {text!r} is not a port number from 0 to 65535")
+
+
+def _checkInterface(text: str | None, version: int) -> None:
+    if not text:
+        return
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise _Invalid(f"interface {text!r} is not an IPv{version} address") from None
+    if address.version != version:
+        family = "tcp6:" if address.version == 6 else "tcp:"
+        raise _Invalid(f"interface {text!r} is not an IPv{version} address (use {family} for it)")
+
+
+class _NoReactor:
+    """
+    Stands in for the reactor while endpoint descriptions are only being parsed:
+    parsing stores the reactor and never uses it.
+    """
+
+
+def _streamServer(description: str) -> str:
+    """
+    Check a stream server endpoint description the way Twisted will parse it,
+    plus the checks Twisted leaves to the moment of listening (port range,
+    address family of the interface).
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    kind, args, kwargs = _streamParameters(description)
+    if kind in ("tcp", "tcp6", "ssl"):
+        _checkPort(kwargs.get("port", args[0] if args else None), kind)
+        _checkInterface(kwargs.get("interface"), 6 if kind == "tcp6" else 4)
+    elif kind == "unix":
+        if not kwargs.get("address", args[0] if args else ""):
+            raise _Invalid("a unix: endpoint needs a path, such as unix:/run/echod.sock")
+    elif kind == "systemd":
+        # Whether systemd passed the named socket is known only where echod
+        # starts; here only the form is checked.
+        if kwargs.get("domain") not in ("INET", "INET6", "UNIX"):
+            raise _Invalid("a systemd: endpoint needs domain=INET, INET6 or UNIX")
+        if "name" not in kwargs and "index" not in kwargs:
+            raise _Invalid("a systemd: endpoint needs name=NAME (as in FileDescriptorName=)")
+        return description
+    try:
+        serverFromString(_NoReactor(), description)
+    except Exception as e:
+        reason = str(e) or type(e).__name__
+        raise _Invalid(f"not a valid Twisted server endpoint: {reason}") from None
+    return description
+
+
+def withBacklog(description: str, backlog: int) -> str:
+    """
+    Add C{backlog=N} to a listening endpoint description that can take one and
+    does not name its own (Twisted's default of 50 turns a burst of connects into
+    seconds of SYN retries).
+    """
+    kind, _, kwargs = _streamParameters(description)
+    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog" not in kwargs:
+        return f"{description}:backlog={backlog}"
+    return description
+
+
+@dataclass(frozen=True)
+class DatagramEndpoint:
+    """
+    A UDP listening address: echod's own C{udp:port=N[:interface=ADDR]} form,
+    since Twisted has no datagram endpoint strings.
+    """
+
+    port: int
+    interface: str = "::"
+
+    def __str__(self) -> str:
+        interface = self.interface.replace(":", "\\:")
+        return f"udp:port={self.port}:interface={interface}"
+
+
+def parseDatagramEndpoint(description: str) -> DatagramEndpoint:
+    """
+    Parse C{udp:port=N}, C{udp:N}, C{udp:port=N:interface=ADDR}; the default
+    interface C{::} is dual-stack.
+    """
+    pieces = _splitDescription(description)
+    if pieces[0] != "udp":
+        raise _Invalid('expected a UDP endpoint such as "udp:port=7007"')
+    args, kwargs = [], {}
+    for piece in pieces[1:]:
+        key, sep, value = piece.partition("=")
+        if sep:
+            kwargs[key] = _unescape(value)
+        else:
+            args.append(_unescape(piece))
+    unknown = set(kwargs) - {"port", "interface"}
+    if unknown or len(args) > 1 or (args and "port" in kwargs):
+        raise _Invalid('expected "udp:port=N" with an optional ":interface=ADDRESS"')
+    _checkPort(kwargs.get("port", args[0] if args else None), "udp")
+    interface = kwargs.get("interface", "::")
+    try:
+        ipaddress.ip_address(interface)
+    except ValueError:
+        raise _Invalid(f"interface {interface!r} is not an IP address") from None
+    return DatagramEndpoint(int(kwargs.get("port", args[0] if args else "0")), interface)
+
+
+def _datagramServer(description: str) -> str:
+    parseDatagramEndpoint(description)
+    return description
+
+
+def _streamClient(description: str) -> str:
+    from twisted.internet.endpoints import clientFromString
+
+    try:
+        clientFromString(_NoReactor(), description)
+    except Exception as e:
+        reason = str(e) or type(e).__name__
+        raise _Invalid(f"not a valid Twisted client endpoint: {reason}") from None
+    return description
+
+
+def _optionalStreamServer(description: str) -> str:
+    return _streamServer(description) if description else description
+
+
+# --- the schema ---------------------------------------------------------------
+
+
+def setting(default: Any, kind: _Kind[Any], doc: str) -> Any:
+    """
+    A config key: its default, its validator and a one-line description.
+    """
+    if isinstance(default, list):
+        raise TypeError("use a tuple for list defaults")
+    return field(default=default, metadata={"kind": kind, "doc": doc})
+
+
+_durations = _Float(0, 86400 * 365, " of seconds")
+_PORT = _Int(0, 65535)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """
+    The TCP (stream) echo service.
+    """
+
+    table: ClassVar[str] = "server"
+
+    listen: tuple[str, ...] = setting(
+        (DEFAULT_LISTEN,),
+        _List(_Str(check=_streamServer, what="an endpoint string"), "endpoint strings"),
+        "Twisted server endpoint strings to listen on (tcp6:, tcp:, unix:, ssl:, "
+        "systemd:, haproxy:...); tcp6 on :: is dual-stack",
+    )
+    backlog: int = setting(
+        1024,
+        _Int(1, 65535),
+        "listen backlog added to tcp/tcp6/ssl/unix endpoints that name none",
+    )
+    max_connections: int = setting(
+        10000, _Int(0, 10_000_000), "open connections at most, all peers together; 0: no limit"
+    )
+    max_connections_per_peer: int = setting(
+        0, _Int(0, 10_000_000), "open connections at most from one peer address; 0: no limit"
+    )
+    idle_timeout: float = setting(
+        300.0, _durations, "close a connection that sent nothing for this long; 0: never"
+    )
+    shutdown_timeout: float = setting(
+        10.0,
+        _durations,
+        "on SIGTERM, how long open connections may finish echoing before they are cut",
+    )
+    allow: tuple[str, ...] = setting(
+        (),
+        _List(_Str(check=_network, what="a CIDR network"), "CIDR networks"),
+        "if not empty, only peers in these networks are served",
+    )
+    deny: tuple[str, ...] = setting(
+        (),
+        _List(_Str(check=_network, what="a CIDR network"), "CIDR networks"),
+        "peers in these networks are refused (deny wins over allow)",
+    )
+
+
+_DEFAULT_BLOCKED_PORTS = (
+    (0, 1023),
+    (1900, 1900),
+    (2049, 2049),
+    (3702, 3702),
+    (5353, 5353),
+    (5683, 5683),
+    (11211, 11211),
+)
+
+
+@dataclass(frozen=True)
+class UDPConfig:
+    """
+    The UDP (datagram) echo service and its guards against loops and reflection.
+    """
+
+    table: ClassVar[str] = "udp"
+
+    listen: tuple[str, ...] = setting(
+        (),
+        _List(_Str(check=_datagramServer, what="a udp: endpoint"), "udp: endpoints"),
+        'UDP addresses to echo on, such as "udp:port=7007" (dual-stack) or '
+        '"udp:port=7:interface=127.0.0.1"; empty: no UDP',
+    )
+    blocked_source_ports: tuple[tuple[int, int], ...] = setting(
+        _DEFAULT_BLOCKED_PORTS,
+        _List(_PortRange(), 'ports or "low-high" ranges'),
+        "datagrams from these source ports get no reply (loops with other UDP services)",
+    )
+    source_packets_per_second: float = setting(
+        50.0, _Float(0, 1e9), "replies per second to one source address; 0: no limit"
+    )
+    source_bytes_per_second: float = setting(
+        262144.0, _Float(0, 1e12), "reply bytes per second to one source address; 0: no limit"
+    )
+    global_packets_per_second: float = setting(
+        20000.0, _Float(0, 1e9), "replies per second to all sources together; 0: no limit"
+    )
+    global_bytes_per_second: float = setting(
+        33554432.0, _Float(0, 1e12), "reply bytes per second to all sources; 0: no limit"
+    )
+    burst_seconds: float = setting(
+        1.0, _Float(0.001, 3600), "how many seconds of rate a bucket holds (the burst)"
+    )
+    max_sources: int = setting(
+        65536, _Int(1, 10_000_000), "source addresses tracked for rate limits at most"
+    )
+    allow: tuple[str, ...] = setting(
+        (),
+        _List(_Str(check=_network, what="a CIDR network"), "CIDR networks"),
+        "if not empty, only sources in these networks get replies",
+    )
+    deny: tuple[str, ...] = setting(
+        (),
+        _List(_Str(check=_network, what="a CIDR network"), "CIDR networks"),
+        "sources in these networks get no reply (deny wins over allow)",
+    )
+    drop_log_interval: float = setting(
+        10.0, _Float(0.1, 86400), "dropped datagrams are logged as one summary this often"
+    )
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    """
+    Logging: where is twistd's choice (--logfile, --syslog); this is the form.
+    """
+
+    table: ClassVar[str] = "log"
+
+    format: str = setting(
+        "text", _Str(("text", "json")), 'log lines as "text" or "json" (JSON lines)'
+    )
+    level: str = setting(
+        "info",
+        _Str(("debug", "info", "warn", "error", "critical")),
+        "lowest level logged",
+    )
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """
+    Prometheus metrics and the health check.
+    """
+
+    table: ClassVar[str] = "metrics"
+
+    listen: str = setting(
+        "",
+        _Str(check=_optionalStreamServer, what="an endpoint string"),
+        'endpoint for /metrics and /healthz, such as "tcp:9107:interface=127.0.0.1"; empty: off',
+    )
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """
+    The echo client (echod-client, twistd echod-client).
+    """
+
+    table: ClassVar[str] = "client"
+
+    host: str = setting("localhost", _Str(), "host name or address of the echo server")
+    port: int = setting(7007, _PORT, "TCP port of the echo server")
+    endpoint: str = setting(
+        "",
+        _Str(check=lambda s: _streamClient(s) if s else s, what="an endpoint string"),
+        "a Twisted client endpoint string (tcp:, unix:, tls:...) used instead of host/port",
+    )
+    family: str = setting("any", _Str(("any", "ipv4", "ipv6")), "address family to connect over")
+    message: str = setting("Hello, world", _Str(), "the text to send (one-shot mode)")
+    count: int = setting(1, _Int(1, 100_000_000), "messages to send")
+    interval: float = setting(1.0, _Float(0, 86400, " of seconds"), "seconds between messages")
+    size: int = setting(
+        0, _Int(0, 64 * 1024 * 1024, " of bytes"), "payload size in bytes; 0: the message"
+    )
+    bulk: int = setting(
+        0, _Int(0, 2**50, " of bytes"), "stream this many bytes and report MB/s; 0: off"
+    )
+    timeout: float = setting(
+        5.0, _Float(0.001, 86400, " of seconds"), "seconds allowed to connect and for each reply"
+    )
+    json: bool = setting(False, _Bool(), "print the summary as one JSON object")
+
+
+@dataclass(frozen=True)
+class SniffConfig:
+    """
+    The packet sniffer (twistd echod-sniff, or inside echod with enabled = true).
+    """
+
+    table: ClassVar[str] = "sniff"
+
+    enabled: bool = setting(False, _Bool(), "capture inside the echod server process too")
+    interface: str = setting(
+        "any", _Str(what="an interface name"), 'interface to capture on; "any": all'
+    )
+    filter: str = setting(
+        "", _Str(what="a tcpdump filter"), "tcpdump filter expression; empty: all"
+    )
+    snaplen: int = setting(262144, _Int(64, 262144, " of bytes"), "bytes kept of each packet")
+    promiscuous: bool = setting(False, _Bool(), "put the interface in promiscuous mode")
+    format: str = setting("text", _Str(("text", "json", "pcap")), "output format")
+    output: str = setting("-", _Str(what="a file path"), 'where output goes; "-": standard output')
+    rotate_bytes: int = setting(
+        0, _Int(0, 2**50, " of bytes"), "start a new pcap file past this size; 0: never"
+    )
+    rotate_count: int = setting(0, _Int(0, 1_000_000), "pcap files kept when rotating; 0: all")
+    count: int = setting(0, _Int(0, 2**62), "stop after this many packets; 0: never")
+    stats_interval: float = setting(
+        60.0, _Float(0, 86400, " of seconds"), "log capture statistics this often; 0: only at exit"
+    )
+    buffer_bytes: int = setting(
+        8 * 1024 * 1024,
+        _Int(65536, 2**31, " of bytes"),
+        "size of the kernel capture ring",
+    )
+
+
+_SECTIONS: tuple[type[Any], ...] = (
+    ServerConfig,
+    UDPConfig,
+    LogConfig,
+    MetricsConfig,
+    ClientConfig,
+    SniffConfig,
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    """
+    The whole configuration; C{source} is the file it came from, or L{None} for
+    the embedded defaults.
+    """
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    udp: UDPConfig = field(default_factory=UDPConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    sniff: SniffConfig = field(default_factory=SniffConfig)
+    source: str | None = None
+
+
+# --- loading ------------------------------------------------------------------
+
+
+def _locate(text: str, table: str, key: str | None = None) -> int | None:
+    """
+    The line (1-based) where C{[table]} or C{key} inside it is written.
+
+    L{tomllib} keeps no positions, so this reads the text again, the simple way:
+    table headers and C{key =} lines, and dotted keys (C{server.port = 1}).
+    """
+    current = ""
+    tableLine = None
+    header = re.compile(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
+    for number, line in enumerate(text.splitlines(), 1):
+        match = header.match(line)
+        if match:
+            current = match.group(1).replace('"', "").replace(" ", "")
+            if current == table and tableLine is None:
+                tableLine = number
+            continue
+        assign = re.match(r'\s*("?)([A-Za-z0-9_.\-" ]+?)\1\s*=', line)
+        if not assign:
+            continue
+        name = assign.group(2).replace('"', "").replace(" ", "")
+        full = f"{current}.{name}" if current else name
+        if key is None and (full == table or full.startswith(table + ".")):
+            return number
+        if key is not None and full == f"{table}.{key}":
+            return number
+    return tableLine if key is None else None
+
+
+def _suggest(name: str, known: Sequence[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return f"{hint}known: {', '.join(known)}"
+
+
+def _fields(section: type[Any]) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(section)}
+
+
+def _build(
+    section: type[T],
+    values: Mapping[str, object],
+    source: str | None,
+    text: str,
+    base: T | None = None,
+) -> T:
+    table = section.table  # type: ignore[attr-defined]
+    known = _fields(section)
+    for name in values:
+        if name not in known:
+            raise ConfigError(
+                f"unknown key ({_suggest(name, list(known))})",
+                source=source,
+                line=_locate(text, table, name),
+                key=f"{table}.{name}",
+            )
+    checked: dict[str, object] = {}
+    for name, raw in values.items():
+        kind = known[name].metadata["kind"]
+        try:
+            checked[name] = kind(raw)
+        except _Invalid as e:
+            key, value = f"{table}.{name}", raw
+            if e.index is not None:
+                key, value = f"{key}[{e.index}]", e.item
+            raise ConfigError(
+                str(e), source=source, line=_locate(text, table, name), key=key, value=value
+            ) from None
+    if base is not None:
+        return dataclasses.replace(base, **checked)  # type: ignore[type-var]
+    return section(**checked)
+
+
+def _check(config: Config) -> Config:
+    """
+    Rules that involve more than one key.
+    """
+    if not config.server.listen and not config.udp.listen:
+        raise ConfigError(
+            "nothing to listen on: server.listen and udp.listen are both empty",
+            source=config.source,
+        )
+    return config
+
+
+def loads(text: str, source: str | None = None) -> Config:
+    """
+    Parse and validate TOML text.
+
+    @param source: the file name used in error messages.
+    """
+    where = source or "<config>"
+    try:
+        document = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        # The position is only in the text: "Invalid value (at line 3, column 9)".
+        message = str(e)
+        match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+        if match:
+            problem = f"invalid TOML at column {match.group(2)}: {message[: match.start()]}"
+            raise ConfigError(problem, source=where, line=int(match.group(1))) from None
+        match = re.search(r"\s*\(at end of document\)$", message)
+        if match:
+            problem = f"invalid TOML at the end of the file: {message[: match.start()]}"
+            raise ConfigError(problem, source=where, line=text.count("\n") + 1) from None
+        raise ConfigError(f"invalid TOML: {message}", source=where) from None
+    sections: dict[str, object] = {}
+    tables = {s.table: s for s in _SECTIONS}
+    for name, values in document.items():
+        if name not in tables:
+            raise ConfigError(
+                f"unknown table [{name}] ({_suggest(name, list(tables))})",
+                source=where,
+                line=_locate(text, name),
+            )
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"expected a table [{name}], not a value",
+                source=where,
+                line=_locate(text, name),
+                key=name,
+                value=values,
+            )
+        sections[name] = _build(tables[name], values, where, text)
+    return _check(Config(source=source, **sections))  # type: ignore[arg-type]
+
+
+def load(path: str | None) -> Config:
+    """
+    Read and validate the file at C{path}; L{None} gives the embedded defaults.
+    """
+    if path is None:
+        return Config()
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ConfigError(f"cannot read the config file: {e.strerror}", source=path) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"not UTF-8 text (byte {e.start})", source=path) from None
+    return loads(text, os.fspath(path))
+
+
+def override(config: Config, table: str, values: Mapping[str, object], origin: str) -> Config:
+    """
+    Replace keys of one table with values given elsewhere (the command line),
+    validated the same way; errors name C{origin} (such as C{"--listen"}).
+    """
+    section = next(s for s in _SECTIONS if s.table == table)
+    current = getattr(config, table)
+    try:
+        updated = _build(section, values, None, "", base=current)
+    except ConfigError as e:
+        raise ConfigError(e.problem, source="command line", key=origin, value=e.value) from None
+    return _check(dataclasses.replace(config, **{table: updated}))
+
+
+def checkInheritedSockets(config: Config) -> None:
+    """
+    A C{systemd:} listener names a socket that exists only in the process
+    systemd starts: check, where echod starts, that it was passed.
+    """
+    from twisted.internet.endpoints import serverFromString
+
+    for index, description in enumerate(config.server.listen, 1):
+        kind, _, kwargs = _streamParameters(description)
+        if kind != "systemd":
+            continue
+        try:
+            serverFromString(_NoReactor(), description)
+        except (KeyError, IndexError):
+            which = kwargs.get("name") or f"number {kwargs.get('index')}"
+            raise ConfigError(
+                f"systemd passed no socket {which!s} (see LISTEN_FDNAMES and the "
+                ".socket unit's FileDescriptorName=)",
+                source=config.source or "command line",
+                key=f"server.listen[{index}]",
+                value=description,
+            ) from None
+        except Exception as e:
+            raise ConfigError(
+                f"not a usable systemd socket: {e}",
+                source=config.source or "command line",
+                key=f"server.listen[{index}]",
+                value=description,
+            ) from None
+
+
+def sections() -> tuple[type[Any], ...]:
+    """
+    The table dataclasses in file order (for the sample file and its test).
+    """
+    return _SECTIONS

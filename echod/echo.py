@@ -1,0 +1,383 @@
+# -*- test-case-name: tests.unit.test_echo -*-
+"""
+The echo service of RFC 862 over streams: every byte received is sent back, in
+order, until the peer is done.
+
+Three duties shape the protocol beyond C{transport.write(data)}:
+
+  - Backpressure.  The transport is registered as its own streaming producer,
+    so when the echo cannot be sent as fast as the peer sends (the peer does
+    not read), Twisted stops reading from that peer until the buffer drains.
+    Memory per connection stays near the transport's buffer size, whatever the
+    peer pushes.
+  - Half-close.  A peer that shuts down its sending side still gets every echoed
+    byte, then the connection is closed (L{IHalfCloseableProtocol}).
+  - Every close path unregisters the producer first: C{loseConnection()} on a
+    transport that is its own paused producer never closes (twisted#5344).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionAborted, ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IHalfCloseableProtocol,
+    IReactorTime,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from echod.config import ServerConfig
+from echod.limits import (
+    AccessList,
+    ConnectionLimits,
+    IPAddress,
+    LogBudget,
+    Refusal,
+    describePeer,
+    peerIP,
+)
+
+__all__ = ["EchoFactory", "EchoProtocol", "EchoStats"]
+
+# While draining for shutdown, how often connections are checked for having gone
+# quiet (nothing received since the last check): quiet ones are closed then.
+DRAIN_TICK = 0.1
+
+
+@implementer(IHalfCloseableProtocol)
+class EchoProtocol(Protocol, TimeoutMixin):
+    """
+    Echo one stream connection.
+
+    The peer is admitted (ACL, limits) in L{peerKnown}, which L{connectionMade}
+    calls at once for a plain listener; a listener behind a proxy calls it once
+    the proxy has said who the real peer is.
+
+    @ivar received: bytes received (and, unless discarded while closing,
+        echoed) so far.
+    """
+
+    log = Logger()
+    factory: EchoFactory
+    # A TCP, Unix or TLS transport: ITransport, and its own IPushProducer and
+    # IConsumer; no single Twisted interface says all of that.
+    transport: Any
+
+    received = 0
+    discarded = 0
+    peerAddress: IAddress | None = None
+    peer: IPAddress | None = None
+    opened = 0.0
+    _admitted = False
+    _closing = False
+    _closeReason: str | None = None
+    _drainMark = -1
+
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        """
+        L{TimeoutMixin}'s timer, on the factory's clock rather than the global
+        reactor.
+        """
+        return self.factory.clock.callLater(period, func)
+
+    def connectionMade(self) -> None:
+        self.opened = self.factory.clock.seconds()
+        self.peerKnown(self.transport.getPeer())
+
+    def peerKnown(self, address: IAddress) -> None:
+        """
+        The real peer is known: admit it or close the connection at once.
+        """
+        self.peerAddress = address
+        self.peer = peerIP(address)
+        refusal = self.factory.admit(self)
+        if refusal is not None:
+            self._closeReason = f"refused ({refusal})"
+            self.transport.loseConnection()
+            return
+        self._admitted = True
+        self.transport.registerProducer(self.transport, True)
+        self.setTimeout(self.factory.idleTimeout or None)
+        self.log.info(
+            "{peer} connected to {local}",
+            event="connection.opened",
+            peer=describePeer(address),
+            local=describePeer(self.transport.getHost()),
+        )
+
+    def dataReceived(self, data: bytes) -> None:
+        self.transport.write(data)
+        self.received += len(data)
+        self.resetTimeout()
+
+    def _discard(self, data: bytes) -> None:
+        self.received += len(data)
+        self.discarded += len(data)
+
+    def readConnectionLost(self) -> None:
+        """
+        The peer will send nothing more; everything it sent is already in the
+        transport's buffer.  Close once that is flushed.
+        """
+        self._closeReason = self._closeReason or "peer closed"
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        """
+        Our side is shut down (L{finish}): keep reading, and discarding, until
+        the peer closes, so that its late data does not make the kernel answer
+        with a reset.
+        """
+
+    def timeoutConnection(self) -> None:
+        """
+        Nothing received for C{idle_timeout}: abort.  A peer that stopped
+        reading would never let an orderly close finish.
+        """
+        self._closeReason = "idle timeout"
+        self.log.info(
+            "{peer} idle for {timeout:g}s: aborting",
+            event="connection.idle",
+            peer=describePeer(self.peerAddress),
+            timeout=self.factory.idleTimeout,
+        )
+        self.transport.abortConnection()
+
+    def finish(self, reason: str) -> None:
+        """
+        Stop echoing and close in order: flush what was echoed, send FIN, then
+        read and discard until the peer closes.  Where the transport cannot
+        half-close (TLS), close after the flush.
+        """
+        if self._closing:
+            return
+        self._closing = True
+        self._closeReason = reason
+        self.setTimeout(None)
+        # Instance attribute: the hot path keeps no "am I closing" test.
+        self.dataReceived = self._discard  # type: ignore[method-assign]
+        self.transport.unregisterProducer()
+        halfCloseable = ITCPTransport.providedBy(self.transport)
+        if halfCloseable:
+            self.transport.resumeProducing()
+            self.transport.loseWriteConnection()
+        else:
+            self.transport.loseConnection()
+
+    def abort(self, reason: str) -> None:
+        self._closeReason = reason
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.setTimeout(None)
+        if not self._admitted:
+            self.factory.forget(self)
+            return
+        duration = self.factory.clock.seconds() - self.opened
+        how = self._closeReason
+        if how is None:
+            if reason.check(ConnectionDone):
+                how = "closed"
+            elif reason.check(ConnectionAborted):
+                how = "aborted"
+            else:
+                how = f"lost: {reason.getErrorMessage()}"
+        self.log.info(
+            "{peer} disconnected after {duration:.3f}s, {bytes} bytes echoed ({how})",
+            event="connection.closed",
+            peer=describePeer(self.peerAddress),
+            duration=duration,
+            bytes=self.received - self.discarded,
+            how=how,
+        )
+        self.factory.release(self)
+
+
+@dataclass
+class EchoStats:
+    """
+    Totals kept per connection event, never per message: what the metrics
+    and the shutdown summary report.  Bytes of open connections are added at
+    read time from the protocols themselves.
+    """
+
+    opened: int = 0
+    closed: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    bytesClosed: int = 0
+
+
+class EchoFactory(Factory[EchoProtocol]):
+    """
+    Builds L{EchoProtocol}s, admits their peers, tracks the open ones, and
+    drains them on shutdown.
+
+    @param clock: the reactor's time interface; everything time-related in the
+        protocols goes through it.
+    """
+
+    protocol = EchoProtocol
+    log = Logger()
+    noisy = False
+
+    def __init__(self, settings: ServerConfig, clock: IReactorTime) -> None:
+        self.clock = clock
+        self.connections: set[EchoProtocol] = set()
+        self.stats = EchoStats()
+        self.draining = False
+        self.limits = ConnectionLimits(0, 0, AccessList())
+        self.idleTimeout = 0.0
+        self.reconfigure(settings)
+        self._refusals = LogBudget(clock, self._refusalsSuppressed)
+        self._drained: Deferred[None] | None = None
+        self._drainLoop: LoopingCall | None = None
+        self._drainDeadline: IDelayedCall | None = None
+        self._finishAllAt = 0.0
+
+    def reconfigure(self, settings: ServerConfig) -> None:
+        """
+        Apply new limits, ACLs and idle timeout; open connections are kept
+        (new idle timeouts apply from their next activity).
+        """
+        self.limits.reconfigure(
+            settings.max_connections,
+            settings.max_connections_per_peer,
+            AccessList.fromStrings(settings.allow, settings.deny),
+        )
+        self.idleTimeout = settings.idle_timeout
+        for connection in self.connections:
+            connection.setTimeout(self.idleTimeout or None)
+
+    def admit(self, protocol: EchoProtocol) -> str | None:
+        """
+        Count C{protocol} in, or return why it is refused (and log that, within
+        a budget).
+        """
+        refusal = Refusal.SHUTTING_DOWN if self.draining else self.limits.admit(protocol.peer)
+        if refusal is None:
+            self.connections.add(protocol)
+            self.stats.opened += 1
+            return None
+        self.stats.refused[refusal] += 1
+        if self._refusals.allow(refusal):
+            self.log.warn(
+                "{peer} refused: {reason}",
+                event="connection.refused",
+                peer=describePeer(protocol.peerAddress),
+                reason=refusal,
+            )
+        return refusal
+
+    def release(self, protocol: EchoProtocol) -> None:
+        """
+        An admitted connection is gone.
+        """
+        self.connections.discard(protocol)
+        self.limits.release(protocol.peer)
+        self.stats.closed += 1
+        self.stats.bytesClosed += protocol.received - protocol.discarded
+        if self.draining and not self.connections:
+            self._drainFinished()
+
+    def forget(self, protocol: EchoProtocol) -> None:
+        """
+        A connection that was never admitted is gone.
+        """
+
+    def bytesEchoed(self) -> int:
+        """
+        Bytes echoed so far, by closed and open connections.
+        """
+        return self.stats.bytesClosed + sum(c.received - c.discarded for c in self.connections)
+
+    def _refusalsSuppressed(self, counts: dict[str, int], seconds: float) -> None:
+        self.log.warn(
+            "{total} more connections refused in {seconds:.1f}s ({counts})",
+            event="connection.refused.summary",
+            total=sum(counts.values()),
+            seconds=seconds,
+            counts=", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
+        )
+
+    # --- shutdown ---------------------------------------------------------------
+
+    def drain(self, timeout: float) -> Deferred[None]:
+        """
+        Let open connections finish, for at most C{timeout} seconds; the
+        result fires when none is left.
+
+        A connection is closed in order (flush, FIN, discard until the peer
+        closes) as soon as it has gone quiet, or at half the timeout if it
+        keeps talking; at the timeout, whatever is left is aborted.  Listening
+        must have stopped before this is called.
+        """
+        self.draining = True
+        self._refusals.flush()
+        if not self.connections:
+            return succeed(None)
+        if self._drained is not None:
+            return self._drained
+        self.log.info(
+            "draining {count} connections (at most {timeout:g}s)",
+            event="shutdown.draining",
+            count=len(self.connections),
+            timeout=timeout,
+        )
+        self._drained = Deferred()
+        for connection in self.connections:
+            connection._drainMark = connection.received
+        self._finishAllAt = self.clock.seconds() + timeout / 2
+        loop = self._drainLoop = LoopingCall(self._drainTick)
+        loop.clock = self.clock
+        loop.start(min(DRAIN_TICK, timeout / 2) or DRAIN_TICK, now=timeout == 0)
+        self._drainDeadline = self.clock.callLater(timeout, self.abortAll, "shutdown timeout")
+        return self._drained
+
+    def _drainTick(self) -> None:
+        late = self.clock.seconds() >= self._finishAllAt
+        for connection in list(self.connections):
+            if late or connection.received == connection._drainMark:
+                connection.finish("shutdown")
+            else:
+                connection._drainMark = connection.received
+
+    def abortAll(self, reason: str) -> None:
+        """
+        Abort every open connection now (the drain timed out, or a second
+        SIGTERM asked for it).
+        """
+        self._drainDeadline = None
+        if self.connections:
+            self.log.warn(
+                "aborting {count} connections: {reason}",
+                event="shutdown.aborting",
+                count=len(self.connections),
+                reason=reason,
+            )
+        for connection in list(self.connections):
+            connection.abort(reason)
+
+    def _drainFinished(self) -> None:
+        if self._drainLoop is not None and self._drainLoop.running:
+            self._drainLoop.stop()
+        if self._drainDeadline is not None and self._drainDeadline.active():
+            self._drainDeadline.cancel()
+        self._drainDeadline = None
+        drained, self._drained = self._drained, None
+        if drained is not None:
+            self.log.info("all connections closed", event="shutdown.drained")
+            drained.callback(None)

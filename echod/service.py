@@ -1,0 +1,317 @@
+# -*- test-case-name: tests.integration.test_service -*-
+"""
+From a validated L{Config} to a running service tree.
+
+C{makeService} only assembles objects; sockets are opened when twistd starts
+the services (C{privilegedStartService}, before it drops privileges), and
+closed in order when it stops them: listeners first, then open connections
+drain.
+"""
+
+from __future__ import annotations
+
+import errno
+import resource
+import signal
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorCore,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.logger import ILogObserver, Logger
+from twisted.python.components import Componentized
+from zope.interface import implementer
+
+from echod.config import DEFAULT_LISTEN, DEFAULT_LISTEN_IPV4, Config, withBacklog
+from echod.echo import EchoFactory
+from echod.errors import ListenError
+from echod.limits import describePeer
+
+__all__ = ["EchoService", "EchodService", "ListenerService", "makeService"]
+
+# Errors that mean "this host has no IPv6", as opposed to "the port is taken".
+_NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
+
+
+@implementer(IStreamServerEndpoint)
+class _ReportingEndpoint:
+    """
+    Passes C{listen} through and fires L{listening} with the port, so that
+    the service tree knows when, and where, every listener is up.
+    """
+
+    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+        self._endpoint = endpoint
+        self.listening: Deferred[IListeningPort] = Deferred()
+
+    def listen(self, factory: IProtocolFactory) -> Deferred[IListeningPort]:
+        d = self._endpoint.listen(factory)
+
+        def listened(port: IListeningPort) -> IListeningPort:
+            self.listening.callback(port)
+            return port
+
+        return d.addCallback(listened)
+
+
+class ListenerService(Service):
+    """
+    One listener, made by C{strports.service} (which aborts start-up when the
+    port cannot be opened), with its description kept for messages, a
+    one-line L{ListenError} instead of a traceback, and L{whenListening}.
+    """
+
+    def __init__(self, description: str, factory: IProtocolFactory, reactor: IReactorCore) -> None:
+        self.description = description
+        self._service = strports.service(description, factory, reactor=reactor)
+        self._reporting = _ReportingEndpoint(self._service.endpoint)
+        self._service.endpoint = self._reporting
+
+    def whenListening(self) -> Deferred[IListeningPort]:
+        return self._reporting.listening
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        try:
+            self._service.privilegedStartService()
+        except CannotListenError as e:
+            cause = e.socketError
+            raise ListenError(
+                _listenProblem(self.description, e),
+                errno=cause.errno if isinstance(cause, OSError) else None,
+            ) from None
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self._service.startService()
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        return self._service.stopService()  # type: ignore[no-any-return]
+
+
+def _listenProblem(description: str, error: CannotListenError) -> str:
+    cause = error.socketError
+    if isinstance(cause, OSError) and cause.strerror:
+        reason = cause.strerror.lower()
+        if cause.errno == errno.EACCES:
+            reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
+    else:
+        reason = str(cause)
+    return f"cannot listen on {description}: {reason}"
+
+
+class EchoService(MultiService):
+    """
+    The TCP (stream) echo service: one L{EchoFactory} behind every configured
+    listener.  Stopping it stops listening, then drains open connections for
+    at most C{shutdown_timeout} seconds.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        listener: Callable[[str, IProtocolFactory, Any], ListenerService] = ListenerService,
+    ) -> None:
+        super().__init__()
+        self.setName("tcp-echo")
+        self._reactor = reactor
+        self._listener = listener
+        self.shutdownTimeout = config.server.shutdown_timeout
+        self.factory = EchoFactory(config.server, reactor)
+        self.backlog = config.server.backlog
+        self.listeners: list[ListenerService] = []
+        for description in config.server.listen:
+            self._addListener(description)
+
+    def _addListener(self, description: str) -> ListenerService:
+        listener = self._listener(
+            withBacklog(description, self.backlog), self.factory, self._reactor
+        )
+        listener.setServiceParent(self)
+        self.listeners.append(listener)
+        return listener
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        for listener in list(self.listeners):
+            try:
+                listener.privilegedStartService()
+            except ListenError as e:
+                if not self._fallBackToIPv4(listener, e):
+                    raise
+
+    def _fallBackToIPv4(self, listener: ListenerService, error: ListenError) -> bool:
+        """
+        The embedded default listens dual-stack on C{::}; on a host without
+        IPv6 that fails, and the default becomes IPv4-only, said in the log.
+        """
+        if listener.description != withBacklog(DEFAULT_LISTEN, self.backlog):
+            return False
+        if error.errno not in _NO_IPV6:
+            return False
+        self.log.warn(
+            "IPv6 is not available here ({reason}): the default listener "
+            "{fallback} (IPv4 only) replaces {default}",
+            reason=error,
+            fallback=DEFAULT_LISTEN_IPV4,
+            default=DEFAULT_LISTEN,
+        )
+        listener.disownServiceParent()
+        self.listeners.remove(listener)
+        self._addListener(DEFAULT_LISTEN_IPV4).privilegedStartService()
+        return True
+
+    def whenListening(self) -> Deferred[list[IListeningPort]]:
+        """
+        Fires with every listening port once all are listening.
+        """
+        d = DeferredList(
+            [listener.whenListening() for listener in self.listeners],
+            fireOnOneErrback=True,
+            consumeErrors=True,
+        )
+        return d.addCallback(lambda results: [port for _, port in results])
+
+    def startService(self) -> None:
+        super().startService()
+
+        def listening(ports: list[IListeningPort]) -> None:
+            for listener, port in zip(self.listeners, ports, strict=True):
+                self.log.info(
+                    "echo service listening on {address} ({description})",
+                    event="listener.started",
+                    address=describePeer(port.getHost()),
+                    description=listener.description,
+                )
+
+        self.whenListening().addCallback(listening)
+
+    def stopService(self) -> Deferred[None]:
+        d: Deferred[Any] = super().stopService() or succeed(None)
+        d.addCallback(lambda _: self.factory.drain(self.shutdownTimeout))
+        return d
+
+    def reconfigure(self, config: Config) -> None:
+        self.factory.reconfigure(config.server)
+        self.shutdownTimeout = config.server.shutdown_timeout
+
+
+class EchodService(MultiService):
+    """
+    The root of every echod service tree.
+
+    Under twistd it also hands twistd its log observer (as the application's
+    L{ILogObserver} component) and, when asked, owns the signals: SIGTERM
+    drains and exits 0, a second SIGTERM cuts the drain short.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        logObserver: ILogObserver | None = None,
+        handleSignals: bool = False,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.logObserver = logObserver
+        self.handleSignals = handleSignals
+        self._stopping = False
+
+    def setServiceParent(self, parent: Any) -> None:
+        if self.logObserver is not None and isinstance(parent, Componentized):
+            parent.setComponent(ILogObserver, self.logObserver)
+        super().setServiceParent(parent)
+
+    def privilegedStartService(self) -> None:
+        _raiseFileLimit(self.config.server.max_connections, self.log)
+        super().privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        if self.handleSignals:
+            self.reactor.callWhenRunning(self._installSignalHandlers)
+
+    def stopService(self) -> Deferred[Any]:
+        self._stopping = True
+        stopped: Deferred[Any] = super().stopService()
+        return stopped
+
+    def _installSignalHandlers(self) -> None:
+        signal.signal(signal.SIGTERM, self._sigterm)
+
+    def _sigterm(self, signum: int, frame: FrameType | None) -> None:
+        # Not Twisted's own handler: that one records the signal and twistd
+        # then kills itself with it (status 143); a drained stop exits 0.
+        if self._stopping:
+            self.reactor.callFromThread(self._abortConnections)
+        else:
+            self.reactor.callFromThread(self._stop)
+
+    def _stop(self) -> None:
+        self.log.info("SIGTERM: shutting down", event="shutdown.requested")
+        self.reactor.stop()
+
+    def _abortConnections(self) -> None:
+        for service in self:
+            if isinstance(service, EchoService):
+                service.factory.abortAll("second SIGTERM")
+
+
+def _raiseFileLimit(wanted: int, log: Logger) -> None:
+    """
+    Raise the soft limit on open files to the hard limit: thousands of clients
+    need thousands of descriptors, and the usual soft limit is 1024.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if wanted and soft < wanted + 64:
+        log.warn(
+            "open file limit {soft} is below max_connections {wanted}: raise "
+            "LimitNOFILE= (systemd) or ulimit -n",
+            soft=soft,
+            wanted=wanted,
+        )
+
+
+def makeService(
+    config: Config,
+    reactor: IReactorTime | None = None,
+    logObserver: ILogObserver | None = None,
+    handleSignals: bool = False,
+) -> EchodService:
+    """
+    Assemble the echo service tree for C{config}.  Nothing listens until the
+    tree is started.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    root = EchodService(config, reactor, logObserver, handleSignals)
+    if config.server.listen:
+        EchoService(config, reactor).setServiceParent(root)
+    return root

@@ -1,0 +1,5 @@
+"""
+One module per twistd command: each exports C{Options} and C{makeService}.
+"""
+
+__all__: list[str] = []

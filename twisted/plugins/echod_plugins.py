@@ -1,0 +1,25 @@
+"""
+echod's twistd plugins.  Kept to one import and three objects: a plugin file
+that fails to import makes twistd answer "Unknown command".
+"""
+
+from twisted.application.service import ServiceMaker
+
+echod = ServiceMaker(
+    "echod",
+    "echod.tap.server",
+    "RFC 862 echo service: TCP, UDP, TLS, Unix, PROXY",
+    "echod",
+)
+echodClient = ServiceMaker(
+    "echod-client",
+    "echod.tap.client",
+    "Echo client: Happy Eyeballs, verify, RTT",
+    "echod-client",
+)
+echodSniff = ServiceMaker(
+    "echod-sniff",
+    "echod.tap.sniff",
+    "Packet sniffer: BPF filters, text/JSON/pcap",
+    "echod-sniff",
+)
