@@ -1,0 +1,3 @@
+"""
+echod tests.
+"""
