@@ -47,7 +47,7 @@ class Twistd:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Twistd:
-        self._log = open(self.logPath, "wb")
+        self._log = open(self.logPath, "wb")  # noqa: SIM115 (closed by stop())
         self.process = subprocess.Popen(
             self.argv,
             cwd=self.directory,
