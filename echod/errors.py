@@ -47,8 +47,10 @@ def reportUserErrors(prog: str = "echod") -> None:
 
     def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
         if isinstance(value, UserError):
-            sys.stderr.write(f"{prog}: {value}\n")
-            sys.stderr.flush()
+            # Not sys.stderr: once twistd has begun logging, that feeds the log.
+            stderr = sys.__stderr__ or sys.stderr
+            stderr.write(f"{prog}: {value}\n")
+            stderr.flush()
         else:
             previous(kind, value, tb)
 

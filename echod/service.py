@@ -71,9 +71,22 @@ class ListenerService(Service):
     one-line L{ListenError} instead of a traceback, and L{whenListening}.
     """
 
-    def __init__(self, description: str, factory: IProtocolFactory, reactor: IReactorCore) -> None:
+    log = Logger()
+
+    def __init__(
+        self,
+        description: str,
+        factory: IProtocolFactory,
+        reactor: IReactorCore,
+        listen: str | None = None,
+    ) -> None:
+        """
+        @param description: the endpoint as the user wrote it, for messages.
+        @param listen: the endpoint actually listened on, if echod added to it
+            (a backlog).
+        """
         self.description = description
-        self._service = strports.service(description, factory, reactor=reactor)
+        self._service = strports.service(listen or description, factory, reactor=reactor)
         self._reporting = _ReportingEndpoint(self._service.endpoint)
         self._service.endpoint = self._reporting
 
@@ -86,10 +99,13 @@ class ListenerService(Service):
             self._service.privilegedStartService()
         except CannotListenError as e:
             cause = e.socketError
-            raise ListenError(
+            problem = ListenError(
                 _listenProblem(self.description, e),
                 errno=cause.errno if isinstance(cause, OSError) else None,
-            ) from None
+            )
+            # In daemon mode stderr is gone by now: the log file must say it.
+            self.log.critical("{problem}", problem=problem, event="listener.failed")
+            raise problem from None
 
     def startService(self) -> None:
         Service.startService(self)
@@ -124,7 +140,7 @@ class EchoService(MultiService):
         self,
         config: Config,
         reactor: Any,
-        listener: Callable[[str, IProtocolFactory, Any], ListenerService] = ListenerService,
+        listener: Callable[..., ListenerService] = ListenerService,
     ) -> None:
         super().__init__()
         self.setName("tcp-echo")
@@ -138,9 +154,8 @@ class EchoService(MultiService):
             self._addListener(description)
 
     def _addListener(self, description: str) -> ListenerService:
-        listener = self._listener(
-            withBacklog(description, self.backlog), self.factory, self._reactor
-        )
+        listen = withBacklog(description, self.backlog)
+        listener = self._listener(description, self.factory, self._reactor, listen)
         listener.setServiceParent(self)
         self.listeners.append(listener)
         return listener
@@ -159,7 +174,7 @@ class EchoService(MultiService):
         The embedded default listens dual-stack on C{::}; on a host without
         IPv6 that fails, and the default becomes IPv4-only, said in the log.
         """
-        if listener.description != withBacklog(DEFAULT_LISTEN, self.backlog):
+        if listener.description != DEFAULT_LISTEN:
             return False
         if error.errno not in _NO_IPV6:
             return False

@@ -1,0 +1,294 @@
+"""
+Tests for L{echod.echo} with in-memory transports and a fake clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.logger import LogEvent, LogLevel, capturedLogs
+from twisted.python.failure import Failure
+
+from echod.config import ServerConfig
+from echod.echo import EchoFactory, EchoProtocol
+from echod.limits import Refusal
+
+
+def makeFactory(**settings: object) -> tuple[EchoFactory, Clock]:
+    clock = Clock()
+    return EchoFactory(ServerConfig(**settings), clock), clock  # type: ignore[arg-type]
+
+
+def connect(
+    factory: EchoFactory, host: str = "192.0.2.1", port: int = 40000
+) -> tuple[EchoProtocol, StringTransport]:
+    address = IPv6Address("TCP", host, port) if ":" in host else IPv4Address("TCP", host, port)
+    protocol = factory.buildProtocol(address)
+    assert protocol is not None
+    transport = StringTransport(peerAddress=address, hostAddress=IPv4Address("TCP", "192.0.2.9", 7))
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+def lose(protocol: EchoProtocol) -> None:
+    protocol.connectionLost(Failure(ConnectionDone()))
+
+
+@pytest.fixture
+def events() -> Iterator[Sequence[LogEvent]]:
+    with capturedLogs() as captured:
+        yield captured
+
+
+class EchoProtocolTests:
+    def test_echoesEveryByteInOrder(self) -> None:
+        """
+        Whatever arrives is written back, in order.
+        """
+        protocol, transport = connect(makeFactory()[0])
+        for chunk in (b"hello", b" ", b"", b"world\x00\xff"):
+            protocol.dataReceived(chunk)
+        assert transport.value() == b"hello world\x00\xff"
+        assert protocol.received == 13
+
+    @given(st.lists(st.binary(max_size=2048), max_size=40))
+    def test_arbitraryChunksComeBackIdentical(self, chunks: list[bytes]) -> None:
+        """
+        Any byte sequence, split anyhow, comes back identical.
+        """
+        protocol, transport = connect(makeFactory()[0])
+        for chunk in chunks:
+            protocol.dataReceived(chunk)
+        assert transport.value() == b"".join(chunks)
+
+    def test_transportIsItsOwnStreamingProducer(self) -> None:
+        """
+        Backpressure: the transport is registered as its own push producer,
+        so Twisted stops reading while the echo cannot be sent.
+        """
+        _, transport = connect(makeFactory()[0])
+        assert transport.producer is transport
+        assert transport.streaming
+
+    def test_halfCloseFlushesThenCloses(self) -> None:
+        """
+        When the peer shuts down its sending side, the producer is unregistered
+        (else loseConnection would never complete) and the connection is lost
+        after the echo already written.
+        """
+        protocol, transport = connect(makeFactory()[0])
+        protocol.dataReceived(b"last words")
+        protocol.readConnectionLost()
+        assert transport.producer is None
+        assert transport.disconnecting
+        assert transport.value() == b"last words"
+
+    def test_idleTimeoutAborts(self) -> None:
+        """
+        Nothing received for idle_timeout seconds: the connection is aborted
+        (a peer that stopped reading would never let an orderly close end).
+        """
+        protocol, transport = connect(makeFactory(idle_timeout=30.0)[0])
+        clock = protocol.factory.clock
+        assert isinstance(clock, Clock)
+        clock.advance(29)
+        assert not transport.disconnecting
+        clock.advance(1)
+        assert transport.disconnecting  # abortConnection on StringTransport
+
+    def test_activityPostponesIdleTimeout(self) -> None:
+        factory, clock = makeFactory(idle_timeout=30.0)
+        protocol, transport = connect(factory)
+        clock.advance(20)
+        protocol.dataReceived(b"x")
+        clock.advance(20)
+        assert not transport.disconnecting
+        clock.advance(10)
+        assert transport.disconnecting
+
+    def test_noIdleTimeoutWhenZero(self) -> None:
+        factory, clock = makeFactory(idle_timeout=0.0)
+        _, transport = connect(factory)
+        clock.advance(10**6)
+        assert not transport.disconnecting
+        assert not clock.getDelayedCalls()
+
+    def test_closedConnectionCancelsTimer(self) -> None:
+        factory, clock = makeFactory(idle_timeout=30.0)
+        protocol, _ = connect(factory)
+        lose(protocol)
+        assert not clock.getDelayedCalls()
+
+    def test_openAndCloseAreLogged(self, events: Sequence[LogEvent]) -> None:
+        """
+        Opening and closing are logged with the peer, and closing with the
+        duration and bytes echoed; IPv4-mapped peers are shown as IPv4.
+        """
+        factory, clock = makeFactory()
+        protocol, _ = connect(factory, "::ffff:192.0.2.7", 5555)
+        protocol.dataReceived(b"12345")
+        clock.advance(2.5)
+        lose(protocol)
+        opened = [e for e in events if e.get("event") == "connection.opened"]
+        closed = [e for e in events if e.get("event") == "connection.closed"]
+        assert opened[0]["peer"] == "192.0.2.7:5555"
+        assert closed[0]["peer"] == "192.0.2.7:5555"
+        assert closed[0]["bytes"] == 5
+        assert closed[0]["duration"] == 2.5
+        assert closed[0]["log_level"] == LogLevel.info
+
+
+class AdmissionTests:
+    def test_deniedPeerIsClosedAtOnce(self, events: Sequence[LogEvent]) -> None:
+        """
+        A peer in the deny list is disconnected at once, never echoed to, and
+        the refusal is logged with the reason.
+        """
+        factory, _ = makeFactory(deny=("192.0.2.0/24",))
+        protocol, transport = connect(factory, "192.0.2.1")
+        assert transport.disconnecting
+        assert transport.producer is None
+        refused = [e for e in events if e.get("event") == "connection.refused"]
+        assert refused[0]["reason"] == Refusal.ACL
+        assert refused[0]["peer"] == "192.0.2.1:40000"
+        assert factory.stats.refused[Refusal.ACL] == 1
+        lose(protocol)
+        assert factory.limits.total == 0
+
+    def test_allowListLetsOnlyItsNetworksIn(self) -> None:
+        factory, _ = makeFactory(allow=("2001:db8::/32",))
+        _, inside = connect(factory, "2001:db8::1")
+        _, outside = connect(factory, "2001:db9::1")
+        assert not inside.disconnecting
+        assert outside.disconnecting
+
+    def test_mappedIPv4MatchesIPv4Network(self) -> None:
+        """
+        A dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d; ACLs
+        written in IPv4 still apply to them.
+        """
+        factory, _ = makeFactory(deny=("198.51.100.0/24",))
+        _, transport = connect(factory, "::ffff:198.51.100.20")
+        assert transport.disconnecting
+
+    def test_maxConnections(self) -> None:
+        factory, _ = makeFactory(max_connections=2)
+        first, _ = connect(factory, "192.0.2.1")
+        connect(factory, "192.0.2.2")
+        _, third = connect(factory, "192.0.2.3")
+        assert third.disconnecting
+        assert factory.stats.refused[Refusal.MAX_CONNECTIONS] == 1
+        lose(first)
+        _, fourth = connect(factory, "192.0.2.4")
+        assert not fourth.disconnecting
+
+    def test_maxConnectionsPerPeer(self) -> None:
+        factory, _ = makeFactory(max_connections_per_peer=1)
+        connect(factory, "192.0.2.1", 1)
+        _, second = connect(factory, "192.0.2.1", 2)
+        _, other = connect(factory, "192.0.2.2", 3)
+        assert second.disconnecting
+        assert not other.disconnecting
+
+    def test_refusalLogIsBounded(self, events: Sequence[LogEvent]) -> None:
+        """
+        A flood of refusals logs a bounded number of lines, then one summary.
+        """
+        factory, clock = makeFactory(deny=("0.0.0.0/0",))
+        for port in range(1000):
+            connect(factory, "192.0.2.1", port)
+        lines = [e for e in events if e.get("event") == "connection.refused"]
+        assert len(lines) == 10
+        clock.advance(10)
+        summaries = [e for e in events if e.get("event") == "connection.refused.summary"]
+        assert summaries[0]["total"] == 990
+
+    def test_reconfigureKeepsOpenConnections(self) -> None:
+        """
+        New limits apply to new connections; open ones stay open.
+        """
+        factory, _ = makeFactory()
+        _, old = connect(factory, "192.0.2.1")
+        factory.reconfigure(ServerConfig(deny=("192.0.2.0/24",)))
+        _, new = connect(factory, "192.0.2.1")
+        assert not old.disconnecting
+        assert new.disconnecting
+
+
+class DrainTests:
+    def test_drainWithoutConnectionsFiresAtOnce(self) -> None:
+        factory, _ = makeFactory()
+        fired: list[object] = []
+        factory.drain(10).addCallback(fired.append)
+        assert fired == [None]
+
+    def test_quietConnectionIsClosedAfterOneTick(self) -> None:
+        """
+        A connection with nothing arriving is closed in order at the first
+        check; the drain fires when it is gone.
+        """
+        factory, clock = makeFactory()
+        protocol, transport = connect(factory)
+        fired: list[object] = []
+        factory.drain(10).addCallback(fired.append)
+        clock.advance(0.1)
+        assert transport.disconnecting
+        assert transport.producer is None
+        assert not fired
+        lose(protocol)
+        assert fired == [None]
+        assert not clock.getDelayedCalls()
+
+    def test_busyConnectionEchoesUntilHalfTime(self) -> None:
+        """
+        A connection that keeps talking keeps being echoed until half the
+        timeout, then is closed in order.
+        """
+        factory, clock = makeFactory()
+        protocol, transport = connect(factory)
+        factory.drain(10)
+        for _ in range(49):
+            protocol.dataReceived(b"more")
+            clock.advance(0.1)
+        assert not transport.disconnecting
+        assert transport.value() == b"more" * 49
+        protocol.dataReceived(b"late")
+        clock.advance(0.2)
+        assert transport.disconnecting
+        protocol.dataReceived(b"discarded")
+        assert transport.value() == b"more" * 49 + b"late"
+
+    def test_leftoversAbortedAtTimeout(self, events: Sequence[LogEvent]) -> None:
+        factory, clock = makeFactory()
+        protocol, transport = connect(factory)
+        fired: list[object] = []
+        factory.drain(2).addCallback(fired.append)
+        clock.advance(2)
+        assert any(e.get("event") == "shutdown.aborting" for e in events)
+        assert transport.disconnecting
+        lose(protocol)
+        assert fired == [None]
+
+    def test_newConnectionsRefusedWhileDraining(self) -> None:
+        factory, _ = makeFactory()
+        connect(factory)
+        factory.drain(10)
+        _, late = connect(factory, "192.0.2.77")
+        assert late.disconnecting
+        assert factory.stats.refused[Refusal.SHUTTING_DOWN] == 1
+
+    def test_bytesEchoedCountsOpenAndClosed(self) -> None:
+        factory, _ = makeFactory()
+        one, _ = connect(factory)
+        two, _ = connect(factory, "192.0.2.2")
+        one.dataReceived(b"abc")
+        two.dataReceived(b"de")
+        lose(one)
+        assert factory.bytesEchoed() == 5
