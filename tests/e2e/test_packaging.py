@@ -1,0 +1,75 @@
+"""
+echod as pip installs it: the wheel ships the plugin and nothing that would
+overwrite Twisted's files, and a fresh virtualenv runs twistd echod.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(*argv: str | Path, cwd: Path | None = None, timeout: float = 300) -> str:
+    result = subprocess.run(
+        [str(a) for a in argv],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert result.returncode == 0, f"{argv}: {result.stdout}\n{result.stderr}"
+    return result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    out = tmp_path_factory.mktemp("wheel")
+    run(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, ROOT)
+    (built,) = out.glob("echod-*.whl")
+    yield built
+
+
+def test_wheelContents(wheel: Path) -> None:
+    """
+    The plugin file is in the wheel; no twisted/__init__.py or
+    twisted/plugins/__init__.py (they would replace Twisted's own, and
+    uninstalling echod would break twistd); no tests package; no plugin cache.
+    """
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "twisted/plugins/echod_plugins.py" in names
+    assert "echod/py.typed" in names
+    assert {"echod/tap/server.py", "echod/config.py", "echod/sniff/__init__.py"} <= names
+    assert "twisted/__init__.py" not in names
+    assert "twisted/plugins/__init__.py" not in names
+    assert not [n for n in names if n.startswith("tests/")]
+    assert not [n for n in names if n.endswith("dropin.cache")]
+
+
+def test_freshVirtualenv(wheel: Path, tmp_path: Path) -> None:
+    """
+    In a fresh venv: the wheel installs, twistd lists the plugins, echod
+    answers --help without a traceback, and uninstalling echod leaves twistd
+    working.
+    """
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", venv)
+    pip, twistd = venv / "bin" / "pip", venv / "bin" / "twistd"
+    run(pip, "install", "-q", wheel)
+    listing = run(twistd, "--help", cwd=tmp_path)
+    for name in ("echod", "echod-client", "echod-sniff"):
+        assert f"    {name} " in listing
+    assert "Options" in run(twistd, "echod", "--help", cwd=tmp_path)
+    run(pip, "uninstall", "-y", "-q", "echod")
+    after = run(twistd, "--help", cwd=tmp_path)
+    assert "    echod " not in after
+    assert "web " in after

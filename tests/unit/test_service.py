@@ -1,0 +1,114 @@
+"""
+Tests for L{echod.service} that need no sockets.
+"""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import pytest
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import MemoryReactorClock
+from twisted.logger import LogEvent, capturedLogs
+
+from echod import config
+from echod.errors import ListenError
+from echod.service import EchoService, ListenerService
+
+
+class FakeListener(Service):
+    """
+    A listener that fails like a host without IPv6 (or with a taken port).
+    """
+
+    def __init__(self, description: str, factory: object, reactor: object, listen: str) -> None:
+        self.description = description
+        self.listen = listen
+        self.failWith = FAILURES.get(description)
+
+    def privilegedStartService(self) -> None:
+        if self.failWith is not None:
+            raise ListenError(f"cannot listen on {self.description}", errno=self.failWith)
+
+    def whenListening(self) -> Deferred[Any]:
+        return Deferred()
+
+
+FAILURES: dict[str, int] = {}
+
+
+@pytest.fixture(autouse=True)
+def clearFailures() -> None:
+    FAILURES.clear()
+
+
+def service(listen: tuple[str, ...]) -> EchoService:
+    cfg = config.Config(server=config.ServerConfig(listen=listen))
+    return EchoService(cfg, MemoryReactorClock(), listener=FakeListener)
+
+
+class IPv4FallbackTests:
+    def test_defaultFallsBackWithoutIPv6(self) -> None:
+        """
+        The embedded default (dual-stack on ::) becomes IPv4 on a host
+        without IPv6, and says so.
+        """
+        FAILURES[config.DEFAULT_LISTEN] = errno.EAFNOSUPPORT
+        echo = service((config.DEFAULT_LISTEN,))
+        with capturedLogs() as events:
+            echo.privilegedStartService()
+        assert [x.description for x in echo.listeners] == [config.DEFAULT_LISTEN_IPV4]
+        warnings: list[LogEvent] = [e for e in events if "IPv6 is not available" in e["log_format"]]
+        assert warnings
+
+    def test_busyDefaultPortIsAnError(self) -> None:
+        FAILURES[config.DEFAULT_LISTEN] = errno.EADDRINUSE
+        with pytest.raises(ListenError):
+            service((config.DEFAULT_LISTEN,)).privilegedStartService()
+
+    def test_explicitListenersNeverFallBack(self) -> None:
+        explicit = r"tcp6:port=7:interface=\:\:1"
+        FAILURES[explicit] = errno.EAFNOSUPPORT
+        with pytest.raises(ListenError):
+            service((explicit,)).privilegedStartService()
+
+    def test_listenersGetTheBacklog(self) -> None:
+        echo = service(("tcp:7",))
+        listener = echo.listeners[0]
+        assert isinstance(listener, FakeListener)
+        assert listener.listen == "tcp:7:backlog=1024"
+        assert listener.description == "tcp:7"
+
+
+class ListenerServiceTests:
+    def test_busyPortBecomesListenError(self) -> None:
+        """
+        A port that cannot be opened is a one-line ListenError naming the
+        endpoint as the user wrote it.
+        """
+        import socket
+
+        from twisted.internet.protocol import Factory, Protocol
+
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        try:
+            from twisted.internet import reactor
+
+            listener = ListenerService(
+                f"tcp:{port}:interface=127.0.0.1",
+                Factory.forProtocol(Protocol),
+                reactor,  # type: ignore[arg-type]
+            )
+            with pytest.raises(ListenError) as caught:
+                listener.privilegedStartService()
+        finally:
+            holder.close()
+        assert str(caught.value) == (
+            f"cannot listen on tcp:{port}:interface=127.0.0.1: address already in use"
+        )
+        assert caught.value.errno == errno.EADDRINUSE
