@@ -8,7 +8,6 @@ import errno
 from typing import Any
 
 import pytest
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, capturedLogs
@@ -18,12 +17,15 @@ from echod.errors import ListenError
 from echod.service import EchoService, ListenerService
 
 
-class FakeListener(Service):
+class FakeListener(ListenerService):
     """
-    A listener that fails like a host without IPv6 (or with a taken port).
+    A listener that fails like a host without IPv6 (or with a taken port),
+    and opens nothing.
     """
 
-    def __init__(self, description: str, factory: object, reactor: object, listen: str) -> None:
+    def __init__(
+        self, description: str, factory: object, reactor: object, listen: str
+    ) -> None:
         self.description = description
         self.listen = listen
         self.failWith = FAILURES.get(description)
@@ -102,7 +104,7 @@ class ListenerServiceTests:
             listener = ListenerService(
                 f"tcp:{port}:interface=127.0.0.1",
                 Factory.forProtocol(Protocol),
-                reactor,  # type: ignore[arg-type]
+                reactor,
             )
             with pytest.raises(ListenError) as caught:
                 listener.privilegedStartService()
