@@ -23,9 +23,7 @@ class FakeListener(ListenerService):
     and opens nothing.
     """
 
-    def __init__(
-        self, description: str, factory: object, reactor: object, listen: str
-    ) -> None:
+    def __init__(self, description: str, factory: object, reactor: object, listen: str) -> None:
         self.description = description
         self.listen = listen
         self.failWith = FAILURES.get(description)
