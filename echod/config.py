@@ -42,6 +42,7 @@ __all__ = [
     "SniffConfig",
     "UDPConfig",
     "checkInheritedSockets",
+    "endpointParameters",
     "load",
     "loads",
     "override",
@@ -278,10 +279,10 @@ def _unescape(piece: str) -> str:
     return re.sub(r"\\(.)", r"\1", piece)
 
 
-def _streamParameters(description: str) -> tuple[str, list[str], dict[str, str]]:
+def endpointParameters(description: str) -> tuple[str, list[str], dict[str, str]]:
     """
-    The type, positional arguments and keyword arguments of a stream endpoint
-    description, with any C{haproxy:} prefixes removed.
+    The type, positional arguments and keyword arguments (unescaped) of an
+    endpoint description, with any C{haproxy:} prefixes removed.
     """
     pieces = _splitDescription(description)
     while pieces and pieces[0] == "haproxy":
@@ -331,7 +332,7 @@ def _streamServer(description: str) -> str:
     """
     from twisted.internet.endpoints import serverFromString
 
-    kind, args, kwargs = _streamParameters(description)
+    kind, args, kwargs = endpointParameters(description)
     if kind in ("tcp", "tcp6", "ssl"):
         _checkPort(kwargs.get("port", args[0] if args else None), kind)
         _checkInterface(kwargs.get("interface"), 6 if kind == "tcp6" else 4)
@@ -360,7 +361,7 @@ def withBacklog(description: str, backlog: int) -> str:
     does not name its own (Twisted's default of 50 turns a burst of connects into
     seconds of SYN retries).
     """
-    kind, _, kwargs = _streamParameters(description)
+    kind, _, kwargs = endpointParameters(description)
     if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog" not in kwargs:
         return f"{description}:backlog={backlog}"
     return description
@@ -409,6 +410,14 @@ def parseDatagramEndpoint(description: str) -> DatagramEndpoint:
 
 
 def _datagramServer(description: str) -> str:
+    if description.startswith("systemd:"):
+        _, _, kwargs = endpointParameters(description)
+        if kwargs.get("domain") not in ("INET", "INET6") or not kwargs.get("name"):
+            raise _Invalid(
+                "a systemd: datagram socket needs domain=INET or INET6 and name=NAME "
+                "(FileDescriptorName= of its .socket unit)"
+            )
+        return description
     parseDatagramEndpoint(description)
     return description
 
@@ -511,8 +520,9 @@ class UDPConfig:
     listen: tuple[str, ...] = setting(
         (),
         _List(_Str(check=_datagramServer, what="a udp: endpoint"), "udp: endpoints"),
-        'UDP addresses to echo on, such as "udp:port=7007" (dual-stack) or '
-        '"udp:port=7:interface=127.0.0.1"; empty: no UDP',
+        'UDP addresses to echo on, such as "udp:port=7007" (dual-stack), '
+        '"udp:port=7:interface=127.0.0.1" or "systemd:domain=INET6:name=echo-udp"; '
+        "empty: no UDP",
     )
     blocked_source_ports: tuple[tuple[int, int], ...] = setting(
         _DEFAULT_BLOCKED_PORTS,
@@ -846,7 +856,7 @@ def checkInheritedSockets(config: Config) -> None:
     from twisted.internet.endpoints import serverFromString
 
     for index, description in enumerate(config.server.listen, 1):
-        kind, _, kwargs = _streamParameters(description)
+        kind, _, kwargs = endpointParameters(description)
         if kind != "systemd":
             continue
         try:

@@ -32,17 +32,19 @@ from twisted.internet.interfaces import (
     IReactorTime,
     ITCPTransport,
 )
-from twisted.internet.protocol import Factory, Protocol, connectionDone
+from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echod.config import ServerConfig
+from echod.config import ServerConfig, UDPConfig
 from echod.limits import (
     AccessList,
     ConnectionLimits,
+    DatagramDrop,
+    DatagramGuard,
     IPAddress,
     LogBudget,
     Refusal,
@@ -50,7 +52,13 @@ from echod.limits import (
     peerIP,
 )
 
-__all__ = ["EchoFactory", "EchoProtocol", "EchoStats"]
+__all__ = [
+    "DatagramStats",
+    "EchoDatagramProtocol",
+    "EchoFactory",
+    "EchoProtocol",
+    "EchoStats",
+]
 
 # While draining for shutdown, how often connections are checked for having gone
 # quiet (nothing received since the last check): quiet ones are closed then.
@@ -381,3 +389,90 @@ class EchoFactory(Factory[EchoProtocol]):
         if drained is not None:
             self.log.info("all connections closed", event="shutdown.drained")
             drained.callback(None)
+
+
+@dataclass
+class DatagramStats:
+    """
+    UDP totals, shared by every UDP listener: what the metrics report.
+    """
+
+    received: int = 0
+    echoed: int = 0
+    bytesEchoed: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+
+
+class EchoDatagramProtocol(DatagramProtocol):
+    """
+    The echo service of RFC 862 over UDP: each datagram goes back to its
+    sender, byte for byte, unless the L{DatagramGuard} says no.  One instance
+    per listening port; the guard and the totals are shared.
+
+    The port must read datagrams of up to 65535 bytes (Twisted's default of
+    8192 truncates larger ones silently): an echo never returns less than
+    it got.
+    """
+
+    log = Logger()
+    noisy = False
+
+    def __init__(
+        self,
+        guard: DatagramGuard,
+        stats: DatagramStats,
+        dropLog: LogBudget,
+    ) -> None:
+        self.guard = guard
+        self.stats = stats
+        self._dropLog = dropLog
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        host, port = addr[0], addr[1]
+        self.stats.received += 1
+        reason = self.guard.check(host, port, len(datagram))
+        if reason is None:
+            try:
+                self.transport.write(datagram, addr)  # type: ignore[union-attr]
+            except OSError as e:
+                reason = DatagramDrop.SEND_ERROR
+                detail = e.strerror or str(e)
+            else:
+                self.stats.echoed += 1
+                self.stats.bytesEchoed += len(datagram)
+                return
+        else:
+            detail = reason
+        self.stats.dropped[reason] += 1
+        if self._dropLog.allow(reason):
+            self.log.info(
+                "no UDP echo to {source}: {reason} ({size} bytes)",
+                event="datagram.dropped",
+                source=_datagramSource(host, port),
+                reason=detail,
+                size=len(datagram),
+            )
+
+
+def _datagramSource(host: str, port: int) -> str:
+    if host.startswith("::ffff:") and "." in host:
+        host = host[7:]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def datagramDropLog(clock: IReactorTime, settings: UDPConfig) -> LogBudget:
+    """
+    The budget for UDP drop lines: a few per interval, then one summary.
+    """
+    log = EchoDatagramProtocol.log
+
+    def summary(counts: dict[str, int], seconds: float) -> None:
+        log.warn(
+            "{total} more UDP datagrams got no echo in {seconds:.1f}s ({counts})",
+            event="datagram.dropped.summary",
+            total=sum(counts.values()),
+            seconds=seconds,
+            counts=", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
+        )
+
+    return LogBudget(clock, summary, perInterval=5, interval=settings.drop_log_interval)

@@ -13,19 +13,24 @@ C{LimitConnectionsByPeer} fails on every connection in Twisted 26.10.
 from __future__ import annotations
 
 import ipaddress
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
 
+from echod.config import UDPConfig
+
 __all__ = [
     "AccessList",
     "ConnectionLimits",
+    "DatagramDrop",
+    "DatagramGuard",
     "IPAddress",
     "LogBudget",
     "Refusal",
+    "TokenBucket",
     "describePeer",
     "peerIP",
 ]
@@ -223,3 +228,162 @@ class LogBudget:
     def _windowEnded(self) -> None:
         self._summaryCall = None
         self.flush()
+
+
+class DatagramDrop:
+    """
+    Why a datagram got no reply: the values are the C{reason} label of the
+    drop metric and the word in the log line.
+    """
+
+    SOURCE_PORT = "source_port"
+    SOURCE_ADDRESS = "source_address"
+    ACL = "acl"
+    RATE_SOURCE = "rate_source"
+    RATE_GLOBAL = "rate_global"
+    SEND_ERROR = "send_error"
+
+
+class TokenBucket:
+    """
+    Packets and bytes per second with a burst of C{burst} seconds' worth;
+    a rate of 0 means no limit on that measure.
+    """
+
+    __slots__ = (
+        "byteRate",
+        "bytes",
+        "capacityBytes",
+        "capacityPackets",
+        "last",
+        "packetRate",
+        "packets",
+    )
+
+    def __init__(self, packetRate: float, byteRate: float, burst: float, now: float) -> None:
+        self.packetRate, self.byteRate = packetRate, byteRate
+        self.capacityPackets, self.capacityBytes = packetRate * burst, byteRate * burst
+        self.packets, self.bytes = self.capacityPackets, self.capacityBytes
+        self.last = now
+
+    def _refill(self, now: float) -> None:
+        elapsed = now - self.last
+        if elapsed > 0:
+            self.packets = min(self.capacityPackets, self.packets + elapsed * self.packetRate)
+            self.bytes = min(self.capacityBytes, self.bytes + elapsed * self.byteRate)
+            self.last = now
+
+    def allows(self, size: int, now: float) -> bool:
+        """
+        Whether one datagram of C{size} bytes fits now (nothing is taken).
+        """
+        self._refill(now)
+        return (not self.packetRate or self.packets >= 1) and (
+            not self.byteRate or self.bytes >= size
+        )
+
+    def take(self, size: int) -> None:
+        self.packets -= 1
+        self.bytes -= size
+
+
+class DatagramGuard:
+    """
+    Decides whether a UDP datagram gets its echo, as inetd does and more:
+
+      - no reply to source ports of other UDP services (a reply to chargen or
+        to another echo server starts an endless loop) or to port 0 (RFC 768:
+        no reply wanted);
+      - no reply to sources that cannot be real senders (multicast,
+        broadcast, unspecified): a spoofed one would make us a reflector;
+      - the ACL;
+      - token buckets per source and for all sources together, so that a
+        reflector on an unblocked port, or a spoofed flood, gets a bounded
+        rate of replies.
+
+    At most C{max_sources} buckets are kept, least recently used first out, so
+    a spoofed flood of sources costs bounded memory.
+    """
+
+    def __init__(self, settings: UDPConfig, clock: IReactorTime) -> None:
+        self._clock = clock
+        self.reconfigure(settings)
+
+    def reconfigure(self, settings: UDPConfig) -> None:
+        self._blocked = _portTable(settings.blocked_source_ports)
+        self.acl = AccessList.fromStrings(settings.allow, settings.deny)
+        self._rates = (
+            settings.source_packets_per_second,
+            settings.source_bytes_per_second,
+            settings.burst_seconds,
+        )
+        self._perSource = bool(
+            settings.source_packets_per_second or settings.source_bytes_per_second
+        )
+        self.maxSources = settings.max_sources
+        self._sources: OrderedDict[IPAddress, TokenBucket] = OrderedDict()
+        self._global = TokenBucket(
+            settings.global_packets_per_second,
+            settings.global_bytes_per_second,
+            settings.burst_seconds,
+            self._clock.seconds(),
+        )
+        self._globalLimited = bool(
+            settings.global_packets_per_second or settings.global_bytes_per_second
+        )
+
+    def check(self, host: str, port: int, size: int) -> str | None:
+        """
+        L{None} if the datagram from C{(host, port)} is to be echoed (and its
+        tokens are taken), else the L{DatagramDrop} reason.
+        """
+        if self._blocked[port]:
+            return DatagramDrop.SOURCE_PORT
+        try:
+            ip = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            return DatagramDrop.SOURCE_ADDRESS
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_multicast or ip.is_unspecified or ip == _BROADCAST:
+            return DatagramDrop.SOURCE_ADDRESS
+        if not self.acl.permits(ip):
+            return DatagramDrop.ACL
+        now = self._clock.seconds()
+        bucket = None
+        if self._perSource:
+            bucket = self._sources.get(ip)
+            if bucket is None:
+                bucket = TokenBucket(*self._rates, now)
+                self._sources[ip] = bucket
+                if len(self._sources) > self.maxSources:
+                    self._sources.popitem(last=False)
+            else:
+                self._sources.move_to_end(ip)
+            if not bucket.allows(size, now):
+                return DatagramDrop.RATE_SOURCE
+        if self._globalLimited:
+            if not self._global.allows(size, now):
+                return DatagramDrop.RATE_GLOBAL
+            self._global.take(size)
+        if bucket is not None:
+            bucket.take(size)
+        return None
+
+    def sources(self) -> int:
+        """
+        How many source addresses have a bucket now.
+        """
+        return len(self._sources)
+
+
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def _portTable(ranges: Iterable[tuple[int, int]]) -> bytearray:
+    table = bytearray(65536)
+    # Port 0 always: RFC 768 says the sender wants no reply.
+    table[0] = 1
+    for low, high in ranges:
+        table[low : high + 1] = b"\x01" * (high - low + 1)
+    return table

@@ -32,12 +32,34 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.components import Componentized
 from zope.interface import implementer
 
-from echod.config import DEFAULT_LISTEN, DEFAULT_LISTEN_IPV4, Config, withBacklog
-from echod.echo import EchoFactory
+from echod.config import (
+    DEFAULT_LISTEN,
+    DEFAULT_LISTEN_IPV4,
+    Config,
+    DatagramEndpoint,
+    endpointParameters,
+    parseDatagramEndpoint,
+    withBacklog,
+)
+from echod.echo import DatagramStats, EchoDatagramProtocol, EchoFactory, datagramDropLog
 from echod.errors import ListenError
-from echod.limits import describePeer
+from echod.limits import DatagramGuard, describePeer
+from echod.systemd import inheritedSocket
 
-__all__ = ["EchoService", "EchodService", "ListenerService", "makeService"]
+__all__ = [
+    "DatagramListenerService",
+    "EchoService",
+    "EchodService",
+    "ListenerService",
+    "UDPEchoService",
+    "makeService",
+]
+
+# The largest UDP payload (65,507 bytes over IPv4, 65,527 over IPv6) fits.
+MAX_DATAGRAM = 65535
+# The kernel's default UDP receive buffer (~200 KiB) overflows at a burst of
+# a thousand small datagrams before the reactor gets to read them.
+UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 # Errors that mean "this host has no IPv6", as opposed to "the port is taken".
 _NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
@@ -225,6 +247,126 @@ class EchoService(MultiService):
         self.shutdownTimeout = config.server.shutdown_timeout
 
 
+class DatagramListenerService(Service):
+    """
+    One UDP port: C{udp:port=N[:interface=ADDR]} (dual-stack on C{::}), or a
+    datagram socket systemd passed (C{systemd:domain=INET6:name=NAME}).
+
+    Not Twisted's C{UDPServer}: echod needs the port (its address, for the
+    log and for tests that listen on port 0), and to adopt systemd's socket.
+    """
+
+    log = Logger()
+
+    def __init__(self, description: str, protocol: EchoDatagramProtocol, reactor: Any) -> None:
+        self.description = description
+        self.protocol = protocol
+        self.reactor = reactor
+        self.port: Any = None
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        try:
+            self.port = self._open()
+        except CannotListenError as e:
+            cause = e.socketError
+            problem = ListenError(
+                _listenProblem(self.description, e),
+                errno=cause.errno if isinstance(cause, OSError) else None,
+            )
+            self.log.critical("{problem}", problem=problem, event="listener.failed")
+            raise problem from None
+        _enlargeReceiveBuffer(self.port.getHandle())
+        self.log.info(
+            "UDP echo listening on {address} ({description})",
+            event="listener.started",
+            address=describePeer(self.port.getHost()),
+            description=self.description,
+        )
+
+    def _open(self) -> Any:
+        if self.description.startswith("systemd:"):
+            return self._adopt()
+        endpoint: DatagramEndpoint = parseDatagramEndpoint(self.description)
+        return self.reactor.listenUDP(
+            endpoint.port,
+            self.protocol,
+            interface=endpoint.interface,
+            maxPacketSize=MAX_DATAGRAM,
+        )
+
+    def _adopt(self) -> Any:
+        import os
+        import socket
+
+        _, _, kwargs = endpointParameters(self.description)
+        fd = inheritedSocket(kwargs.get("name", ""))
+        if fd is None:
+            raise ListenError(
+                f"cannot listen on {self.description}: systemd passed no socket "
+                f"named {kwargs.get('name')!r}"
+            )
+        family = {"INET": socket.AF_INET, "INET6": socket.AF_INET6}[kwargs.get("domain", "INET6")]
+        # A blocking descriptor would hang the whole reactor on its first read.
+        os.set_blocking(fd, False)
+        return self.reactor.adoptDatagramPort(fd, family, self.protocol, MAX_DATAGRAM)
+
+    def startService(self) -> None:
+        Service.startService(self)
+        if self.port is None:
+            self.privilegedStartService()
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else succeed(None)
+
+
+def _enlargeReceiveBuffer(handle: Any) -> None:
+    """
+    Ask for L{UDP_RECEIVE_BUFFER}; as root, past C{net.core.rmem_max} too.
+    """
+    import socket
+
+    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
+        if option is None:
+            continue
+        try:
+            handle.setsockopt(socket.SOL_SOCKET, option, UDP_RECEIVE_BUFFER)
+            return
+        except OSError:
+            continue
+
+
+class UDPEchoService(MultiService):
+    """
+    The UDP echo service: one L{EchoDatagramProtocol} per port, sharing one
+    L{DatagramGuard} and one set of totals.
+    """
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        super().__init__()
+        self.setName("udp-echo")
+        self.guard = DatagramGuard(config.udp, reactor)
+        self.stats = DatagramStats()
+        self.dropLog = datagramDropLog(reactor, config.udp)
+        self.listeners: list[DatagramListenerService] = []
+        for description in config.udp.listen:
+            protocol = EchoDatagramProtocol(self.guard, self.stats, self.dropLog)
+            listener = DatagramListenerService(description, protocol, reactor)
+            listener.setServiceParent(self)
+            self.listeners.append(listener)
+
+    def reconfigure(self, config: Config) -> None:
+        self.guard.reconfigure(config.udp)
+        self.dropLog.interval = config.udp.drop_log_interval
+
+    def stopService(self) -> Deferred[None]:
+        self.dropLog.flush()
+        stopped: Deferred[None] = super().stopService()
+        return stopped
+
+
 class EchodService(MultiService):
     """
     The root of every echod service tree.
@@ -329,4 +471,6 @@ def makeService(
     root = EchodService(config, reactor, logObserver, handleSignals)
     if config.server.listen:
         EchoService(config, reactor).setServiceParent(root)
+    if config.udp.listen:
+        UDPEchoService(config, reactor).setServiceParent(root)
     return root
