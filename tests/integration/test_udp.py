@@ -56,7 +56,8 @@ def exchange(
             s.bind(source)
         for payload in payloads:
             s.sendto(payload, target)
-        replies, deadline = [], time.monotonic() + wait
+        replies: list[bytes] = []
+        deadline = time.monotonic() + wait
         s.settimeout(0.2)
         while time.monotonic() < deadline and len(replies) < len(payloads):
             try:
