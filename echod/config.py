@@ -486,6 +486,11 @@ class ServerConfig:
         _durations,
         "on SIGTERM, how long open connections may finish echoing before they are cut",
     )
+    proxy_header_timeout: float = setting(
+        5.0,
+        _Float(0.001, 3600, " of seconds"),
+        "on haproxy: listeners, how long the PROXY header may take to arrive",
+    )
     allow: tuple[str, ...] = setting(
         (),
         _List(_Str(check=_network, what="a CIDR network"), "CIDR networks"),

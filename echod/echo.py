@@ -34,7 +34,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -51,6 +51,7 @@ from echod.limits import (
     describePeer,
     peerIP,
 )
+from echod.proxyprotocol import ProxyHeaderError, parseProxyHeader
 
 __all__ = [
     "DatagramStats",
@@ -58,6 +59,7 @@ __all__ = [
     "EchoFactory",
     "EchoProtocol",
     "EchoStats",
+    "ProxiedEchoFactory",
 ]
 
 # While draining for shutdown, how often connections are checked for having gone
@@ -71,11 +73,13 @@ class EchoProtocol(Protocol, TimeoutMixin):
     Echo one stream connection.
 
     The peer is admitted (ACL, limits) in L{peerKnown}, which L{connectionMade}
-    calls at once for a plain listener; a listener behind a proxy calls it once
-    the proxy has said who the real peer is.
+    calls at once for a plain listener.  Behind a proxy (C{expectProxyHeader}),
+    the PROXY header is read first, and the peer it names is the one admitted,
+    counted and logged; the rest of the first segment is then echoed.
 
     @ivar received: bytes received (and, unless discarded while closing,
         echoed) so far.
+    @ivar proxyAddress: the proxy's own address, behind a proxy.
     """
 
     log = Logger()
@@ -87,8 +91,15 @@ class EchoProtocol(Protocol, TimeoutMixin):
     received = 0
     discarded = 0
     peerAddress: IAddress | None = None
+    proxyAddress: IAddress | None = None
     peer: IPAddress | None = None
     opened = 0.0
+    expectProxyHeader = False
+    # The proxy's own connections (PROXY LOCAL: health checks) are logged at
+    # debug level: a check every few hundred milliseconds is not news.
+    _quiet = False
+    _header = b""
+    _headerTimeout: IDelayedCall | None = None
     _admitted = False
     _closing = False
     _closeReason: str | None = None
@@ -103,7 +114,64 @@ class EchoProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.opened = self.factory.clock.seconds()
-        self.peerKnown(self.transport.getPeer())
+        if not self.expectProxyHeader:
+            self.peerKnown(self.transport.getPeer())
+            return
+        self.proxyAddress = self.transport.getPeer()
+        refusal = self.factory.awaitHeader(self)
+        if refusal is not None:
+            self._closeReason = f"refused ({refusal})"
+            self.transport.loseConnection()
+            return
+        self.dataReceived = self._readProxyHeader  # type: ignore[method-assign]
+        self._headerTimeout = self.factory.clock.callLater(
+            self.factory.proxyHeaderTimeout, self._proxyHeaderFailed, "no PROXY header in time"
+        )
+
+    def _readProxyHeader(self, data: bytes) -> None:
+        buffered = self._header + data
+        try:
+            header = parseProxyHeader(buffered)
+        except ProxyHeaderError as e:
+            self._proxyHeaderFailed(str(e))
+            return
+        if header is None:
+            self._header = buffered
+            return
+        self._stopWaitingForHeader()
+        del self.dataReceived  # back to the class's echo
+        self._quiet = header.source is None
+        self.peerKnown(header.source or self.proxyAddress)  # type: ignore[arg-type]
+        rest = buffered[header.length :]
+        if rest and self._admitted:
+            self.dataReceived(rest)
+
+    def _proxyHeaderFailed(self, problem: str) -> None:
+        self._stopWaitingForHeader()
+        self._closeReason = problem
+        self.factory.proxyHeaderFailed(self, problem)
+        self.transport.abortConnection()
+
+    def _closedWhileWaitingForHeader(self) -> None:
+        if self._header:
+            self._proxyHeaderFailed("closed before the PROXY header ended")
+            return
+        # Connected and closed without a byte: a port probe or a plain TCP
+        # health check, not a broken proxy.
+        self._stopWaitingForHeader()
+        self.log.debug(
+            "{proxy} closed before sending a PROXY header",
+            event="connection.probe",
+            proxy=describePeer(self.proxyAddress),
+        )
+        self.transport.loseConnection()
+
+    def _stopWaitingForHeader(self) -> None:
+        if self._headerTimeout is not None and self._headerTimeout.active():
+            self._headerTimeout.cancel()
+        self._headerTimeout = None
+        self._header = b""
+        self.factory.headerDone(self)
 
     def peerKnown(self, address: IAddress) -> None:
         """
@@ -119,12 +187,22 @@ class EchoProtocol(Protocol, TimeoutMixin):
         self._admitted = True
         self.transport.registerProducer(self.transport, True)
         self.setTimeout(self.factory.idleTimeout or None)
-        self.log.info(
-            "{peer} connected to {local}",
-            event="connection.opened",
-            peer=describePeer(address),
-            local=describePeer(self.transport.getHost()),
-        )
+        if self.proxyAddress is None:
+            self.log.info(
+                "{peer} connected to {local}",
+                event="connection.opened",
+                peer=describePeer(address),
+                local=describePeer(self.transport.getHost()),
+            )
+        else:
+            self.log.emit(
+                LogLevel.debug if self._quiet else LogLevel.info,
+                "{peer} connected to {local} through {proxy}",
+                event="connection.opened",
+                peer=describePeer(address),
+                local=describePeer(self.transport.getHost()),
+                proxy=describePeer(self.proxyAddress),
+            )
 
     def dataReceived(self, data: bytes) -> None:
         self.transport.write(data)
@@ -140,6 +218,10 @@ class EchoProtocol(Protocol, TimeoutMixin):
         The peer will send nothing more; everything it sent is already in the
         transport's buffer.  Close once that is flushed.
         """
+        if not self._admitted:
+            if self._headerTimeout is not None:
+                self._closedWhileWaitingForHeader()
+            return
         self._closeReason = self._closeReason or "peer closed"
         self.transport.unregisterProducer()
         self.transport.loseConnection()
@@ -193,7 +275,8 @@ class EchoProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.setTimeout(None)
         if not self._admitted:
-            self.factory.forget(self)
+            if self._headerTimeout is not None:
+                self._closedWhileWaitingForHeader()
             return
         duration = self.factory.clock.seconds() - self.opened
         how = self._closeReason
@@ -204,7 +287,8 @@ class EchoProtocol(Protocol, TimeoutMixin):
                 how = "aborted"
             else:
                 how = f"lost: {reason.getErrorMessage()}"
-        self.log.info(
+        self.log.emit(
+            LogLevel.debug if self._quiet else LogLevel.info,
             "{peer} disconnected after {duration:.3f}s, {bytes} bytes echoed ({how})",
             event="connection.closed",
             peer=describePeer(self.peerAddress),
@@ -213,6 +297,25 @@ class EchoProtocol(Protocol, TimeoutMixin):
             how=how,
         )
         self.factory.release(self)
+
+
+class ProxiedEchoFactory(Factory[EchoProtocol]):
+    """
+    The factory of a C{haproxy:} listener: the same L{EchoFactory} (one set
+    of limits and connections for all listeners), with protocols that read a
+    PROXY header first.
+    """
+
+    noisy = False
+
+    def __init__(self, echoFactory: EchoFactory) -> None:
+        self.echoFactory = echoFactory
+
+    def buildProtocol(self, addr: IAddress | None) -> EchoProtocol | None:
+        protocol = self.echoFactory.buildProtocol(addr)
+        if protocol is not None:
+            protocol.expectProxyHeader = True
+        return protocol
 
 
 @dataclass
@@ -249,6 +352,11 @@ class EchoFactory(Factory[EchoProtocol]):
         self.draining = False
         self.limits = ConnectionLimits(0, 0, AccessList())
         self.idleTimeout = 0.0
+        self.proxyHeaderTimeout = 5.0
+        # Connections behind a proxy whose PROXY header has not arrived yet:
+        # their peer is unknown, but they hold a descriptor, so they count
+        # against max_connections.
+        self.awaitingHeader: set[EchoProtocol] = set()
         self.reconfigure(settings)
         self._refusals = LogBudget(clock, self._refusalsSuppressed)
         self._drained: Deferred[None] | None = None
@@ -267,8 +375,41 @@ class EchoFactory(Factory[EchoProtocol]):
             AccessList.fromStrings(settings.allow, settings.deny),
         )
         self.idleTimeout = settings.idle_timeout
+        self.proxyHeaderTimeout = settings.proxy_header_timeout
         for connection in self.connections:
             connection.setTimeout(self.idleTimeout or None)
+
+    def awaitHeader(self, protocol: EchoProtocol) -> str | None:
+        """
+        A connection behind a proxy is waiting for its PROXY header: hold its
+        place under C{max_connections}, or say why it is refused.
+        """
+        if self.draining:
+            refusal = Refusal.SHUTTING_DOWN
+        elif self.limits.maxTotal and (
+            self.limits.total + len(self.awaitingHeader) >= self.limits.maxTotal
+        ):
+            refusal = Refusal.MAX_CONNECTIONS
+        else:
+            self.awaitingHeader.add(protocol)
+            return None
+        self._refused(protocol, refusal)
+        return refusal
+
+    def headerDone(self, protocol: EchoProtocol) -> None:
+        self.awaitingHeader.discard(protocol)
+
+    def proxyHeaderFailed(self, protocol: EchoProtocol, problem: str) -> None:
+        self.stats.refused[Refusal.PROXY_HEADER] += 1
+        if self._refusals.allow(Refusal.PROXY_HEADER):
+            self.log.warn(
+                "{proxy}: bad PROXY header: {problem}",
+                event="connection.refused",
+                peer=describePeer(protocol.proxyAddress),
+                proxy=describePeer(protocol.proxyAddress),
+                reason=Refusal.PROXY_HEADER,
+                problem=problem,
+            )
 
     def admit(self, protocol: EchoProtocol) -> str | None:
         """
@@ -280,15 +421,18 @@ class EchoFactory(Factory[EchoProtocol]):
             self.connections.add(protocol)
             self.stats.opened += 1
             return None
+        self._refused(protocol, refusal)
+        return refusal
+
+    def _refused(self, protocol: EchoProtocol, refusal: str) -> None:
         self.stats.refused[refusal] += 1
         if self._refusals.allow(refusal):
             self.log.warn(
                 "{peer} refused: {reason}",
                 event="connection.refused",
-                peer=describePeer(protocol.peerAddress),
+                peer=describePeer(protocol.peerAddress or protocol.proxyAddress),
                 reason=refusal,
             )
-        return refusal
 
     def release(self, protocol: EchoProtocol) -> None:
         """
@@ -300,11 +444,6 @@ class EchoFactory(Factory[EchoProtocol]):
         self.stats.bytesClosed += protocol.received - protocol.discarded
         if self.draining and not self.connections:
             self._drainFinished()
-
-    def forget(self, protocol: EchoProtocol) -> None:
-        """
-        A connection that was never admitted is gone.
-        """
 
     def bytesEchoed(self) -> int:
         """
@@ -335,6 +474,8 @@ class EchoFactory(Factory[EchoProtocol]):
         """
         self.draining = True
         self._refusals.flush()
+        for waiting in list(self.awaitingHeader):
+            waiting.abort("shutdown before the PROXY header")
         if not self.connections:
             return succeed(None)
         if self._drained is not None:

@@ -84,6 +84,7 @@ class Refusal:
     MAX_CONNECTIONS = "max_connections"
     MAX_CONNECTIONS_PER_PEER = "max_connections_per_peer"
     SHUTTING_DOWN = "shutting_down"
+    PROXY_HEADER = "proxy_header"
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,13 @@ from echod.config import (
     parseDatagramEndpoint,
     withBacklog,
 )
-from echod.echo import DatagramStats, EchoDatagramProtocol, EchoFactory, datagramDropLog
+from echod.echo import (
+    DatagramStats,
+    EchoDatagramProtocol,
+    EchoFactory,
+    ProxiedEchoFactory,
+    datagramDropLog,
+)
 from echod.errors import ListenError
 from echod.limits import DatagramGuard, describePeer
 from echod.systemd import inheritedSocket
@@ -54,6 +60,8 @@ __all__ = [
     "UDPEchoService",
     "makeService",
 ]
+
+PROXY_PREFIX = "haproxy:"
 
 # The largest UDP payload (65,507 bytes over IPv4, 65,527 over IPv6) fits.
 MAX_DATAGRAM = 65535
@@ -170,14 +178,21 @@ class EchoService(MultiService):
         self._listener = listener
         self.shutdownTimeout = config.server.shutdown_timeout
         self.factory = EchoFactory(config.server, reactor)
+        self.proxiedFactory = ProxiedEchoFactory(self.factory)
         self.backlog = config.server.backlog
         self.listeners: list[ListenerService] = []
         for description in config.server.listen:
             self._addListener(description)
 
     def _addListener(self, description: str) -> ListenerService:
-        listen = withBacklog(description, self.backlog)
-        listener = self._listener(description, self.factory, self._reactor, listen)
+        factory: IProtocolFactory = self.factory
+        inner = description
+        if description.startswith(PROXY_PREFIX):
+            # echod reads the PROXY header itself (see echod.proxyprotocol).
+            inner = description[len(PROXY_PREFIX) :]
+            factory = self.proxiedFactory
+        listen = withBacklog(inner, self.backlog)
+        listener = self._listener(description, factory, self._reactor, listen)
         listener.setServiceParent(self)
         self.listeners.append(listener)
         return listener

@@ -292,3 +292,143 @@ class DrainTests:
         two.dataReceived(b"de")
         lose(one)
         assert factory.bytesEchoed() == 5
+
+
+def connectProxied(
+    factory: EchoFactory, proxyHost: str = "10.0.0.1"
+) -> tuple[EchoProtocol, StringTransport]:
+    from echod.echo import ProxiedEchoFactory
+
+    address = IPv4Address("TCP", proxyHost, 50000)
+    protocol = ProxiedEchoFactory(factory).buildProtocol(address)
+    assert protocol is not None
+    transport = StringTransport(peerAddress=address, hostAddress=IPv4Address("TCP", "10.0.0.9", 7))
+    protocol.makeConnection(transport)
+    return protocol, transport
+
+
+class ProxiedTests:
+    HEADER = b"PROXY TCP4 192.0.2.44 10.0.0.9 40404 7\r\n"
+
+    def test_headerSplitThenEcho(self, events: Sequence[LogEvent]) -> None:
+        """
+        The header may arrive a byte at a time; the bytes after it are echoed,
+        and the peer logged is the one the header names.
+        """
+        factory, _ = makeFactory()
+        protocol, transport = connectProxied(factory)
+        for i in range(len(self.HEADER)):
+            protocol.dataReceived(self.HEADER[i : i + 1])
+        assert transport.value() == b""
+        protocol.dataReceived(b"hello")
+        assert transport.value() == b"hello"
+        opened = [e for e in events if e.get("event") == "connection.opened"]
+        assert opened[0]["peer"] == "192.0.2.44:40404"
+        assert opened[0]["proxy"] == "10.0.0.1:50000"
+
+    def test_restOfFirstSegmentEchoed(self) -> None:
+        factory, _ = makeFactory()
+        protocol, transport = connectProxied(factory)
+        protocol.dataReceived(self.HEADER + b"same segment")
+        assert transport.value() == b"same segment"
+        assert protocol.received == len(b"same segment")
+
+    def test_limitsApplyToRealPeer(self) -> None:
+        """
+        ACLs and per-peer caps see the client, not the proxy.
+        """
+        factory, _ = makeFactory(deny=("192.0.2.44/32",), max_connections_per_peer=1)
+        denied, deniedTransport = connectProxied(factory)
+        denied.dataReceived(self.HEADER + b"x")
+        assert deniedTransport.disconnecting
+        assert deniedTransport.value() == b""
+        other = b"PROXY TCP4 192.0.2.45 10.0.0.9 40404 7\r\n"
+        first, firstTransport = connectProxied(factory)
+        first.dataReceived(other)
+        second, secondTransport = connectProxied(factory)
+        second.dataReceived(other)
+        assert not firstTransport.disconnecting
+        assert secondTransport.disconnecting
+        assert factory.stats.refused == {"acl": 1, "max_connections_per_peer": 1}
+
+    def test_badHeaderAborts(self, events: Sequence[LogEvent]) -> None:
+        factory, _ = makeFactory()
+        protocol, transport = connectProxied(factory)
+        protocol.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
+        assert transport.disconnecting
+        assert transport.value() == b""
+        refused = [e for e in events if e.get("event") == "connection.refused"]
+        assert refused[0]["reason"] == "proxy_header"
+        assert refused[0]["problem"] == "not a PROXY protocol header"
+        assert not factory.awaitingHeader
+
+    def test_headerTimeout(self) -> None:
+        factory, clock = makeFactory(proxy_header_timeout=2.0)
+        protocol, transport = connectProxied(factory)
+        protocol.dataReceived(b"PROXY TCP4 ")
+        clock.advance(2)
+        assert transport.disconnecting
+        assert factory.stats.refused["proxy_header"] == 1
+        lose(protocol)
+        assert not clock.getDelayedCalls()
+
+    def test_localCommandIsTheProxyItself(self) -> None:
+        from tests.unit.test_proxyprotocol import v2
+
+        factory, _ = makeFactory()
+        protocol, transport = connectProxied(factory)
+        protocol.dataReceived(v2(0, 0, b"") + b"check")
+        assert transport.value() == b"check"
+        assert str(protocol.peer) == "10.0.0.1"
+
+    def test_halfCloseAfterHeader(self) -> None:
+        factory, _ = makeFactory()
+        protocol, transport = connectProxied(factory)
+        protocol.dataReceived(self.HEADER + b"bye")
+        protocol.readConnectionLost()
+        assert transport.disconnecting and transport.producer is None
+        assert transport.value() == b"bye"
+
+    def test_waitingForHeaderCountsAgainstMaxConnections(self) -> None:
+        factory, _ = makeFactory(max_connections=2)
+        connectProxied(factory)
+        connectProxied(factory)
+        _, third = connectProxied(factory)
+        assert third.disconnecting
+        assert factory.stats.refused["max_connections"] == 1
+
+    def test_drainAbortsConnectionsStillWaitingForHeader(self) -> None:
+        factory, _ = makeFactory()
+        _, transport = connectProxied(factory)
+        factory.drain(10)
+        assert transport.disconnecting
+
+    def test_probeWithoutBytesIsNotABadHeader(self) -> None:
+        """
+        Connect-and-close (a port probe, a plain TCP health check) is not a
+        broken proxy: nothing is counted as refused.
+        """
+        factory, clock = makeFactory()
+        protocol, transport = connectProxied(factory)
+        protocol.readConnectionLost()
+        assert transport.disconnecting
+        assert not factory.stats.refused
+        assert not clock.getDelayedCalls()
+
+    def test_partialHeaderThenCloseIsABadHeader(self) -> None:
+        factory, _ = makeFactory()
+        protocol, _ = connectProxied(factory)
+        protocol.dataReceived(b"PROXY TCP4 1.2")
+        protocol.readConnectionLost()
+        assert factory.stats.refused["proxy_header"] == 1
+
+    def test_healthCheckConnectionsLoggedAtDebug(self, events: Sequence[LogEvent]) -> None:
+        from tests.unit.test_proxyprotocol import v2
+
+        factory, _ = makeFactory()
+        protocol, _ = connectProxied(factory)
+        protocol.dataReceived(v2(0, 0, b""))
+        lose(protocol)
+        levels = {e["event"]: e["log_level"] for e in events if "event" in e}
+        assert levels["connection.opened"] == LogLevel.debug
+        assert levels["connection.closed"] == LogLevel.debug
