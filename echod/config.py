@@ -43,6 +43,7 @@ __all__ = [
     "UDPConfig",
     "checkInheritedSockets",
     "endpointParameters",
+    "errorAt",
     "load",
     "loads",
     "override",
@@ -486,6 +487,16 @@ class ServerConfig:
         _durations,
         "on SIGTERM, how long open connections may finish echoing before they are cut",
     )
+    user: str = setting(
+        "",
+        _Str(what="a user name or number"),
+        "after opening its sockets, run as this user (as twistd --uid does); empty: stay",
+    )
+    group: str = setting(
+        "",
+        _Str(what="a group name or number"),
+        "after opening its sockets, run as this group (twistd --gid); empty: the user's",
+    )
     proxy_header_timeout: float = setting(
         5.0,
         _Float(0.001, 3600, " of seconds"),
@@ -798,7 +809,8 @@ def loads(text: str, source: str | None = None) -> Config:
         match = re.search(r"\s*\(at end of document\)$", message)
         if match:
             problem = f"invalid TOML at the end of the file: {message[: match.start()]}"
-            raise ConfigError(problem, source=where, line=text.count("\n") + 1) from None
+            lastLine = max(1, len(text.rstrip().splitlines()))
+            raise ConfigError(problem, source=where, line=lastLine) from None
         raise ConfigError(f"invalid TOML: {message}", source=where) from None
     sections: dict[str, object] = {}
     tables = {s.table: s for s in _SECTIONS}
@@ -851,6 +863,27 @@ def override(config: Config, table: str, values: Mapping[str, object], origin: s
     except ConfigError as e:
         raise ConfigError(e.problem, source="command line", key=origin, value=e.value) from None
     return _check(dataclasses.replace(config, **{table: updated}))
+
+
+def errorAt(config: Config, table: str, key: str, value: object, problem: str) -> ConfigError:
+    """
+    A L{ConfigError} about C{table.key} of a loaded configuration, with the
+    line where the file says it (when it does).
+    """
+    line = None
+    if config.source is not None:
+        try:
+            with open(config.source, encoding="utf-8") as f:
+                line = _locate(f.read(), table, key)
+        except OSError:
+            pass
+    return ConfigError(
+        problem,
+        source=config.source or "command line",
+        line=line,
+        key=f"{table}.{key}",
+        value=value,
+    )
 
 
 def checkInheritedSockets(config: Config) -> None:

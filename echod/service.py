@@ -48,8 +48,9 @@ from echod.echo import (
     ProxiedEchoFactory,
     datagramDropLog,
 )
-from echod.errors import ListenError
+from echod.errors import ListenError, UserError
 from echod.limits import DatagramGuard, describePeer
+from echod.logs import EchodLogObserver
 from echod.systemd import inheritedSocket
 
 __all__ = [
@@ -388,7 +389,11 @@ class EchodService(MultiService):
 
     Under twistd it also hands twistd its log observer (as the application's
     L{ILogObserver} component) and, when asked, owns the signals: SIGTERM
-    drains and exits 0, a second SIGTERM cuts the drain short.
+    drains and exits 0, a second SIGTERM cuts the drain short, SIGHUP
+    reloads the configuration (twistd itself would die of it).
+
+    @param reload: reads the configuration again (the file, then the command
+        line over it); L{None} when there is nothing to reload from.
     """
 
     log = Logger()
@@ -397,14 +402,16 @@ class EchodService(MultiService):
         self,
         config: Config,
         reactor: Any,
-        logObserver: ILogObserver | None = None,
+        logObserver: EchodLogObserver | None = None,
         handleSignals: bool = False,
+        reload: Callable[[], Config] | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.reactor = reactor
         self.logObserver = logObserver
         self.handleSignals = handleSignals
+        self._reload = reload
         self._stopping = False
 
     def setServiceParent(self, parent: Any) -> None:
@@ -428,6 +435,61 @@ class EchodService(MultiService):
 
     def _installSignalHandlers(self) -> None:
         signal.signal(signal.SIGTERM, self._sigterm)
+        signal.signal(signal.SIGHUP, self._sighup)
+
+    def _sighup(self, signum: int, frame: FrameType | None) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self) -> bool:
+        """
+        Read the configuration again and apply what can change while running:
+        limits, ACLs, timeouts, UDP guards, log format and level.  Open
+        connections stay open.  A configuration that does not load is logged
+        and the running one stays in force.
+
+        @return: whether the new configuration was applied.
+        """
+        if self._reload is None or self._stopping:
+            return False
+        try:
+            config = self._reload()
+        except UserError as e:
+            self.log.error(
+                "reload failed, keeping the running configuration: {error}",
+                event="config.reload_failed",
+                error=str(e),
+            )
+            return False
+        fixed = [
+            name
+            for name, old, new in (
+                ("server.listen", self.config.server.listen, config.server.listen),
+                ("server.backlog", self.config.server.backlog, config.server.backlog),
+                ("udp.listen", self.config.udp.listen, config.udp.listen),
+                ("metrics.listen", self.config.metrics.listen, config.metrics.listen),
+                ("sniff", self.config.sniff, config.sniff),
+            )
+            if old != new
+        ]
+        if fixed:
+            self.log.warn(
+                "{keys} changed: that takes a restart; the rest is applied now",
+                event="config.reload_partial",
+                keys=", ".join(fixed),
+            )
+        for child in self:
+            reconfigure = getattr(child, "reconfigure", None)
+            if reconfigure is not None:
+                reconfigure(config)
+        if self.logObserver is not None:
+            self.logObserver.reconfigure(config.log.format, config.log.level)
+        self.config = config
+        self.log.info(
+            "configuration reloaded from {source}",
+            event="config.reloaded",
+            source=config.source or "the embedded defaults",
+        )
+        return True
 
     def _sigterm(self, signum: int, frame: FrameType | None) -> None:
         # Not Twisted's own handler: that one records the signal and twistd
@@ -472,8 +534,9 @@ def _raiseFileLimit(wanted: int, log: Logger) -> None:
 def makeService(
     config: Config,
     reactor: IReactorTime | None = None,
-    logObserver: ILogObserver | None = None,
+    logObserver: EchodLogObserver | None = None,
     handleSignals: bool = False,
+    reload: Callable[[], Config] | None = None,
 ) -> EchodService:
     """
     Assemble the echo service tree for C{config}.  Nothing listens until the
@@ -483,7 +546,7 @@ def makeService(
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
-    root = EchodService(config, reactor, logObserver, handleSignals)
+    root = EchodService(config, reactor, logObserver, handleSignals, reload)
     if config.server.listen:
         EchoService(config, reactor).setServiceParent(root)
     if config.udp.listen:

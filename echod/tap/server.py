@@ -5,6 +5,10 @@ C{twistd echod}: the echo service.
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
+from collections.abc import MutableMapping
 from typing import Any
 
 from twisted.application.service import IService
@@ -30,7 +34,8 @@ class Options(usage.Options):
         "port 7007 (tcp6:port=7007:interface=\\:\\:). ENDPOINT is any Twisted "
         "server endpoint string: tcp6:port=7:interface=\\:\\:, tcp:7007, "
         "unix:/run/echod.sock, ssl:port=7443:privateKey=key.pem:certKey=cert.pem, "
-        "systemd:domain=INET6:name=echo, haproxy:tcp6:port=7007."
+        "systemd:domain=INET6:name=echo, haproxy:tcp6:port=7007. "
+        "SIGHUP reloads the config file; SIGTERM drains and exits."
     )
     optParameters = [
         ["config", "c", None, "TOML config file (default: the embedded defaults)."],
@@ -52,12 +57,54 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         reportUserErrors("echod")
+        if self["config"] is not None:
+            # twistd may change directory (--rundir); SIGHUP must find the file.
+            self["config"] = os.path.abspath(self["config"])
+        config = self.loadConfig()
+        _config.checkInheritedSockets(config)
+        twistd = getattr(self, "parent", None)
+        if twistd is not None:
+            _switchUser(config, twistd)
+        self.config = config
+
+    def loadConfig(self) -> _config.Config:
+        """
+        The file (or the embedded defaults), then the command line over it;
+        used at start and on every SIGHUP.
+        """
         config = _config.load(self["config"])
         if self["listen"]:
             listen = {"listen": list(self["listen"])}
             config = _config.override(config, "server", listen, "--listen")
-        _config.checkInheritedSockets(config)
-        self.config = config
+        return config
+
+
+def _switchUser(config: _config.Config, twistd: MutableMapping[str, Any]) -> None:
+    """
+    C{[server] user/group} mean what twistd's C{--uid/--gid} mean (which win
+    when given): twistd opens the sockets, then switches.
+    """
+    user, group = config.server.user, config.server.group
+    if user and twistd.get("uid") is None:
+        try:
+            entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        except KeyError:
+            raise _config.errorAt(config, "server", "user", user, "no such user") from None
+        if entry.pw_uid != os.geteuid():
+            if os.geteuid() != 0:
+                raise _config.errorAt(
+                    config, "server", "user", user, "only root can switch to another user"
+                )
+            twistd["uid"] = entry.pw_uid
+            if not group and twistd.get("gid") is None:
+                twistd["gid"] = entry.pw_gid
+    if group and twistd.get("gid") is None:
+        try:
+            gid = grp.getgrgid(int(group)).gr_gid if group.isdigit() else grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise _config.errorAt(config, "server", "group", group, "no such group") from None
+        if gid != os.getegid():
+            twistd["gid"] = gid
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
@@ -68,4 +115,5 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         reactor,
         logObserver=observerForTwistd(twistd, log.format, log.level),
         handleSignals=twistd is not None,
+        reload=options.loadConfig,
     )

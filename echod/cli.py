@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.unit.test_cli -*-
+"""
+C{echod}, the command beside the twistd plugins: checks for deployment
+pipelines (C{echod check-config FILE...}) and the version.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from twisted.python import usage
+
+from echod import __version__
+from echod import config as _config
+
+__all__ = ["main"]
+
+
+class CheckConfigOptions(usage.Options):
+    synopsis = "FILE [FILE ...]"
+    longdesc = (
+        "Load and validate each config file exactly as twistd echod would; "
+        "exit 0 if all are valid, 1 if any is not (its problem on stderr)."
+    )
+
+    def parseArgs(self, *files: str) -> None:
+        if not files:
+            raise usage.UsageError("name at least one config file")
+        self["files"] = files
+
+
+class Options(usage.Options):
+    synopsis = "COMMAND [options]"
+    subCommands = [
+        ["check-config", None, CheckConfigOptions, "Validate config files (exit 0 or 1)."],
+    ]
+
+    def opt_version(self) -> None:
+        """
+        Print the version and exit.
+        """
+        print(f"echod {__version__}")
+        raise SystemExit(0)
+
+
+def _summary(config: _config.Config) -> str:
+    parts = [f"{len(config.server.listen)} stream listener(s)"]
+    if config.udp.listen:
+        parts.append(f"{len(config.udp.listen)} UDP listener(s)")
+    if config.metrics.listen:
+        parts.append(f"metrics on {config.metrics.listen}")
+    if config.sniff.enabled:
+        parts.append("sniffer on")
+    return ", ".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = Options()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except usage.UsageError as e:
+        sys.stderr.write(f"{options}\nechod: {e}\n")
+        return 2
+    if options.subCommand is None:
+        sys.stderr.write(f"{options}\n")
+        return 2
+    status = 0
+    for path in options.subOptions["files"]:
+        try:
+            loaded = _config.load(path)
+        except _config.ConfigError as e:
+            sys.stderr.write(f"echod: {e}\n")
+            status = 1
+        else:
+            sys.stdout.write(f"{path}: OK ({_summary(loaded)})\n")
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

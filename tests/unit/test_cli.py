@@ -1,0 +1,50 @@
+"""
+Tests for L{echod.cli}: echod check-config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from echod import __version__
+from echod.cli import main
+
+SAMPLE = Path(__file__).resolve().parents[2] / "etc" / "echod.toml"
+
+
+class CheckConfigTests:
+    def test_validFiles(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        other = tmp_path / "udp.toml"
+        other.write_text("[udp]\nlisten = ['udp:port=7007']\n[metrics]\nlisten = 'tcp:9107'\n")
+        assert main(["check-config", str(SAMPLE), str(other)]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == f"{SAMPLE}: OK (1 stream listener(s))"
+        assert (
+            out[1] == f"{other}: OK (1 stream listener(s), 1 UDP listener(s), metrics on tcp:9107)"
+        )
+
+    def test_invalidFile(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        bad = tmp_path / "bad.toml"
+        bad.write_text("[server]\nmax_connections = -5\n")
+        assert main(["check-config", str(SAMPLE), str(bad)]) == 1
+        captured = capsys.readouterr()
+        assert captured.err == (
+            f"echod: {bad}: line 2: server.max_connections = -5: "
+            "expected an integer from 0 to 10000000\n"
+        )
+
+    def test_noFile(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["check-config"]) == 2
+        assert "echod: name at least one config file" in capsys.readouterr().err
+
+    def test_noCommand(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main([]) == 2
+        assert "check-config" in capsys.readouterr().err
+
+    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+        with pytest.raises(SystemExit) as exited:
+            main(["--version"])
+        assert exited.value.code == 0
+        assert capsys.readouterr().out == f"echod {__version__}\n"
