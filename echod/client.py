@@ -648,8 +648,8 @@ class EchoClientProtocol(_ClientProtocol):
             position += take
             if self._offset == size:
                 self._replied()
-                if self._closing:
-                    return
+        if self.summary.stats.received == self._count:
+            self.done()
 
     def _describe(self, piece: bytes) -> str:
         expected = self._payload[self._offset : self._offset + len(piece)]
@@ -671,11 +671,9 @@ class EchoClientProtocol(_ClientProtocol):
         if problem is not None and self.summary.firstProblem is None:
             self.summary.firstProblem = problem
         self.factory.reporter.replied(self.summary, seq, rtt, reply, problem)
-        if self.summary.stats.received == self._count:
-            self.done()
-            return
         self._armDeadline()
-        if self._interval == 0 and self.summary.stats.sent == self.summary.stats.received:
+        stats = self.summary.stats
+        if self._interval == 0 and stats.received == stats.sent < self._count:
             self._send()
 
     def replyTimedOut(self) -> None:

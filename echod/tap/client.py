@@ -62,12 +62,19 @@ def _integer(text: str) -> int:
         raise ValueError(f"{text!r} is not a whole number") from None
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str) -> float | int:
+    """
+    A number of seconds; whole numbers stay integers, so that an error
+    shows the value as it was typed.
+    """
     try:
-        value = float(text)
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a number of seconds") from None
-    return value
 
 
 class Options(usage.Options):
@@ -176,7 +183,9 @@ class Options(usage.Options):
         except getopt.GetoptError as e:
             raise usage.UsageError(str(e)) from None
         takesValue = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
-        takesValue |= {f"-{c}" for c, n in zip(self.shortOpt, self.shortOpt[1:] + " ") if n == ":"}
+        takesValue |= {
+            f"-{c}" for c, n in zip(self.shortOpt, self.shortOpt[1:] + " ", strict=True) if n == ":"
+        }
         ordered: list[str] = []
         for name, value in found:
             ordered.extend([name, value] if name in takesValue else [name])
