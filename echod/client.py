@@ -41,7 +41,7 @@ from typing import IO, Any
 from twisted.application.service import Service
 from twisted.internet import error as _error
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IDelayedCall,
@@ -1206,12 +1206,12 @@ class EchoClientService(Service):
         if self.exitProcess and self.running:
             self.reactor.stop()
 
-    def stopService(self) -> Deferred[Any] | None:
+    def stopService(self) -> Deferred[Any]:
         super().stopService()
         if self.client is not None and self.status is None:
             self.client.interrupt()
             return self.result
-        return None
+        return succeed(None)
 
     def _exitWithStatus(self) -> None:
         if not self.status:
