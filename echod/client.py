@@ -971,7 +971,8 @@ def connectFailure(reason: Failure, plan: Plan, addresses: Sequence[IAddress] = 
     settings = plan.settings
     tried = ""
     if addresses:
-        tried = " (tried " + ", ".join(_describeAddress(a) for a in addresses) + ")"
+        hosts = dict.fromkeys(_describeAddress(a) for a in addresses)
+        tried = " (tried " + ", ".join(hosts) + ")"
     if reason.check(_error.DNSLookupError) or (
         reason.check(ValueError) and "invalid hostname" in str(reason.value)
     ):
