@@ -485,11 +485,28 @@ class _Deadline:
         self._call = None
 
 
+def _tlsProblem(reason: Failure) -> str | None:
+    """
+    What went wrong in TLS (a failed handshake, a bad certificate), if that
+    is what ended the connection: C{tls:} endpoints report it only as the
+    reason the connection was lost.
+    """
+    value = reason.value
+    if value is None or not type(value).__module__.startswith("OpenSSL"):
+        return None
+    details = value.args[0] if value.args else None
+    if isinstance(details, list):
+        texts = [str(item[-1]) for item in details if isinstance(item, tuple) and item]
+        if texts:
+            return "; ".join(texts)
+    return str(value) or type(value).__name__
+
+
 class _ClientProtocol(Protocol):
     """
     What every mode shares: the summary, the reply deadline, and closing.
-    The run's result is L{finished}: it fires once the connection is closed,
-    with L{None} or a L{ClientError}.
+    L{finished} fires once the connection is closed; L{error} then says why
+    the run failed, or is L{None}.
     """
 
     factory: EchoClientFactory
@@ -498,7 +515,7 @@ class _ClientProtocol(Protocol):
 
     def __init__(self) -> None:
         self.finished: Deferred[None] = Deferred()
-        self._error: ClientError | None = None
+        self.error: ClientError | None = None
         self._closing = False
         self._deadline: _Deadline | None = None
 
@@ -532,7 +549,7 @@ class _ClientProtocol(Protocol):
         if self._closing:
             return
         self._closing = True
-        self._error = error
+        self.error = error
         self.summary.ended = self.clock.seconds()
         if self._deadline is not None:
             self._deadline.cancel()
@@ -554,7 +571,11 @@ class _ClientProtocol(Protocol):
             if self._deadline is not None:
                 self._deadline.cancel()
             self.stopSending()
-            self._error = ClosedEarly(self.closedEarly(reason))
+            tls = _tlsProblem(reason)
+            if tls is not None:
+                self.error = ConnectFailed(f"TLS with {self.factory.plan.target} failed: {tls}")
+            else:
+                self.error = ClosedEarly(self.closedEarly(reason))
         self.finished.callback(None)
 
     def closedEarly(self, reason: Failure) -> str:
@@ -1009,7 +1030,7 @@ def _endpoint(
         _ResolvingReactor(reactor, recording),
         settings.host,
         settings.port,
-        timeout=max(1, math.ceil(settings.timeout)),
+        timeout=settings.timeout,
     )
     return endpoint, recording
 
@@ -1084,7 +1105,7 @@ class EchoClient:
 
         def ran(_: None) -> None:
             if self._protocol is not None and self.summary.error is None:
-                self.summary.error = self._protocol._error
+                self.summary.error = self._protocol.error
             self._end(self.summary.error)
 
         def crashed(reason: Failure) -> None:
@@ -1203,6 +1224,15 @@ class EchoClientService(Service):
 
     def _finished(self, status: ExitStatus) -> None:
         self.status = status
+        summary = self.client.summary if self.client is not None else None
+        self.log.info(
+            "echo run against {target} finished: {outcome} (exit status {status})",
+            event="client.finished",
+            target=self.plan.target,
+            outcome=str(summary.error) if summary and summary.error else status.name.lower(),
+            status=int(status),
+            summary=summary.asJSON() if summary is not None else None,
+        )
         self.result.callback(status)
         if self.exitProcess and self.running:
             self.reactor.stop()

@@ -145,6 +145,11 @@ class Options(usage.Options):
         super().__init__()
         self._positional: dict[str, str] = {}
 
+    def getSynopsis(self) -> str:
+        if getattr(self, "parent", None) is None:
+            return f"Usage: {PROG} {self.synopsis}"
+        return super().getSynopsis()
+
     def parseArgs(self, host: str | None = None, port: str | None = None, *rest: str) -> None:
         if host is not None and port is None:
             raise usage.UsageError("HOST needs a PORT after it")

@@ -102,7 +102,7 @@ class Harness:
         """
         if self.transport.disconnecting and not self.closed:
             self.close()
-        self.summary.error = self.protocol._error
+        self.summary.error = self.protocol.error
         self.reporter.finished(self.summary)
         return self.summary.status
 
@@ -350,7 +350,7 @@ def test_extraBytesAreAMismatch() -> None:
     h.protocol.dataReceived(b"abc")
     assert h.transport.disconnecting
     h.close()
-    assert isinstance(h.protocol._error, Mismatched)
+    assert isinstance(h.protocol.error, Mismatched)
     assert h.finish() == ExitStatus.MISMATCH
     assert "1 bytes more than it was sent" in h.err.getvalue()
 
@@ -366,7 +366,7 @@ def test_replyTimeoutOnTheClock() -> None:
     h.clock.advance(2.4)
     assert not h.transport.disconnecting
     h.clock.advance(0.2)
-    assert isinstance(h.protocol._error, TimedOut)
+    assert isinstance(h.protocol.error, TimedOut)
     assert h.finish() == ExitStatus.TIMEOUT
     assert (h.summary.stats.sent, h.summary.stats.received) == (3, 1)
     assert h.summary.stats.lossPercent == pytest.approx(200 / 3)
@@ -388,7 +388,7 @@ def test_eachReplyHasItsOwnDeadline() -> None:
     h.clock.advance(1.05)
     assert not h.transport.disconnecting
     h.clock.advance(0.1)
-    assert isinstance(h.protocol._error, TimedOut)
+    assert isinstance(h.protocol.error, TimedOut)
 
 
 def test_serverClosesEarly() -> None:
@@ -399,7 +399,7 @@ def test_serverClosesEarly() -> None:
     h = Harness(plan(count=2, interval=0.0, message="abcd"))
     h.protocol.dataReceived(b"abcdab")
     h.close()
-    assert isinstance(h.protocol._error, ClosedEarly)
+    assert isinstance(h.protocol.error, ClosedEarly)
     assert h.finish() == ExitStatus.CLOSED
     assert h.err.getvalue() == (
         "echod-client: the server closed the connection after 1 of 2 replies, 2 bytes of reply 2\n"
