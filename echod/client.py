@@ -304,13 +304,14 @@ class Summary:
     @property
     def status(self) -> ExitStatus:
         """
-        The error that ended the run decides; a run that finished with
-        mismatched replies gives L{ExitStatus.MISMATCH}.
+        Echoed data that differed is what matters most, whatever ended the
+        run (a server that corrupts data may well close or stall next); then
+        the error that ended the run; else success.
         """
+        if self.stats.mismatched and not isinstance(self.error, Mismatched):
+            return ExitStatus.MISMATCH
         if self.error is not None:
             return self.error.status
-        if self.stats.mismatched:
-            return ExitStatus.MISMATCH
         return ExitStatus.OK
 
     @property
@@ -440,18 +441,23 @@ class Reporter:
         self.failed(summary)
 
     def failed(self, summary: Summary) -> None:
-        if summary.error is not None:
-            message = str(summary.error)
-        elif summary.stats.mismatched:
-            message = (
-                f"{summary.stats.mismatched} of {summary.stats.received} replies differed "
-                "from what was sent"
-            )
+        """
+        One line on C{err} for each thing that went wrong: replies that
+        differed, and the error that ended the run.
+        """
+        lines = []
+        if summary.stats.mismatched:
             if self.plan.mode == "once":
-                message = f"the echo differs from what was sent ({summary.firstProblem})"
-        else:
-            return
-        self.err.write(f"{PROG}: {message}\n")
+                lines.append(f"the echo differs from what was sent ({summary.firstProblem})")
+            else:
+                lines.append(
+                    f"{summary.stats.mismatched} of {summary.stats.received} replies differed "
+                    f"from what was sent (first: {summary.firstProblem})"
+                )
+        if summary.error is not None:
+            lines.append(str(summary.error))
+        for line in lines:
+            self.err.write(f"{PROG}: {line}\n")
         self.err.flush()
 
 

@@ -325,7 +325,10 @@ def test_mismatchedReplyInPingMode() -> None:
     lines = h.out.getvalue().splitlines()
     assert lines[1].endswith("MISMATCH (sent 0x63, received 0x58 at byte 2)")
     assert "MISMATCH" not in lines[2]
-    assert h.err.getvalue() == "echod-client: 1 of 2 replies differed from what was sent\n"
+    assert h.err.getvalue() == (
+        "echod-client: 1 of 2 replies differed from what was sent "
+        "(first: sent 0x63, received 0x58 at byte 2)\n"
+    )
 
 
 def test_mismatchedReplyInOneShotMode() -> None:
@@ -660,16 +663,32 @@ def test_exitStatusesAreDistinct() -> None:
     assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 4, 5, 6, 7, 130]
 
 
-def test_errorDecidesOverMismatch() -> None:
+def test_mismatchDecidesOverTheEndingError() -> None:
     """
-    The error that ended a run decides its status; mismatches alone give 7.
+    Replies that differed give the mismatch status even when an error ended
+    the run; without them, the error decides.
     """
-    mismatched = Summary("ping", "t")
+    mismatched = Summary("ping", "t", error=TimedOut("late"))
     mismatched.stats.add(0.1, False)
     assert mismatched.status == ExitStatus.MISMATCH
     late = Summary("ping", "t", error=TimedOut("late"))
-    late.stats.add(0.1, False)
+    late.stats.add(0.1, True)
     assert late.status == ExitStatus.TIMEOUT
+
+
+def test_mismatchAndEndingErrorAreBothSaid() -> None:
+    """
+    A mismatch and then an early close: a line each on stderr.
+    """
+    h = Harness(plan(count=3, interval=0.0, message="abcd"))
+    h.protocol.dataReceived(b"abXd")
+    h.close()
+    assert h.finish() == ExitStatus.MISMATCH
+    assert h.err.getvalue().splitlines() == [
+        "echod-client: 1 of 1 replies differed from what was sent "
+        "(first: sent 0x63, received 0x58 at byte 2)",
+        "echod-client: the server closed the connection after 1 of 3 replies",
+    ]
 
 
 # --- connecting on a fake clock -------------------------------------------------
