@@ -467,6 +467,9 @@ class Reporter:
 class _Deadline:
     """
     One timer on the run's clock (never the global reactor), re-armed cheaply.
+
+    Not L{TimeoutMixin}: a reply's deadline runs from when its message was
+    sent, so re-arming needs the time left, not the whole period again.
     """
 
     def __init__(self, clock: IReactorTime, expired: Callable[[], None]) -> None:
@@ -1086,6 +1089,9 @@ class EchoClient:
         self.log.debug("connecting to {target}", target=self.plan.target)
         connecting: Deferred[Any] = endpoint.connect(self.factory)
         self._connecting = connecting
+        # Not Deferred.addTimeout: cancelled while resolving, HostnameEndpoint
+        # turns the CancelledError into a DNSLookupError, and a slow resolver
+        # would be reported as a name that does not resolve.
         deadline = self._reactor.callLater(self.plan.settings.timeout, self._connectTimedOut)
 
         def connected(protocol: _ClientProtocol) -> Deferred[None]:
