@@ -10,6 +10,7 @@ import dataclasses
 import io
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 from twisted.internet import error
@@ -208,13 +209,11 @@ def test_planEmptyPayload() -> None:
         plan(message="")
 
 
-def test_planFromFile(tmp_path: object) -> None:
+def test_planFromFile(tmp_path: Path) -> None:
     """
     The payload can be a file, sent as it is, in ping mode.
     """
-    from pathlib import Path
-
-    path = Path(str(tmp_path)) / "payload.bin"
+    path = tmp_path / "payload.bin"
     path.write_bytes(b"\x00\x01\xff")
     result = plan(file=str(path))
     assert (result.mode, result.payload) == ("ping", b"\x00\x01\xff")
@@ -228,7 +227,7 @@ def test_planFromStandardInput() -> None:
     assert makePlan(settings, io.BytesIO(b"piped")).payload == b"piped"
 
 
-def test_planMissingFile(tmp_path: object) -> None:
+def test_planMissingFile(tmp_path: Path) -> None:
     """
     A file that cannot be read is a config error naming it.
     """
