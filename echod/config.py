@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import ipaddress
 import json
 import math
@@ -611,6 +612,32 @@ class MetricsConfig:
     )
 
 
+def _clientEndpoint(description: str) -> str:
+    """
+    An empty string (use C{host} and C{port}) or a Twisted client endpoint
+    string; C{tls:} needs Twisted's TLS extra, said as such rather than as the
+    C{NameError} Twisted raises without it.
+    """
+    if not description:
+        return description
+    kind = _splitDescription(description)[0]
+    if kind in ("tls", "ssl") and importlib.util.find_spec("OpenSSL") is None:
+        raise _Invalid(f"{kind}: endpoints need pyOpenSSL (pip install 'Twisted[tls]')")
+    return _streamClient(description)
+
+
+def _hostName(text: str) -> str:
+    if not text.strip() or text != text.strip():
+        raise _Invalid("expected a host name or an IP address, without spaces")
+    return text
+
+
+def _filePath(text: str) -> str:
+    if "\0" in text:
+        raise _Invalid("expected a file path")
+    return text
+
+
 @dataclass(frozen=True)
 class ClientConfig:
     """
@@ -619,27 +646,54 @@ class ClientConfig:
 
     table: ClassVar[str] = "client"
 
-    host: str = setting("localhost", _Str(), "host name or address of the echo server")
-    port: int = setting(7007, _PORT, "TCP port of the echo server")
+    host: str = setting(
+        "localhost",
+        _Str(check=_hostName, what="a host name or address"),
+        "host name or address of the echo server; every address it resolves to is tried "
+        "(Happy Eyeballs, IPv6 and IPv4)",
+    )
+    port: int = setting(7007, _Int(1, 65535), "TCP port of the echo server")
     endpoint: str = setting(
         "",
-        _Str(check=lambda s: _streamClient(s) if s else s, what="an endpoint string"),
-        "a Twisted client endpoint string (tcp:, unix:, tls:...) used instead of host/port",
+        _Str(check=_clientEndpoint, what="an endpoint string"),
+        "a Twisted client endpoint string used instead of host and port, such as "
+        '"tcp:host=192.0.2.1:port=7", "unix:path=/run/echod.sock", "tls:echo.example:7443"; '
+        "empty: host and port",
     )
-    family: str = setting("any", _Str(("any", "ipv4", "ipv6")), "address family to connect over")
-    message: str = setting("Hello, world", _Str(), "the text to send (one-shot mode)")
-    count: int = setting(1, _Int(1, 100_000_000), "messages to send")
-    interval: float = setting(1.0, _Float(0, 86400, " of seconds"), "seconds between messages")
+    family: str = setting(
+        "any",
+        _Str(("any", "ipv4", "ipv6")),
+        'address family to connect over: "any", "ipv4" (-4) or "ipv6" (-6)',
+    )
+    message: str = setting("Hello, world", _Str(), "the text to send (UTF-8)")
+    file: str = setting(
+        "",
+        _Str(check=_filePath, what="a file path"),
+        'send the contents of this file instead of the message; "-": standard input; '
+        "empty: the message",
+    )
+    count: int = setting(1, _Int(1, 100_000_000), "messages to send; more than 1 is ping mode")
+    interval: float = setting(
+        1.0,
+        _Float(0, 86400, " of seconds"),
+        "seconds between messages in ping mode; 0: each as soon as the previous reply is back",
+    )
     size: int = setting(
-        0, _Int(0, 64 * 1024 * 1024, " of bytes"), "payload size in bytes; 0: the message"
+        0,
+        _Int(0, 64 * 1024 * 1024, " of bytes"),
+        "message size in bytes (the message or file repeated or cut to fit); 0: as it is",
     )
     bulk: int = setting(
-        0, _Int(0, 2**50, " of bytes"), "stream this many bytes and report MB/s; 0: off"
+        0,
+        _Int(0, 2**50, " of bytes"),
+        "throughput mode: stream this many bytes, verify them and report MB/s; 0: off",
     )
     timeout: float = setting(
-        5.0, _Float(0.001, 86400, " of seconds"), "seconds allowed to connect and for each reply"
+        5.0,
+        _Float(0.001, 86400, " of seconds"),
+        "seconds allowed to resolve and connect, and for each reply",
     )
-    json: bool = setting(False, _Bool(), "print the summary as one JSON object")
+    json: bool = setting(False, _Bool(), "print the summary as one JSON object, nothing else")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,250 @@
+# -*- test-case-name: tests.unit.test_tap_client -*-
+"""
+C{twistd echod-client} and the C{echod-client} console script: one set of
+options for both.
+
+Everything the user can get wrong (an option, the config file, the payload
+file) is checked in L{Options.postOptions}, before anything connects.  Under
+twistd such a mistake is one line on stderr and exit status 2, as for the
+console script, instead of twistd's usage dump and status 1.
+"""
+
+from __future__ import annotations
+
+import getopt
+import re
+import sys
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from echod import config as _config
+from echod.client import PROG, EchoClientService, ExitStatus, Plan, makePlan
+from echod.errors import UserError
+from echod.logs import observerForTwistd
+
+__all__ = ["Options", "makeService"]
+
+_UNITS = {
+    "": 1,
+    "k": 1024,
+    "m": 1024**2,
+    "g": 1024**3,
+    "t": 1024**4,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+    "tib": 1024**4,
+}
+
+
+def _bytes(text: str) -> int:
+    """
+    C{1500}, C{64K}, C{100M}, C{1G} (powers of 1024; C{KB}, C{MB}, C{GB} are
+    powers of 1000, as dd has them).
+    """
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else None
+    if match is None or unit not in _UNITS:
+        raise ValueError(f"{text!r} is not a number of bytes (such as 1500, 64K, 100M, 1G)")
+    return int(match.group(1)) * _UNITS[unit]
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+
+
+def _seconds(text: str) -> float | int:
+    """
+    A number of seconds; whole numbers stay integers, so that an error
+    shows the value as it was typed.
+    """
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+
+
+class Options(usage.Options):
+    """
+    C{[HOST PORT [MESSAGE]]} and options; the result is L{plan}.  Options
+    override the C{[client]} table of C{--config FILE}, which overrides the
+    defaults.
+    """
+
+    synopsis = "[options] [HOST PORT [MESSAGE]]"
+    longdesc = (
+        "Echo client: resolves HOST to all of its addresses and talks to the first "
+        "that answers (Happy Eyeballs, IPv6 and IPv4). One message prints "
+        "\"Received b'...'\"; --count, --size, --file or --json make it ping the "
+        "server and print round-trip times and a summary; --bulk measures "
+        "throughput. Exit status: 0 ok, 2 usage or config, 3 name does not resolve, "
+        "4 refused or unreachable, 5 timeout, 6 server closed early, 7 echo differs, "
+        "130 interrupted."
+    )
+    optFlags = [
+        ["ipv4", "4", "Connect over IPv4 only."],
+        ["ipv6", "6", "Connect over IPv6 only."],
+        ["json", None, "Print only the summary, as one JSON object."],
+    ]
+    optParameters = [
+        ["config", "c", None, "TOML config file whose [client] table gives the defaults."],
+        ["host", "H", None, "Host name or address of the echo server (default: localhost)."],
+        ["port", "p", None, "TCP port of the echo server (default: 7007)."],
+        ["message", "m", None, "Text to send (default: Hello, world)."],
+        [
+            "endpoint",
+            "e",
+            None,
+            "Twisted client endpoint string instead of host and port "
+            "(tcp:host=H:port=P, unix:path=/run/echod.sock, tls:H:P).",
+        ],
+        ["file", "f", None, 'Send the contents of FILE ("-": standard input).'],
+        ["count", "n", None, "Messages to send (ping mode when more than 1)."],
+        [
+            "interval",
+            "i",
+            None,
+            "Seconds between messages (default: 1; 0: each once the previous is back).",
+        ],
+        ["size", "s", None, "Message size in bytes: the message repeated or cut to fit."],
+        ["bulk", "b", None, "Stream this many bytes (100M, 1G...), verify them, report MB/s."],
+        ["timeout", "t", None, "Seconds to connect, and for each reply (default: 5)."],
+    ]
+
+    # option name -> ([client] key, parser of the command-line text)
+    _keys: dict[str, tuple[str, Any]] = {
+        "host": ("host", str),
+        "port": ("port", _integer),
+        "message": ("message", str),
+        "endpoint": ("endpoint", str),
+        "file": ("file", str),
+        "count": ("count", _integer),
+        "interval": ("interval", _seconds),
+        "size": ("size", _bytes),
+        "bulk": ("bulk", _bytes),
+        "timeout": ("timeout", _seconds),
+    }
+
+    plan: Plan
+    config: _config.Config
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._positional: dict[str, str] = {}
+
+    def getSynopsis(self) -> str:
+        if getattr(self, "parent", None) is None:
+            return f"Usage: {PROG} {self.synopsis}"
+        return super().getSynopsis()
+
+    def parseArgs(self, host: str | None = None, port: str | None = None, *rest: str) -> None:
+        if host is not None and port is None:
+            raise usage.UsageError("HOST needs a PORT after it")
+        if len(rest) > 1:
+            raise usage.UsageError(
+                "too many arguments: expected HOST PORT [MESSAGE] (quote a message with spaces)"
+            )
+        for name, value in (("host", host), ("port", port), ("message", rest[0] if rest else None)):
+            if value is not None:
+                self._positional[name] = value
+
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Under twistd (when this is a subcommand), a mistake is one line on
+        stderr and exit status 2, as for the console script, which catches the
+        same errors itself.
+        """
+        try:
+            if options is None:
+                options = sys.argv[1:]
+            super().parseOptions(self._optionsFirst(list(options)))
+        except (usage.UsageError, UserError) as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            sys.stderr.write(f"{PROG}: {e}\n")
+            sys.stderr.flush()
+            raise SystemExit(int(ExitStatus.USAGE)) from None
+
+    def _optionsFirst(self, argv: list[str]) -> list[str]:
+        """
+        Options may follow C{HOST PORT [MESSAGE]}, as in C{ping HOST -c 3}:
+        L{usage.Options} stops at the first argument, so put them first.
+        """
+        try:
+            found, arguments = getopt.gnu_getopt(argv, self.shortOpt, self.longOpt)
+        except getopt.GetoptError as e:
+            raise usage.UsageError(str(e)) from None
+        takesValue = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
+        takesValue |= {
+            f"-{c}" for c, n in zip(self.shortOpt, self.shortOpt[1:] + " ", strict=True) if n == ":"
+        }
+        ordered: list[str] = []
+        for name, value in found:
+            ordered.extend([name, value] if name in takesValue else [name])
+        return [*ordered, "--", *arguments]
+
+    def postOptions(self) -> None:
+        config = _config.load(self["config"])
+        overrides: list[tuple[str, str, object]] = []
+        for name, value in self._positional.items():
+            if self[name] is not None and self[name] != value:
+                raise usage.UsageError(
+                    f"{name.upper()} is given twice: {value!r} and --{name} {self[name]!r}"
+                )
+            self[name] = value
+        for option, (key, parse) in self._keys.items():
+            text = self[option]
+            if text is None:
+                continue
+            try:
+                value = parse(text)
+            except ValueError as e:
+                raise usage.UsageError(f"--{option}: {e}") from None
+            overrides.append((option, key, value))
+        if self["ipv4"] and self["ipv6"]:
+            raise usage.UsageError("-4 and -6 exclude each other")
+        if self["ipv4"] or self["ipv6"]:
+            overrides.append(
+                ("ipv4" if self["ipv4"] else "ipv6", "family", "ipv4" if self["ipv4"] else "ipv6")
+            )
+        if self["json"]:
+            overrides.append(("json", "json", True))
+        for origin, key, setting in overrides:
+            config = _config.override(config, "client", {key: setting}, f"--{origin}")
+        self.config = config
+        self.plan = makePlan(config.client)
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    """
+    The client run as a twistd service: started with the reactor, it stops
+    the reactor when done and twistd exits with the run's status.  Standard
+    output and error are taken now, before twistd sends them to the log.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    twistd = getattr(options, "parent", None)
+    log = options.config.log
+    return EchoClientService(
+        options.plan,
+        reactor,
+        out=sys.stdout,
+        err=sys.stderr,
+        logObserver=observerForTwistd(twistd, log.format, log.level),
+        exitProcess=twistd is not None,
+    )

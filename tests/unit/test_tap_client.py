@@ -1,0 +1,218 @@
+"""
+Tests for L{echod.tap.client}: the options shared by C{echod-client} and
+C{twistd echod-client}, and the service it makes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python import usage
+
+from echod import client
+from echod.config import ConfigError
+from echod.tap.client import Options, makeService
+
+
+def parse(*argv: str) -> Options:
+    options = Options()
+    options.parseOptions(list(argv))
+    return options
+
+
+def test_defaults() -> None:
+    """
+    With nothing given: one message to localhost port 7007.
+    """
+    options = parse()
+    settings = options.plan.settings
+    assert (settings.host, settings.port, settings.message) == ("localhost", 7007, "Hello, world")
+    assert options.plan.mode == "once"
+
+
+def test_positionalLikeTheSeed() -> None:
+    """
+    C{HOST PORT [MESSAGE]}, as the socket example takes them.
+    """
+    settings = parse("::1", "7", "hi there").plan.settings
+    assert (settings.host, settings.port, settings.message) == ("::1", 7, "hi there")
+
+
+def test_optionsAfterArguments() -> None:
+    """
+    Options may follow the arguments, as with ping.
+    """
+    options = parse("example.invalid", "7007", "--count", "3", "-i", "0.2", "-6")
+    settings = options.plan.settings
+    assert (settings.count, settings.interval, settings.family) == (3, 0.2, "ipv6")
+    assert options.plan.mode == "ping"
+
+
+def test_namedOptions() -> None:
+    """
+    C{--host}, C{--port} and C{--message} say the same as the arguments.
+    """
+    settings = parse("--host", "127.0.0.1", "--port", "9", "--message", "x").plan.settings
+    assert (settings.host, settings.port, settings.message) == ("127.0.0.1", 9, "x")
+
+
+def test_sameValueTwiceIsFine() -> None:
+    """
+    Giving a value as an argument and as an option is fine when they agree.
+    """
+    assert parse("h", "9", "--port", "9").plan.settings.port == 9
+
+
+def test_conflictingValues() -> None:
+    """
+    An argument and an option that disagree are refused.
+    """
+    with pytest.raises(usage.UsageError, match="PORT is given twice"):
+        parse("h", "9", "--port", "10")
+
+
+def test_hostWithoutPort() -> None:
+    """
+    HOST alone is refused: the port is not guessed.
+    """
+    with pytest.raises(usage.UsageError, match="HOST needs a PORT"):
+        parse("localhost")
+
+
+def test_tooManyArguments() -> None:
+    """
+    An unquoted message with spaces is caught.
+    """
+    with pytest.raises(usage.UsageError, match="too many arguments"):
+        parse("h", "7", "hello", "world")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("1500", 1500), ("64K", 65536), ("100M", 100 * 1024**2), ("1G", 1024**3), ("2MB", 2000000)],
+)
+def test_bulkSizes(text: str, value: int) -> None:
+    """
+    Byte counts take K, M, G (1024) and KB, MB, GB (1000) suffixes.
+    """
+    options = parse("--bulk", text)
+    assert options.plan.settings.bulk == value
+    assert options.plan.mode == "bulk"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "seven"], "--port: 'seven' is not a whole number"),
+        (
+            ["--bulk", "10 apples"],
+            "--bulk: '10 apples' is not a number of bytes (such as 1500, 64K, 100M, 1G)",
+        ),
+        (["--timeout", "soon"], "--timeout: 'soon' is not a number of seconds"),
+        (["-4", "-6"], "-4 and -6 exclude each other"),
+        (["--frob"], "option --frob not recognized"),
+    ],
+)
+def test_badOptions(argv: list[str], message: str) -> None:
+    """
+    Malformed values are usage errors that name the option.
+    """
+    with pytest.raises(usage.UsageError) as caught:
+        parse(*argv)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--port", "0"], "command line: --port = 0: expected an integer from 1 to 65535"),
+        (["--count", "0"], "--count = 0: expected an integer from 1 to 100000000"),
+        (["--timeout", "0"], "--timeout = 0: expected a number of seconds from 0.001"),
+        (["--endpoint", "nope:x"], '--endpoint = "nope:x": not a valid Twisted client'),
+        (["--message", ""], "client.message: the payload is empty"),
+    ],
+)
+def test_outOfRangeValues(argv: list[str], message: str) -> None:
+    """
+    Values are validated by the [client] schema; the error names the option.
+    """
+    with pytest.raises(ConfigError) as caught:
+        parse(*argv)
+    assert message in str(caught.value)
+
+
+def test_configFileClientTable(tmp_path: Path) -> None:
+    """
+    The [client] table of --config gives the values the command line does not.
+    """
+    path = tmp_path / "echod.toml"
+    path.write_text('[client]\nhost = "::1"\nport = 7\ncount = 4\ninterval = 0.5\n')
+    settings = parse("--config", str(path), "--count", "2").plan.settings
+    assert (settings.host, settings.port, settings.count, settings.interval) == ("::1", 7, 2, 0.5)
+
+
+def test_configFileError(tmp_path: Path) -> None:
+    """
+    A bad value in the file is a one-line error naming file, line and key.
+    """
+    path = tmp_path / "echod.toml"
+    path.write_text('[client]\nfamily = "ipx"\n')
+    with pytest.raises(ConfigError) as caught:
+        parse("--config", str(path))
+    assert str(caught.value) == (
+        f'{path}: line 2: client.family = "ipx": expected one of "any", "ipv4", "ipv6"'
+    )
+
+
+def test_underTwistdAMistakeIsOneLineAndStatus2(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    As a twistd subcommand, a usage or config mistake prints one line on
+    stderr and exits 2, as the console script does.
+    """
+    options = Options()
+    options.parent = usage.Options()
+    with pytest.raises(SystemExit) as caught:
+        options.parseOptions(["--count", "0"])
+    assert caught.value.code == 2
+    captured = capsys.readouterr()
+    assert captured.err == (
+        "echod-client: command line: --count = 0: expected an integer from 1 to 100000000\n"
+    )
+    assert captured.out == ""
+
+
+def test_consoleScriptUsageError(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    The console script exits 2 with one line (and a hint) on a usage error,
+    before anything connects.
+    """
+    assert client.main(["localhost"]) == 2
+    assert capsys.readouterr().err == (
+        "echod-client: HOST needs a PORT after it\nechod-client: try echod-client --help\n"
+    )
+
+
+def test_consoleScriptConfigError(capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    A config mistake is one line and status 2, without the hint.
+    """
+    assert client.main(["--config", "/nonexistent/echod.toml"]) == 2
+    assert capsys.readouterr().err == (
+        "echod-client: /nonexistent/echod.toml: cannot read the config file: "
+        "No such file or directory\n"
+    )
+
+
+def test_makeServiceAssemblesOnly() -> None:
+    """
+    makeService builds the client service with the plan and connects nothing.
+    """
+    reactor = MemoryReactorClock()
+    options = parse("127.0.0.1", "7", "--count", "2")
+    service = makeService(options, reactor)
+    assert isinstance(service, client.EchoClientService)
+    assert service.plan is options.plan
+    assert not service.exitProcess
+    assert reactor.tcpClients == []
