@@ -6,26 +6,12 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import tomllib
 from pathlib import Path
 
 from echod import config
 
 SAMPLE = Path(__file__).resolve().parents[2] / "etc" / "echod.toml"
-
-
-def tomlValue(value: object) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, float):
-        return repr(int(value)) if value.is_integer() else repr(value)
-    if isinstance(value, tuple):
-        if len(value) == 2 and all(isinstance(v, int) for v in value):
-            low, high = value
-            return str(low) if low == high else f'"{low}-{high}"'
-        return "[" + ", ".join(tomlValue(v) for v in value) + "]"
-    return str(value)
 
 
 class SampleConfigTests:
@@ -47,11 +33,17 @@ class SampleConfigTests:
             body = bodies.get(section.table)
             assert body is not None, f"[{section.table}] missing from {SAMPLE}"
             for f in dataclasses.fields(section):
-                default = tomlValue(f.default)
                 pattern = rf"^#\s*{f.name} = (.*)$"
                 match = re.search(pattern, body, flags=re.M)
                 assert match, f"{section.table}.{f.name} is not in the sample"
-                written = match.group(1).replace(" ", "")
-                assert written == default.replace(" ", ""), (
-                    f"{section.table}.{f.name}: sample says {match.group(1)}, default is {default}"
+                written = tomllib.loads(f"value = {match.group(1)}")["value"]
+                # Through the key's own validator: 1 and 1.0 are one duration.
+                value = f.metadata["kind"](written)
+                assert value == f.default, (
+                    f"{section.table}.{f.name}: sample says {match.group(1)}, "
+                    f"default is {f.default!r}"
+                )
+                before = body[: match.start()].rstrip().splitlines()
+                assert before and before[-1].startswith("#"), (
+                    f"{section.table}.{f.name} has no comment describing it"
                 )
