@@ -1,0 +1,71 @@
+"""
+README.md stays true: its test command is the one CI runs, and its config
+reference is the schema's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+from echod import config
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def _show(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, tuple):
+        items = []
+        for item in value:
+            if isinstance(item, tuple):
+                low, high = item
+                items.append(str(low) if low == high else f'"{low}-{high}"')
+            else:
+                items.append(_show(item))
+        return "[" + ", ".join(items) + "]"
+    return str(value)
+
+
+def reference() -> str:
+    """
+    The configuration reference as README.md must show it.
+    """
+    lines = []
+    for section in config.sections():
+        lines += [f"#### `[{section.table}]`", "", "| key | default | meaning |", "|---|---|---|"]
+        for f in dataclasses.fields(section):
+            default = _show(f.default).replace("|", "\\|")
+            lines.append(f"| `{f.name}` | `{default}` | {f.metadata['doc']} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+class ReadmeTests:
+    def test_twoSetupCommandsFirst(self) -> None:
+        """
+        The first two commands: install and run the daemon; install and run
+        the tests.
+        """
+        commands = re.findall(r"^    (python3 -m venv .*)$", README, flags=re.M)
+        assert "twistd -n --pidfile= echod" in commands[0]
+        assert "pytest" in commands[1]
+
+    def test_ciRunsTheReadmeTestCommand(self) -> None:
+        command = re.findall(r"^    (python3 -m venv .*)$", README, flags=re.M)[1]
+        ci = (ROOT / ".ci" / "run").read_text().splitlines()
+        assert command in ci, f".ci/run does not run {command!r}"
+
+    def test_configReferenceMatchesSchema(self) -> None:
+        expected = reference()
+        assert expected in README, (
+            "README's configuration reference is stale; expected:\n" + expected
+        )
