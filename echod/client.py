@@ -55,13 +55,13 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.logger import ILogObserver, Logger
-from twisted.python.components import Componentized
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echod.config import ClientConfig, ConfigError
 from echod.errors import UserError
 from echod.limits import describePeer
+from echod.logs import offerToTwistd
 
 __all__ = [
     "BULK_WINDOW",
@@ -1218,8 +1218,7 @@ class EchoClientService(Service):
         self.result: Deferred[ExitStatus] = Deferred()
 
     def setServiceParent(self, parent: Any) -> None:
-        if self.logObserver is not None and isinstance(parent, Componentized):
-            parent.setComponent(ILogObserver, self.logObserver)
+        offerToTwistd(parent, self.logObserver)
         super().setServiceParent(parent)
 
     def startService(self) -> None:

@@ -30,10 +30,17 @@ from twisted.logger import (
     formatEvent,
     formatEventAsClassicLogText,
 )
+from twisted.python.components import Componentized
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
-__all__ = ["EchodLogObserver", "LogDestination", "formatJSONLine", "observerForTwistd"]
+__all__ = [
+    "EchodLogObserver",
+    "LogDestination",
+    "formatJSONLine",
+    "observerForTwistd",
+    "offerToTwistd",
+]
 
 _LEVELS = {
     "debug": LogLevel.debug,
@@ -175,3 +182,13 @@ def observerForTwistd(
     nodaemon = bool(twistdOptions.get("nodaemon") or twistdOptions.get("debug"))
     destination = LogDestination(twistdOptions.get("logfile"), nodaemon)
     return EchodLogObserver(formatName, level, destination.stream)
+
+
+def offerToTwistd(application: Any, observer: ILogObserver | None) -> None:
+    """
+    Called by a root service as twistd makes it a child of the application:
+    hand twistd the observer (the application's L{ILogObserver} component,
+    which twistd uses when its command line chose no logger).
+    """
+    if observer is not None and isinstance(application, Componentized):
+        application.setComponent(ILogObserver, observer)

@@ -28,8 +28,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
-from twisted.logger import ILogObserver, Logger
-from twisted.python.components import Componentized
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from echod.config import (
@@ -50,7 +49,7 @@ from echod.echo import (
 )
 from echod.errors import ListenError, UserError
 from echod.limits import DatagramGuard, describePeer
-from echod.logs import EchodLogObserver
+from echod.logs import EchodLogObserver, offerToTwistd
 from echod.systemd import inheritedSocket
 
 __all__ = [
@@ -129,14 +128,7 @@ class ListenerService(Service):
         try:
             self._service.privilegedStartService()
         except CannotListenError as e:
-            cause = e.socketError
-            problem = ListenError(
-                _listenProblem(self.description, e),
-                errno=cause.errno if isinstance(cause, OSError) else None,
-            )
-            # In daemon mode stderr is gone by now: the log file must say it.
-            self.log.critical("{problem}", problem=problem, event="listener.failed")
-            raise problem from None
+            raise _listenFailed(self.log, self.description, e) from None
 
     def startService(self) -> None:
         Service.startService(self)
@@ -147,7 +139,11 @@ class ListenerService(Service):
         return self._service.stopService()  # type: ignore[no-any-return]
 
 
-def _listenProblem(description: str, error: CannotListenError) -> str:
+def _listenFailed(log: Logger, description: str, error: CannotListenError) -> ListenError:
+    """
+    The one-line L{ListenError} for a listener that could not open, logged as
+    well: in daemon mode stderr is gone by now, and the log file must say it.
+    """
     cause = error.socketError
     if isinstance(cause, OSError) and cause.strerror:
         reason = cause.strerror.lower()
@@ -155,7 +151,12 @@ def _listenProblem(description: str, error: CannotListenError) -> str:
             reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
     else:
         reason = str(cause)
-    return f"cannot listen on {description}: {reason}"
+    problem = ListenError(
+        f"cannot listen on {description}: {reason}",
+        errno=cause.errno if isinstance(cause, OSError) else None,
+    )
+    log.critical("{problem}", problem=problem, event="listener.failed")
+    return problem
 
 
 class EchoService(MultiService):
@@ -285,13 +286,7 @@ class DatagramListenerService(Service):
         try:
             self.port = self._open()
         except CannotListenError as e:
-            cause = e.socketError
-            problem = ListenError(
-                _listenProblem(self.description, e),
-                errno=cause.errno if isinstance(cause, OSError) else None,
-            )
-            self.log.critical("{problem}", problem=problem, event="listener.failed")
-            raise problem from None
+            raise _listenFailed(self.log, self.description, e) from None
         _enlargeReceiveBuffer(self.port.getHandle())
         self.log.info(
             "UDP echo listening on {address} ({description})",
@@ -415,8 +410,7 @@ class EchodService(MultiService):
         self._stopping = False
 
     def setServiceParent(self, parent: Any) -> None:
-        if self.logObserver is not None and isinstance(parent, Componentized):
-            parent.setComponent(ILogObserver, self.logObserver)
+        offerToTwistd(parent, self.logObserver)
         super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
