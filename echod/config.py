@@ -498,6 +498,12 @@ class ServerConfig:
         _Str(what="a group name or number"),
         "after opening its sockets, run as this group (twistd --gid); empty: the user's",
     )
+    fast_paths: bool = setting(
+        True,
+        _Bool(),
+        "send echo at once and poll lean (Linux, Twisted 26.10); false: Twisted's stock "
+        "reactor and transports",
+    )
     proxy_header_timeout: float = setting(
         5.0,
         _Float(0.001, 3600, " of seconds"),

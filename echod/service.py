@@ -31,6 +31,7 @@ from twisted.internet.interfaces import (
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from echod import fastpath
 from echod.config import (
     DEFAULT_LISTEN,
     DEFAULT_LISTEN_IPV4,
@@ -159,6 +160,11 @@ def _listenFailed(log: Logger, description: str, error: CannotListenError) -> Li
     return problem
 
 
+def _withImmediateWrites(port: IListeningPort) -> IListeningPort:
+    fastpath.useImmediateWrites(port)
+    return port
+
+
 class EchoService(MultiService):
     """
     The TCP (stream) echo service: one L{EchoFactory} behind every configured
@@ -182,6 +188,7 @@ class EchoService(MultiService):
         self.factory = EchoFactory(config.server, reactor)
         self.proxiedFactory = ProxiedEchoFactory(self.factory)
         self.backlog = config.server.backlog
+        self.fastPaths = config.server.fast_paths and fastpath.supported()
         self.listeners: list[ListenerService] = []
         for description in config.server.listen:
             self._addListener(description)
@@ -195,6 +202,9 @@ class EchoService(MultiService):
             factory = self.proxiedFactory
         listen = withBacklog(inner, self.backlog)
         listener = self._listener(description, factory, self._reactor, listen)
+        if self.fastPaths:
+            # Before the first accept: listening is synchronous here.
+            listener.whenListening().addCallback(_withImmediateWrites)
         listener.setServiceParent(self)
         self.listeners.append(listener)
         return listener

@@ -8,6 +8,7 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import sys
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -15,7 +16,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from echod import config as _config
-from echod import service
+from echod import fastpath, service
 from echod.errors import reportUserErrors
 from echod.logs import observerForTwistd
 
@@ -65,6 +66,7 @@ class Options(usage.Options):
         twistd = getattr(self, "parent", None)
         if twistd is not None:
             _switchUser(config, twistd)
+            _chooseReactor(config)
         self.config = config
 
     def loadConfig(self) -> _config.Config:
@@ -105,6 +107,18 @@ def _switchUser(config: _config.Config, twistd: MutableMapping[str, Any]) -> Non
             raise _config.errorAt(config, "server", "group", group, "no such group") from None
         if gid != os.getegid():
             twistd["gid"] = gid
+
+
+def _chooseReactor(config: _config.Config) -> None:
+    """
+    twistd installs its reactor when the service is made, unless --reactor
+    installed one already: echod's lean epoll reactor goes in first, if the
+    fast paths are on and usable here.
+    """
+    if not config.server.fast_paths or "twisted.internet.reactor" in sys.modules:
+        return
+    if fastpath.supported():
+        fastpath.install()
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:

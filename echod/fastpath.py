@@ -1,0 +1,217 @@
+# -*- test-case-name: tests.integration.test_fastpath -*-
+"""
+echod's fast paths: the same Twisted model (reactor, transports, producers),
+with less Python work per message.
+
+Where a textbook Twisted echo server spends its time, besides the kernel's
+recv and send: every C{transport.write()} registers the socket for
+writability (an C{epoll_ctl}), the next reactor turn sends and unregisters it
+(another C{epoll_ctl}); and every event goes through C{log.callWithLogger}
+and C{_doReadOrWrite}.  Two pieces remove that, and nothing else changes:
+
+  - L{ImmediateWriteTCPServer} (and its Unix twin): C{write()} sends at once
+    when nothing is buffered, and hands only an unsent tail to Twisted's own
+    buffered path, so pausing producers, backpressure, half-close and
+    C{loseConnection} stay Twisted's.  It also reads up to 256 KiB per
+    C{recv} (what streaming needs) while pausing its producer past 64 KiB
+    buffered (what memory per stalled client needs): Twisted uses one
+    C{bufferSize} for both.  Installed per listening port through
+    C{Port.transport}, which Twisted documents as the class to instantiate
+    for accepted connections.
+  - L{EchodReactor}: Twisted's epoll reactor, whose poll loop hands a plain
+    "readable" event straight to C{doRead()} (keeping the closed-descriptor
+    check and the error handling) and everything else to the stock path.
+
+Both read private attributes of Twisted 26.10 (the transport's buffer state,
+the reactor's poller and selectables): they are used only on the Twisted
+version they were checked against (L{supported}); on any other, echod runs
+Twisted's stock classes and says so.  Twisted's own reactor and TCP test
+suites run against them in CI (tests/e2e/test_twisted_suite.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import sys
+from typing import Any
+
+from twisted.internet import tcp, unix
+from twisted.internet.epollreactor import EPOLLIN, EPollReactor
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.posixbase import _NO_FILEDESC
+from twisted.python import log
+
+import twisted
+
+__all__ = [
+    "CHECKED_TWISTED",
+    "EchodReactor",
+    "ImmediateWriteTCPServer",
+    "ImmediateWriteUNIXServer",
+    "install",
+    "supported",
+    "useImmediateWrites",
+]
+
+# The Twisted release whose private attributes these classes use.
+CHECKED_TWISTED = "26.10."
+
+# Read this much per recv: small messages cost the same, streams need fewer
+# reactor turns.
+READ_SIZE = 256 * 1024
+# Pause the peer (stop reading it) once this much echo is waiting to be sent.
+HIGH_WATER = 64 * 1024
+
+_TRY_AGAIN = {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR}
+
+
+def supported() -> bool:
+    """
+    Whether the fast paths may be used here: Linux epoll, and the Twisted
+    release they were checked against.
+    """
+    return sys.platform.startswith("linux") and twisted.__version__.startswith(CHECKED_TWISTED)
+
+
+class _ImmediateWrite:
+    """
+    The write fast path and the split read size / high-water mark, for a
+    subclass of Twisted's stream transports.
+    """
+
+    bufferSize = READ_SIZE
+
+    # Declared for the type checker; all are Twisted's.
+    dataBuffer: bytes
+    _tempDataLen: int
+    connected: int
+    _writeDisconnected: bool
+    _aborting: bool
+    TLS: bool
+    socket: Any
+
+    def write(self, data: bytes) -> None:
+        if (
+            self.dataBuffer
+            or self._tempDataLen
+            or not self.connected
+            or self._writeDisconnected
+            or self._aborting
+            or self.TLS
+            or type(data) is not bytes
+            or self._descriptorsQueued()
+        ):
+            # Something is queued (order), the connection is going, or the
+            # data is odd: Twisted's own path decides.
+            super().write(data)  # type: ignore[misc]
+            return
+        try:
+            sent = self.socket.send(data)
+        except OSError as e:
+            if e.errno not in _TRY_AGAIN:
+                # Let the stock path meet the error in doWrite and disconnect
+                # the way it always does.
+                super().write(data)  # type: ignore[misc]
+                return
+            sent = 0
+        if sent < len(data):
+            super().write(data[sent:] if sent else data)  # type: ignore[misc]
+
+    def _descriptorsQueued(self) -> bool:
+        return False
+
+    def _isSendBufferFull(self) -> bool:
+        return len(self.dataBuffer) + self._tempDataLen > HIGH_WATER
+
+
+class ImmediateWriteTCPServer(_ImmediateWrite, tcp.Server):
+    """
+    Twisted's accepted TCP connection, with the write fast path.
+    """
+
+
+class ImmediateWriteUNIXServer(_ImmediateWrite, unix.Server):
+    """
+    Twisted's accepted Unix-socket connection, with the write fast path.
+    Descriptors queued by C{sendFileDescriptor} go out with the bytes through
+    C{sendmsg}: while any are queued, writes take Twisted's path.
+    """
+
+    _sendmsgQueue: list[int]
+
+    def _descriptorsQueued(self) -> bool:
+        return bool(self._sendmsgQueue)
+
+
+_FAST: dict[type, type] = {
+    tcp.Server: ImmediateWriteTCPServer,
+    unix.Server: ImmediateWriteUNIXServer,
+}
+
+
+def useImmediateWrites(port: IListeningPort) -> bool:
+    """
+    Make C{port} accept connections as fast-path transports, if it is one of
+    Twisted's TCP or Unix ports (TLS ports are TCP ports underneath).
+
+    @return: whether it did.
+    """
+    stock = getattr(port, "transport", None)
+    fast = _FAST.get(stock) if isinstance(stock, type) else None
+    if fast is None:
+        return False
+    port.transport = fast  # type: ignore[attr-defined]
+    return True
+
+
+class EchodReactor(EPollReactor):
+    """
+    Twisted's epoll reactor with a leaner poll loop for the common event.
+
+    A plain "readable" event goes straight to C{doRead()}, with the same
+    closed-descriptor check, error logging and disconnection as
+    C{_doReadOrWrite}; any other event (writable, hang-up, error, several
+    at once) takes the stock path.  What is skipped is C{callWithLogger}'s
+    legacy log context (the "system" prefix of old-style log lines emitted
+    inside C{dataReceived}) and a layer of calls.
+    """
+
+    def doPoll(self, timeout: float | None) -> None:
+        if timeout is None:
+            timeout = -1
+        try:
+            events = self._poller.poll(timeout, len(self._selectables))
+        except OSError as err:
+            if err.errno == errno.EINTR:
+                return
+            raise
+        selectables = self._selectables
+        stock = self._doReadOrWrite
+        for fd, event in events:
+            selectable = selectables.get(fd)
+            if selectable is None:
+                continue
+            if event == EPOLLIN:
+                try:
+                    why = _NO_FILEDESC if selectable.fileno() == -1 else selectable.doRead()
+                except BaseException:
+                    why = sys.exc_info()[1]
+                    log.err()
+                if why:
+                    self._disconnectSelectable(selectable, why, True)
+            else:
+                log.callWithLogger(selectable, stock, selectable, fd, event)
+
+    doIteration = doPoll
+
+
+def install() -> EchodReactor:
+    """
+    Install L{EchodReactor} as the global reactor (before anything imports
+    C{twisted.internet.reactor}).
+    """
+    from twisted.internet.main import installReactor
+
+    reactor = EchodReactor()
+    installReactor(reactor)
+    return reactor

@@ -1,0 +1,138 @@
+"""
+echod's immediate-write transports on real sockets: what is sent comes back
+in order across partial writes, the peer is paused past the high-water mark,
+and the switch turns them off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import tcp
+
+from echod import fastpath
+from tests.integration.test_service import Server, inThread, sleep
+
+
+def pattern(size: int) -> bytes:
+    return b"".join(i.to_bytes(4, "big") for i in range(size // 4))
+
+
+async def connected(server: Server) -> tuple[socket.socket, Any]:
+    s = socket.create_connection(("127.0.0.1", server.ports[0]))
+    for _ in range(100):
+        await sleep(0.01)
+        if server.factory.connections:
+            break
+    (protocol,) = server.factory.connections
+    return s, protocol
+
+
+@pytest_twisted.ensureDeferred
+async def test_transportsFollowTheSwitch() -> None:
+    on = await Server(["tcp:0:interface=127.0.0.1"]).start()
+    off = await Server(["tcp:0:interface=127.0.0.1"], fast_paths=False).start()
+    try:
+        fast, fastProtocol = await connected(on)
+        slow, slowProtocol = await connected(off)
+        assert type(fastProtocol.transport) is fastpath.ImmediateWriteTCPServer
+        assert type(slowProtocol.transport) is tcp.Server
+        fast.close()
+        slow.close()
+    finally:
+        await on.stop()
+        await off.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_orderKeptAcrossPartialWrites() -> None:
+    """
+    A reader that stalls mid-stream makes sends partial: the unsent tail is
+    buffered, later echo queues behind it, and every byte comes back in order.
+    """
+    server = await Server(["tcp:0:interface=127.0.0.1"]).start()
+    try:
+        s, protocol = await connected(server)
+        payload = pattern(16 * 1024 * 1024)
+
+        def stallThenRead() -> bytes:
+            s.setblocking(False)
+            sent, received = 0, bytearray()
+            deadline = time.monotonic() + 30
+            stalledUntil = time.monotonic() + 1.0
+            while len(received) < len(payload) and time.monotonic() < deadline:
+                if sent < len(payload):
+                    with contextlib.suppress(BlockingIOError):
+                        sent += s.send(payload[sent : sent + 65536])
+                if time.monotonic() > stalledUntil:
+                    try:
+                        received += s.recv(262144)
+                    except BlockingIOError:
+                        time.sleep(0.0005)
+                else:
+                    time.sleep(0.0005)
+            return bytes(received)
+
+        got = await inThread(stallThenRead)
+        assert got == payload
+        assert protocol.received == len(payload)
+        s.close()
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pausedPastHighWater() -> None:
+    """
+    With more than 64 KiB of echo waiting, the transport stops reading the
+    peer; once the peer reads, it resumes.
+    """
+    server = await Server(["tcp:0:interface=127.0.0.1"]).start()
+    try:
+        s, protocol = await connected(server)
+
+        def push() -> int:
+            s.setblocking(False)
+            sent, deadline = 0, time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                try:
+                    sent += s.send(b"p" * 65536)
+                except BlockingIOError:
+                    time.sleep(0.01)
+            return sent
+
+        sent = await inThread(push)
+        transport = protocol.transport
+        assert transport.producerPaused
+        buffered = len(transport.dataBuffer) + transport._tempDataLen
+        assert fastpath.HIGH_WATER < buffered < fastpath.HIGH_WATER + 2 * fastpath.READ_SIZE
+
+        def readAll() -> None:
+            s.setblocking(True)
+            s.settimeout(10)
+            got = 0
+            while got < sent:
+                got += len(s.recv(262144))
+
+        await inThread(readAll)
+        await sleep(0.1)
+        assert not transport.producerPaused
+        s.close()
+    finally:
+        await server.stop()
+
+
+def test_unsupportedTwistedFallsBack(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    On a Twisted release the fast paths were not checked against, echod
+    uses Twisted's stock classes.
+    """
+    import twisted
+
+    monkeypatch.setattr(twisted, "__version__", "27.1.0")
+    assert not fastpath.supported()
