@@ -36,6 +36,7 @@ from echod.config import DEFAULT_LISTEN, DEFAULT_LISTEN_IPV4, Config, withBacklo
 from echod.echo import EchoFactory
 from echod.errors import ListenError
 from echod.limits import describePeer
+from echod.sniff.service import SniffService
 
 __all__ = ["EchoService", "EchodService", "ListenerService", "makeService"]
 
@@ -314,4 +315,6 @@ def makeService(
     root = EchodService(config, reactor, logObserver, handleSignals)
     if config.server.listen:
         EchoService(config, reactor).setServiceParent(root)
+    if config.sniff.enabled:
+        SniffService(config.sniff, reactor).setServiceParent(root)
     return root
