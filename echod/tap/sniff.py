@@ -5,6 +5,7 @@ C{twistd echod-sniff}: capture packets, print them or write a pcap file.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -19,6 +20,7 @@ from echod.logs import EchodLogObserver, observerForTwistd
 from echod.service import EchodService
 from echod.sniff.capture import checkRequest
 from echod.sniff.service import SniffService, captureRequest, standardOutput
+from echod.sniff.sinks import OutputError
 
 __all__ = ["Options", "makeService"]
 
@@ -83,7 +85,22 @@ class Options(usage.Options):
         if self["promiscuous"]:
             config = _config.override(config, "sniff", {"promiscuous": True}, "--promiscuous")
         checkRequest(captureRequest(config.sniff))
+        _checkOutput(config.sniff.output)
         self.config = config
+
+
+def _checkOutput(path: str) -> None:
+    """
+    The output is opened only once the capture runs (as the user twistd
+    switches to); what can be seen now is refused now.
+    """
+    if path == "-":
+        return
+    directory = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise OutputError(f"cannot write {path}: it is a directory")
+    if not os.path.isdir(directory):
+        raise OutputError(f"cannot write {path}: no directory {directory}")
 
 
 def _logObserver(

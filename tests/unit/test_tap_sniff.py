@@ -24,6 +24,7 @@ from echod.service import EchodService
 from echod.sniff.bpf import FilterError
 from echod.sniff.capture import UnknownInterfaceError
 from echod.sniff.service import SniffService
+from echod.sniff.sinks import OutputError
 from echod.tap import sniff
 
 
@@ -157,6 +158,18 @@ class OptionsTests(SynchronousTestCase):
     def test_promiscuousAny(self) -> None:
         with pytest.raises(ConfigError, match='needs one interface, not "any"'):
             parse("--promiscuous")
+
+    def test_outputDirectory(self) -> None:
+        """
+        An output in a directory that does not exist is refused at once.
+        """
+        with pytest.raises(OutputError) as caught:
+            parse("--output", "/nonexistent/dir/x.pcap")
+        assert str(caught.value) == (
+            "cannot write /nonexistent/dir/x.pcap: no directory /nonexistent/dir"
+        )
+        with pytest.raises(OutputError, match="it is a directory"):
+            parse("--output", tempfile.gettempdir())
 
     def test_errorsAreOneLine(self) -> None:
         """
