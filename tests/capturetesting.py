@@ -16,12 +16,42 @@ import socket
 import struct
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from echod.sniff import capture
 from tests import classicbpf
 
-__all__ = ["MemoryLinuxSystem", "MemoryPacketSocket", "MemoryRawSocket", "MemoryWindowsSystem"]
+__all__ = [
+    "MemoryLinuxSystem",
+    "MemoryPacketSocket",
+    "MemoryRawSocket",
+    "MemoryWindowsSystem",
+    "Meta",
+    "receive",
+]
+
+
+class Meta(NamedTuple):
+    """
+    What a capture says about a packet besides its bytes and time, kept
+    together for comparisons in tests.
+    """
+
+    wireLength: int
+    interfaceIndex: int
+    direction: int
+
+
+def receive(
+    consumer: Any, timestamp: int, data: bytes, wireLength: int, interfaceIndex: int, direction: int
+) -> None:
+    """
+    Hand one packet to C{consumer.packetReceived}, the timestamp given in
+    nanoseconds.
+    """
+    seconds, nanoseconds = divmod(timestamp, 1_000_000_000)
+    consumer.packetReceived(seconds, nanoseconds, data, wireLength, interfaceIndex, direction)
+
 
 _BLOCK_HEADER = 48
 _PACKET_HEADER = struct.Struct("<IIIIIIHHIIHH8xH2siHBB8s")

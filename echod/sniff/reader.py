@@ -2,7 +2,7 @@
 """
 The reactor's side of a capture: L{RawReader}, a file descriptor registered
 with C{reactor.addReader}, which drains many packets per C{doRead} and hands
-each to an L{IPacketConsumer}.
+each (timestamp, bytes, meta) to an L{IPacketConsumer}.
 
 Modelled on L{twisted.pair.tuntap.TuntapPort}: the capture is opened when
 asked (in C{privilegedStartService}, as root), read within a budget per
@@ -29,7 +29,6 @@ from echod.sniff.capture import (
     CaptureStatistics,
     IPacketSource,
     LinuxSystem,
-    PacketMeta,
     WindowsSystem,
     openCapture,
 )
@@ -49,12 +48,23 @@ class IPacketConsumer(Interface):
         is opened here; a L{UserError} stops the start.
         """
 
-    def packetReceived(timestamp: int, data: bytes, meta: PacketMeta) -> None:
+    def packetReceived(
+        seconds: int,
+        nanoseconds: int,
+        data: bytes,
+        wireLength: int,
+        interfaceIndex: int,
+        direction: int,
+    ) -> None:
         """
-        One packet: C{timestamp} in nanoseconds since the epoch, C{data} in
-        the capture's link type (at most the snapshot length), C{meta} what
-        the kernel said about it.  Called many times per reactor turn: keep
-        it cheap, buffer output.
+        One packet: its kernel timestamp (C{seconds} since the epoch and
+        C{nanoseconds}), C{data} in the capture's link type (at most the
+        snapshot length), and its meta: its length on the wire, the index of
+        the interface it was seen on (0: unknown) and its direction (a Linux
+        packet type such as C{PACKET_HOST}, or C{DIRECTION_UNKNOWN}).
+
+        Called up to a million times a second, with plain arguments (no
+        object is made per packet): keep it cheap, buffer output.
         """
 
     def flush() -> None:

@@ -22,7 +22,7 @@ from typing import IO
 from zope.interface import implementer
 
 from echod.errors import UserError
-from echod.sniff.capture import DIRECTION_NAMES, CaptureInfo, PacketMeta
+from echod.sniff.capture import DIRECTION_NAMES, CaptureInfo
 from echod.sniff.decode import PacketSummary, decodePacket, describe
 from echod.sniff.reader import IPacketConsumer
 
@@ -201,21 +201,23 @@ class PcapSink:
     def __init__(self, output: RotatingOutput, nanoseconds: bool = False) -> None:
         self.output = output
         self.nanoseconds = nanoseconds
-        if nanoseconds:
-            self.packetReceived = self._packetReceivedNano  # type: ignore[method-assign]
+        self._divisor = 1 if nanoseconds else 1000
+        self._add = output.add
 
     def captureStarted(self, info: CaptureInfo) -> None:
         self.output.open(pcapHeader(info.linktype, info.snaplen, self.nanoseconds))
 
-    def packetReceived(self, timestamp: int, data: bytes, meta: PacketMeta) -> None:
-        seconds, fraction = divmod(timestamp, _NS)
-        header = _PCAP_RECORD.pack(seconds, fraction // 1000, len(data), meta.wireLength)
-        self.output.add(header + data)
-
-    def _packetReceivedNano(self, timestamp: int, data: bytes, meta: PacketMeta) -> None:
-        seconds, fraction = divmod(timestamp, _NS)
-        header = _PCAP_RECORD.pack(seconds, fraction, len(data), meta.wireLength)
-        self.output.add(header + data)
+    def packetReceived(
+        self,
+        seconds: int,
+        nanoseconds: int,
+        data: bytes,
+        wireLength: int,
+        interfaceIndex: int,
+        direction: int,
+    ) -> None:
+        fraction = nanoseconds // self._divisor
+        self._add(_PCAP_RECORD.pack(seconds, fraction, len(data), wireLength) + data)
 
     def flush(self) -> None:
         self.output.flush()
@@ -278,15 +280,23 @@ class SummarySink:
         self._info = info
         self.output.open()
 
-    def packetReceived(self, timestamp: int, data: bytes, meta: PacketMeta) -> None:
+    def packetReceived(
+        self,
+        seconds: int,
+        nanoseconds: int,
+        data: bytes,
+        wireLength: int,
+        interfaceIndex: int,
+        direction: int,
+    ) -> None:
         info = self._info
         assert info is not None
         summary = PacketSummary(
-            time=timestamp,
-            interface=info.interfaceName(meta.interfaceIndex),
-            direction=DIRECTION_NAMES.get(meta.direction),
+            time=seconds * _NS + nanoseconds,
+            interface=info.interfaceName(interfaceIndex),
+            direction=DIRECTION_NAMES.get(direction),
         )
-        decodePacket(info.linktype, data, meta.wireLength, summary)
+        decodePacket(info.linktype, data, wireLength, summary)
         line = self._format(summary) + "\n"
         self.output.add(line.encode("utf-8", "replace"))
 

@@ -28,7 +28,6 @@ from echod.sniff.capture import (
     IPacketSource,
     LinuxRingSource,
     LinuxSocketSource,
-    PacketMeta,
     UnknownInterfaceError,
     WindowsSource,
     checkRequest,
@@ -36,7 +35,12 @@ from echod.sniff.capture import (
     ringGeometry,
 )
 from tests import frames
-from tests.capturetesting import MemoryLinuxSystem, MemoryPacketSocket, MemoryWindowsSystem
+from tests.capturetesting import (
+    MemoryLinuxSystem,
+    MemoryPacketSocket,
+    MemoryWindowsSystem,
+    Meta,
+)
 from tests.environment import freePort, requireRoot
 
 STAMP = 1_700_000_000_123_456_789
@@ -48,12 +52,21 @@ class Collector:
     """
 
     def __init__(self, failOn: int | None = None) -> None:
-        self.packets: list[tuple[int, bytes, PacketMeta]] = []
+        self.packets: list[tuple[int, bytes, Meta]] = []
         self.failures = 0
         self.failOn = failOn
 
-    def __call__(self, timestamp: int, data: bytes, meta: PacketMeta) -> None:
-        self.packets.append((timestamp, data, meta))
+    def __call__(
+        self,
+        seconds: int,
+        nanoseconds: int,
+        data: bytes,
+        wireLength: int,
+        interfaceIndex: int,
+        direction: int,
+    ) -> None:
+        timestamp = seconds * 1_000_000_000 + nanoseconds
+        self.packets.append((timestamp, data, Meta(wireLength, interfaceIndex, direction)))
         if self.failOn is not None and len(self.packets) == self.failOn:
             raise ValueError("consumer failed")
 
@@ -309,7 +322,7 @@ class RingReadTests(SynchronousTestCase):
         assert collector.read(source) == 3
         assert [p[0] for p in collector.packets] == [STAMP, STAMP + 1, STAMP + 2]
         assert [p[1] for p in collector.packets] == [udpFrame(9, bytes([n])) for n in range(3)]
-        assert collector.packets[0][2] == PacketMeta(len(udpFrame(9, b"x")), 2, 0)
+        assert collector.packets[0][2] == Meta(len(udpFrame(9, b"x")), 2, 0)
         assert sock.userBlocks() == 0
         assert collector.read(source) == 0
 
@@ -388,7 +401,7 @@ class RingReadTests(SynchronousTestCase):
         ((_, data, meta),) = collector.packets
         header = struct.pack(">HHiHBB8s", 0x0800, 0, 2, 1, 4, 6, b"\x02" * 6 + b"\0\0")
         assert data == header + packet
-        assert meta == PacketMeta(len(packet) + 20, 2, capture.PACKET_OUTGOING)
+        assert meta == Meta(len(packet) + 20, 2, capture.PACKET_OUTGOING)
 
     def test_cookedVlan(self) -> None:
         """
@@ -474,7 +487,7 @@ class SocketReadTests(SynchronousTestCase):
         collector = Collector()
         assert collector.read(source) == 1
         assert collector.packets == [
-            (STAMP, udpFrame(9), PacketMeta(len(udpFrame(9)), 2, capture.PACKET_BROADCAST))
+            (STAMP, udpFrame(9), Meta(len(udpFrame(9)), 2, capture.PACKET_BROADCAST))
         ]
 
     def test_vlanFromAuxdata(self) -> None:
@@ -553,7 +566,7 @@ class WindowsSourceTests(SynchronousTestCase):
         collector = Collector()
         assert collector.read(source) == 2
         assert [p[1] for p in collector.packets] == [packets[0][:64], packets[1]]
-        assert collector.packets[0][2] == PacketMeta(len(packets[0]), 0, -1)
+        assert collector.packets[0][2] == Meta(len(packets[0]), 0, -1)
         assert collector.packets[0][0] < collector.packets[1][0]
         assert source.statistics().received == 2
         assert source.statistics().dropped is None

@@ -24,11 +24,11 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from echod.sniff import capture
-from echod.sniff.capture import CaptureInfo, CaptureRequest, PacketMeta
+from echod.sniff.capture import CaptureInfo, CaptureRequest
 from echod.sniff.reader import IPacketConsumer, RawReader
 from echod.sniff.sinks import OutputError
 from tests import frames
-from tests.capturetesting import MemoryLinuxSystem
+from tests.capturetesting import MemoryLinuxSystem, Meta
 from tests.environment import freePort, requireRoot
 
 
@@ -41,7 +41,7 @@ class RecordingConsumer:
 
     def __init__(self, failOn: int | None = None) -> None:
         self.info: CaptureInfo | None = None
-        self.packets: list[tuple[int, bytes, PacketMeta]] = []
+        self.packets: list[tuple[int, bytes, Meta]] = []
         self.flushes = 0
         self.stopped = 0
         self.failOn = failOn
@@ -50,8 +50,17 @@ class RecordingConsumer:
     def captureStarted(self, info: CaptureInfo) -> None:
         self.info = info
 
-    def packetReceived(self, timestamp: int, data: bytes, meta: PacketMeta) -> None:
-        self.packets.append((timestamp, data, meta))
+    def packetReceived(
+        self,
+        seconds: int,
+        nanoseconds: int,
+        data: bytes,
+        wireLength: int,
+        interfaceIndex: int,
+        direction: int,
+    ) -> None:
+        timestamp = seconds * 1_000_000_000 + nanoseconds
+        self.packets.append((timestamp, data, Meta(wireLength, interfaceIndex, direction)))
         if self.failOn == len(self.packets):
             raise ValueError("cannot write this one")
 

@@ -19,7 +19,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
-from echod.sniff.capture import CaptureInfo, PacketMeta
+from echod.sniff.capture import CaptureInfo
 from echod.sniff.reader import IPacketConsumer
 from echod.sniff.sinks import (
     OutputError,
@@ -30,6 +30,7 @@ from echod.sniff.sinks import (
     rotationName,
 )
 from tests import frames
+from tests.capturetesting import receive
 from tests.classicbpf import packSLL2
 
 STAMP = 1_700_000_000_123_456_789
@@ -83,8 +84,8 @@ class PcapTests(Directory, SynchronousTestCase):
         lengths; the file's link type is the capture's.
         """
         sink, path = self.sink()
-        sink.packetReceived(STAMP, b"abc", PacketMeta(60, 2, 0))
-        sink.packetReceived(STAMP + 1_000_000, b"defg", PacketMeta(4, 2, 0))
+        receive(sink, STAMP, b"abc", 60, 2, 0)
+        receive(sink, STAMP + 1_000_000, b"defg", 4, 2, 0)
         sink.captureStopped()
         header, records = readPcap(path.read_bytes())
         assert header == (0xA1B2C3D4, 2, 4, 0, 0, 262144, LINKTYPE_ETHERNET)
@@ -95,7 +96,7 @@ class PcapTests(Directory, SynchronousTestCase):
 
     def test_nanoseconds(self) -> None:
         sink, path = self.sink(nanoseconds=True)
-        sink.packetReceived(STAMP, b"abc", PacketMeta(3, 2, 0))
+        receive(sink, STAMP, b"abc", 3, 2, 0)
         sink.captureStopped()
         header, records = readPcap(path.read_bytes())
         assert header[0] == 0xA1B23C4D
@@ -112,7 +113,7 @@ class PcapTests(Directory, SynchronousTestCase):
         Records are written at L{PcapSink.flush}, once per batch.
         """
         sink, path = self.sink()
-        sink.packetReceived(STAMP, b"abc", PacketMeta(3, 2, 0))
+        receive(sink, STAMP, b"abc", 3, 2, 0)
         assert path.read_bytes() == b""
         sink.flush()
         assert len(path.read_bytes()) == 24 + 16 + 3
@@ -124,7 +125,7 @@ class PcapTests(Directory, SynchronousTestCase):
         stream = io.BytesIO()
         sink = PcapSink(RotatingOutput("-", stdout=stream))
         sink.captureStarted(INFO)
-        sink.packetReceived(STAMP, b"x", PacketMeta(1, 2, 0))
+        receive(sink, STAMP, b"x", 1, 2, 0)
         sink.captureStopped()
         assert readPcap(stream.getvalue())[1] == [(1_700_000_000, 123456, 1, b"x")]
         assert not stream.closed
@@ -247,7 +248,7 @@ class SummaryTests(SynchronousTestCase):
         packet.
         """
         sink, stream = self.sink("text")
-        sink.packetReceived(STAMP, self.frame(), PacketMeta(len(self.frame()), 1, 0))
+        receive(sink, STAMP, self.frame(), len(self.frame()), 1, 0)
         sink.flush()
         (text,) = stream.getvalue().decode().splitlines()
         clock, interface, direction, rest = text.split(" ", 3)
@@ -262,8 +263,8 @@ class SummaryTests(SynchronousTestCase):
         One JSON object per line, with the same fields.
         """
         sink, stream = self.sink("json")
-        sink.packetReceived(STAMP, self.frame(), PacketMeta(len(self.frame()), 2, 4))
-        sink.packetReceived(STAMP, b"\x01", PacketMeta(1, 2, 4))
+        receive(sink, STAMP, self.frame(), len(self.frame()), 2, 4)
+        receive(sink, STAMP, b"\x01", 1, 2, 4)
         sink.flush()
         first, second = (json.loads(line) for line in stream.getvalue().splitlines())
         assert first["time"] == "2023-11-14T22:13:20.123456Z"
@@ -292,7 +293,7 @@ class SummaryTests(SynchronousTestCase):
         sink = SummarySink(RotatingOutput("-", stdout=stream), "text")
         sink.captureStarted(CaptureInfo("any", LINKTYPE_LINUX_SLL2, 100, {3: "veth0"}, "t"))
         data = packSLL2(0x0800, 3, 1, 0) + frames.ipv4(frames.udp(1, 2), 17)
-        sink.packetReceived(STAMP, data, PacketMeta(len(data), 3, 0))
+        receive(sink, STAMP, data, len(data), 3, 0)
         sink.captureStopped()
         assert b" veth0 In IP 192.0.2.1.1 > 192.0.2.2.2: UDP, length 0\n" in stream.getvalue()
 
