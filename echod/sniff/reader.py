@@ -224,13 +224,22 @@ class RawReader(abstract.FileDescriptor):
 
     def stopCapturing(self) -> None:
         """
-        Stop reading, write what the consumer holds and close the socket.
-        Idempotent.
+        Read what the kernel has handed over, stop reading, write what the
+        consumer holds and close the socket.  Idempotent.
+
+        @raise echod.errors.UserError: the output failed on the last write.
         """
         self._stopping = True
         if self._source is None:
             return
         self.stopReading()
+        if not self.count or self._delivered < self.count:
+            # What the kernel has handed over is read before closing (the
+            # block it is filling is not: it is the kernel's until retired).
+            why = self.doRead()
+            if why is not None:
+                self.connectionLost(why)
+                why.raiseException()
         self.connectionLost(Failure(error.ConnectionDone("capture stopped")))
 
     def connectionLost(self, reason: Failure) -> None:

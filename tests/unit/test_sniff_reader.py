@@ -221,6 +221,28 @@ class RawReaderTests(SynchronousTestCase):
         assert self.system.socket.closed
         self.assertNoResult(lost)
 
+    def test_stopReadsWhatIsReady(self) -> None:
+        """
+        Packets the kernel handed over before the stop are not lost.
+        """
+        reader = self.reader()
+        reader.startCapturing()
+        self.arrive(3)
+        reader.stopCapturing()
+        assert self.delivered() == [0, 1, 2]
+
+    def test_stopWriteFails(self) -> None:
+        """
+        If the last write fails, stopping says so (and still closes).
+        """
+        reader = self.reader()
+        reader.startCapturing()
+        self.arrive(1)
+        self.consumer.flushError = OutputError("cannot write x: no space left on device")
+        with pytest.raises(OutputError):
+            reader.stopCapturing()
+        assert self.system.socket.closed
+
     def test_statistics(self) -> None:
         """
         The statistics say what the kernel saw and dropped and what was
