@@ -741,9 +741,10 @@ class LinuxSocketSource(_LinuxSource):
     """
 
     method = "recvmsg"
-    _ancillary = socket.CMSG_SPACE(_AUXDATA.size) + socket.CMSG_SPACE(_TIMESPEC.size)
 
     def _setUpBuffer(self) -> None:
+        # CMSG_SPACE is POSIX only: this module is imported on Windows too.
+        self._ancillary = socket.CMSG_SPACE(_AUXDATA.size) + socket.CMSG_SPACE(_TIMESPEC.size)
         sock = self._socket
         sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
         sock.setsockopt(SOL_SOCKET, SO_TIMESTAMPNS, 1)

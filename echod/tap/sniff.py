@@ -85,16 +85,21 @@ class Options(usage.Options):
         if self["promiscuous"]:
             config = _config.override(config, "sniff", {"promiscuous": True}, "--promiscuous")
         checkRequest(captureRequest(config.sniff))
-        _checkOutput(config.sniff.output)
+        _checkOutput(config.sniff.output, self.parent)
         self.config = config
 
 
-def _checkOutput(path: str) -> None:
+def _checkOutput(path: str, twistd: Mapping[str, Any] | None) -> None:
     """
     The output is opened only once the capture runs (as the user twistd
     switches to); what can be seen now is refused now.
     """
     if path == "-":
+        if twistd is not None and not (twistd.get("nodaemon") or twistd.get("debug")):
+            raise OutputError(
+                "packets go to standard output, which a daemon does not have: "
+                "run twistd with --nodaemon (-n), or give --output FILE"
+            )
         return
     directory = os.path.dirname(path) or "."
     if os.path.isdir(path):

@@ -171,6 +171,18 @@ class OptionsTests(SynchronousTestCase):
         with pytest.raises(OutputError, match="it is a directory"):
             parse("--output", tempfile.gettempdir())
 
+    def test_daemonStdout(self) -> None:
+        """
+        A daemon has no standard output: packets must go to a file.
+        """
+        options = sniff.Options()
+        options.parent = {"nodaemon": False}  # type: ignore[assignment]
+        with pytest.raises(OutputError, match="run twistd with --nodaemon"):
+            options.parseOptions(["--interface", "lo"])
+        options = sniff.Options()
+        options.parent = {"nodaemon": False}  # type: ignore[assignment]
+        options.parseOptions(["--interface", "lo", "--output", "/tmp/x.txt"])
+
     def test_errorsAreOneLine(self) -> None:
         """
         Parsing installs the hook that prints a L{UserError} as one line.
