@@ -115,20 +115,21 @@ RCVALL_ON = 1
 RCVALL_IPLEVEL = 3
 IP_HDRINCL = 2
 
+# The ring is in host byte order ("="), except sll_protocol.
 # struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1:
 # block_status, num_pkts, offset_to_first_pkt, ...
-_BLOCK = struct.Struct("<III")
+_BLOCK = struct.Struct("=III")
 _BLOCK_STATUS_OFFSET = 8
-_BLOCK_STATUS = struct.Struct("<I")
+_BLOCK_STATUS = struct.Struct("=I")
 # struct tpacket3_hdr (48 bytes: next_offset, sec, nsec, snaplen, len, status,
 # mac, net, rxhash, vlan_tci, vlan_tpid, padding) followed by struct
 # sockaddr_ll (family, protocol in network order, ifindex, hatype, pkttype,
 # halen, addr).
-_PACKET = struct.Struct("<IIIIIIHHIIHH8xH2siHBB8s")
+_PACKET = struct.Struct("=IIIIIIHHIIHH8xH2siHBB8s")
 # The fields of the same an Ethernet capture needs: next_offset, sec, nsec,
 # snaplen, len, status, mac, vlan_tci, vlan_tpid, ifindex, pkttype.  Fewer
 # fields unpacked is measurably faster per packet.
-_ETHERNET_PACKET = struct.Struct("<IIIIIIH6xIH14xi2xB")
+_ETHERNET_PACKET = struct.Struct("=IIIIIIH6xIH14xi2xB")
 # struct tpacket_req3
 _REQ3 = struct.Struct("=IIIIIII")
 # struct tpacket_auxdata: status, len, snaplen, mac, net, vlan_tci, vlan_tpid
