@@ -8,8 +8,12 @@ floods UDP on loopback at that fixed rate for a few seconds, while both
 ``tcpdump -w`` and ``twistd echod-sniff --format pcap`` capture it with the
 same filter, snapshot length and ring size.  Reported for both: frames
 written to the pcap file (counted from the file), frames per second over the
-flood, and the kernel's drop counter (PACKET_STATISTICS, as each tool
-reports it).  Results go to stdout as a table and to bench/results/sniff-*.json.
+flood, the kernel's drop counter (PACKET_STATISTICS, as each tool reports
+it) and the CPU time each used from the flood's start until one second
+after its end.  A last round ("drain") stops both tools, fills their rings,
+resumes them together and times how fast each empties its ring: the
+reading speed with the sender out of the way.  Results go to stdout as a
+table and to bench/results/sniff-*.json.
 
 Needs root (raw capture), tcpdump and a C compiler.  Nothing here asserts a
 speed: this is a measurement, not a test.
@@ -142,6 +146,7 @@ def runRound(flooder: Path, rate: int, seconds: float, bufferBytes: int, work: P
             waitFor(tcpdumpLog, r"listening on", dump, 10)
             waitFor(echodLog, r"capturing on lo", sniff, 20)
             time.sleep(0.5)
+            dumpStart, sniffStart = cpuSeconds(dump.pid), cpuSeconds(sniff.pid)
             flood = subprocess.run(
                 [str(flooder), "127.0.0.1", str(port), str(rate), str(seconds)],
                 check=True,
@@ -150,7 +155,8 @@ def runRound(flooder: Path, rate: int, seconds: float, bufferBytes: int, work: P
             )
             sent = json.loads(flood.stdout)
             time.sleep(1.0)  # let both drain their rings
-            dumpCpu, sniffCpu = cpuSeconds(dump.pid), cpuSeconds(sniff.pid)
+            dumpCpu = cpuSeconds(dump.pid) - dumpStart
+            sniffCpu = cpuSeconds(sniff.pid) - sniffStart
         finally:
             dump.send_signal(signal.SIGINT)
             sniff.send_signal(signal.SIGTERM)
