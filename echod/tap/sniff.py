@@ -11,7 +11,6 @@ from collections.abc import Mapping
 from typing import Any
 
 from twisted.application.service import IService
-from twisted.logger import ILogObserver
 from twisted.python import usage
 
 from echod import config as _config
@@ -110,7 +109,7 @@ def _checkOutput(path: str, twistd: Mapping[str, Any] | None) -> None:
 
 def _logObserver(
     twistd: Mapping[str, Any] | None, log: _config.LogConfig, packetsOnStdout: bool
-) -> ILogObserver | None:
+) -> EchodLogObserver | None:
     """
     twistd's log observer, except where it would write to standard output
     while packets go there too: then the log goes to standard error, as

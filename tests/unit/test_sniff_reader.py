@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Generator
 from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.testing import MemoryReactor
@@ -279,8 +277,7 @@ class RawReaderTests(SynchronousTestCase):
         assert self.system.socket.closed
 
 
-@pytest_twisted.inlineCallbacks  # type: ignore[untyped-decorator]
-def test_realReactor() -> Generator[Deferred[Any], Any, None]:
+async def _realReactor() -> None:
     """
     On the real reactor and kernel, datagrams sent on loopback reach the
     consumer, each once.
@@ -300,10 +297,14 @@ def test_realReactor() -> Generator[Deferred[Any], Any, None]:
                 s.sendto(bytes([n]), ("127.0.0.1", port))
         deadline = time.monotonic() + 5
         while len(consumer.packets) < 3 and time.monotonic() < deadline:
-            yield deferLater(reactor, 0.02, lambda: None)
-        yield deferLater(reactor, 0.2, lambda: None)
-        assert [p[1][-1] for p in consumer.packets] == [0, 1, 2]
-        assert consumer.flushes >= 1
+            await deferLater(reactor, 0.02, lambda: None)
+        await deferLater(reactor, 0.2, lambda: None)
     finally:
         reader.stopCapturing()
+    assert [p[1][-1] for p in consumer.packets] == [0, 1, 2]
+    assert consumer.flushes >= 1
     assert consumer.stopped == 1
+
+
+# Applied as a call, not a decorator: pytest_twisted has no types.
+test_realReactor = pytest_twisted.ensureDeferred(_realReactor)
