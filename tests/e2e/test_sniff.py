@@ -447,6 +447,33 @@ def test_noPrivilege(tmp_path: Path) -> None:
     )
 
 
+def test_capabilityOnly(server: tuple[int, int | None], tmp_path: Path) -> None:
+    """
+    Not root, only CAP_NET_RAW (as systemd's AmbientCapabilities= gives it):
+    the capture opens and works.  (CAP_DAC_READ_SEARCH only lets nobody
+    read the Python installation, as in L{test_noPrivilege}.)
+    """
+    port, _ = server
+    need(shutil.which("setpriv") is not None, "setpriv (util-linux) is not installed")
+    tmp_path.chmod(0o777)
+    prefix = [
+        "setpriv",
+        "--reuid=nobody",
+        "--regid=nogroup",
+        "--clear-groups",
+        "--inh-caps=+net_raw,+dac_read_search",
+        "--ambient-caps=+net_raw,+dac_read_search",
+    ]
+    args = ["-i", "lo", "-f", f"tcp port {port}", "--count", "1"]
+    with Sniffer(tmp_path, args, prefix=prefix) as sniffer:
+        sniffer.waitUntilCapturing()
+        assert _uids(sniffer.pid) == [65534] * 4
+        echo(port)
+        status = sniffer.wait(20)
+    assert status == 0, sniffer.both()
+    assert len(packetLines(sniffer.stdout())) == 1
+
+
 def test_badFilter(tmp_path: Path) -> None:
     """
     A bad filter: libpcap's message on one line, status 1, before anything
