@@ -702,6 +702,22 @@ class ClientConfig:
     json: bool = setting(False, _Bool(), "print the summary as one JSON object, nothing else")
 
 
+def _interfaceName(text: str) -> str:
+    """
+    A network interface name as Linux allows it (at most 15 bytes, no
+    slash, colon or white space), or on Windows an IPv4 address.
+    """
+    if not 0 < len(text.encode("utf-8")) <= 15 or re.search(r"[\s/:]", text) or text in (".", ".."):
+        raise _Invalid('expected an interface name such as "eth0", or "any"')
+    return text
+
+
+def _filterText(text: str) -> str:
+    if "\0" in text:
+        raise _Invalid("expected a tcpdump filter expression without NUL characters")
+    return text
+
+
 @dataclass(frozen=True)
 class SniffConfig:
     """
@@ -712,19 +728,37 @@ class SniffConfig:
 
     enabled: bool = setting(False, _Bool(), "capture inside the echod server process too")
     interface: str = setting(
-        "any", _Str(what="an interface name"), 'interface to capture on; "any": all'
+        "any",
+        _Str(check=_interfaceName, what="an interface name"),
+        'interface to capture on; "any": all (on Windows: an IPv4 address of one interface)',
     )
     filter: str = setting(
-        "", _Str(what="a tcpdump filter"), "tcpdump filter expression; empty: all"
+        "",
+        _Str(check=_filterText, what="a tcpdump filter"),
+        'tcpdump filter expression, run in the kernel, such as "tcp port 7007"; empty: all',
     )
     snaplen: int = setting(262144, _Int(64, 262144, " of bytes"), "bytes kept of each packet")
-    promiscuous: bool = setting(False, _Bool(), "put the interface in promiscuous mode")
-    format: str = setting("text", _Str(("text", "json", "pcap")), "output format")
-    output: str = setting("-", _Str(what="a file path"), 'where output goes; "-": standard output')
-    rotate_bytes: int = setting(
-        0, _Int(0, 2**50, " of bytes"), "start a new pcap file past this size; 0: never"
+    promiscuous: bool = setting(
+        False, _Bool(), "put the interface in promiscuous mode (not with interface = any)"
     )
-    rotate_count: int = setting(0, _Int(0, 1_000_000), "pcap files kept when rotating; 0: all")
+    format: str = setting(
+        "text",
+        _Str(("text", "json", "pcap")),
+        'output format: "text" (tcpdump-like lines), "json" (JSON lines) or "pcap"',
+    )
+    output: str = setting(
+        "-", _Str(what="a file path"), 'where packets are written; "-": standard output'
+    )
+    rotate_bytes: int = setting(
+        0,
+        _Int(0, 2**50, " of bytes"),
+        "start a new output file (FILE1, FILE2...) before this size is passed; 0: never",
+    )
+    rotate_count: int = setting(
+        0,
+        _Int(0, 1_000_000),
+        "with rotate_bytes, keep this many files (FILE0...), reusing the oldest; 0: all",
+    )
     count: int = setting(0, _Int(0, 2**62), "stop after this many packets; 0: never")
     stats_interval: float = setting(
         60.0, _Float(0, 86400, " of seconds"), "log capture statistics this often; 0: only at exit"
@@ -733,6 +767,11 @@ class SniffConfig:
         8 * 1024 * 1024,
         _Int(65536, 2**31, " of bytes"),
         "size of the kernel capture ring",
+    )
+    precision: str = setting(
+        "micro",
+        _Str(("micro", "nano")),
+        'pcap timestamps in microseconds ("micro", what every tool reads) or "nano"',
     )
 
 
@@ -847,7 +886,23 @@ def _check(config: Config) -> Config:
             "nothing to listen on: server.listen and udp.listen are both empty",
             source=config.source,
         )
+    _checkSniff(config)
     return config
+
+
+def _checkSniff(config: Config) -> None:
+    sniff = config.sniff
+    problem = None
+    if sniff.rotate_count and not sniff.rotate_bytes:
+        problem = "sniff.rotate_count", "needs sniff.rotate_bytes too (files rotate by size)"
+    elif sniff.rotate_bytes and sniff.output == "-":
+        problem = "sniff.rotate_bytes", "needs sniff.output to name a file (stdout cannot rotate)"
+    elif sniff.promiscuous and sniff.interface == "any":
+        problem = "sniff.promiscuous", 'needs one interface, not "any"'
+    if problem is not None:
+        key, text = problem
+        value = getattr(sniff, key.split(".")[1])
+        raise ConfigError(text, source=config.source, key=key, value=value)
 
 
 def loads(text: str, source: str | None = None) -> Config:

@@ -51,6 +51,7 @@ from echod.echo import (
 from echod.errors import ListenError, UserError
 from echod.limits import DatagramGuard, describePeer
 from echod.logs import EchodLogObserver, offerToTwistd
+from echod.sniff.service import SniffService
 from echod.systemd import inheritedSocket
 
 __all__ = [
@@ -555,4 +556,6 @@ def makeService(
         EchoService(config, reactor).setServiceParent(root)
     if config.udp.listen:
         UDPEchoService(config, reactor).setServiceParent(root)
+    if config.sniff.enabled:
+        SniffService(config.sniff, reactor).setServiceParent(root)
     return root

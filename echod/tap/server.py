@@ -19,6 +19,7 @@ from echod import config as _config
 from echod import fastpath, service
 from echod.errors import reportUserErrors
 from echod.logs import observerForTwistd
+from echod.sniff.service import checkSniffing
 
 __all__ = ["Options", "makeService"]
 
@@ -64,6 +65,8 @@ class Options(usage.Options):
         config = self.loadConfig()
         _config.checkInheritedSockets(config)
         twistd = getattr(self, "parent", None)
+        if config.sniff.enabled:
+            checkSniffing(config.sniff, twistd)
         if twistd is not None:
             _switchUser(config, twistd)
             _chooseReactor(config)

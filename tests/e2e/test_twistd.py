@@ -350,3 +350,18 @@ def test_ipv6Only(tmp_path: Path) -> None:
     with Twistd(tmp_path, ["--listen", rf"tcp6:{port}:interface=\:\:1"]) as daemon:
         daemon.listeningPorts()
         assert echo("::1", port, b"only six") == b"only six"
+
+
+def test_badSniffFilterInsideEchodIsOneLine(tmp_path: Path) -> None:
+    """
+    With [sniff] enabled, the capture is checked with the rest of the config:
+    a filter libpcap rejects stops echod before anything listens.
+    """
+    conf = tmp_path / "echod.toml"
+    conf.write_text("[sniff]\nenabled = true\ninterface = 'lo'\nfilter = 'tcp port sevenn'\n")
+    result = runTwistd(["-n", "--pidfile=", "echod", "--config", str(conf)], tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("echod: ")
+    assert "sevenn" in result.stderr
+    assert "listening on" not in result.stdout

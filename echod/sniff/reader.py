@@ -1,0 +1,256 @@
+# -*- test-case-name: tests.unit.test_sniff_reader -*-
+"""
+The reactor's side of a capture: L{RawReader}, a file descriptor registered
+with C{reactor.addReader}, which drains many packets per C{doRead} and hands
+each (timestamp, bytes, meta) to an L{IPacketConsumer}.
+
+Modelled on L{twisted.pair.tuntap.TuntapPort}: the capture is opened when
+asked (in C{privilegedStartService}, as root), read within a budget per
+reactor turn so that other connections keep being served, and every OS call
+goes through an injected system object (see L{echod.sniff.capture}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import abstract, error
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Interface, implementer
+
+from echod.sniff.capture import (
+    CaptureInfo,
+    CaptureRequest,
+    CaptureStatistics,
+    IPacketSource,
+    LinuxSystem,
+    WindowsSystem,
+    openCapture,
+)
+
+__all__ = ["IPacketConsumer", "RawReader", "ReaderStatistics"]
+
+
+class IPacketConsumer(Interface):
+    """
+    Takes the packets of one capture, in order.
+    """
+
+    def captureStarted(info: CaptureInfo) -> None:
+        """
+        The capture is open and packets are about to come: C{info} says what
+        their bytes are (link type, snapshot length, interfaces).  An output
+        is opened here; a L{UserError} stops the start.
+        """
+
+    def packetReceived(
+        seconds: int,
+        nanoseconds: int,
+        data: bytes,
+        wireLength: int,
+        interfaceIndex: int,
+        direction: int,
+    ) -> None:
+        """
+        One packet: its kernel timestamp (C{seconds} since the epoch and
+        C{nanoseconds}), C{data} in the capture's link type (at most the
+        snapshot length), and its meta: its length on the wire, the index of
+        the interface it was seen on (0: unknown) and its direction (a Linux
+        packet type such as C{PACKET_HOST}, or C{DIRECTION_UNKNOWN}).
+
+        Called up to a million times a second, with plain arguments (no
+        object is made per packet): keep it cheap, buffer output.
+        """
+
+    def flush() -> None:
+        """
+        The end of one batch of packets: write what is buffered.
+        """
+
+    def captureStopped() -> None:
+        """
+        No more packets will come: write everything and close the output.
+        """
+
+
+@dataclass(frozen=True)
+class ReaderStatistics:
+    """
+    Counters of one capture: packets the kernel let through the filter
+    (C{seen}, including those it then dropped), packets it C{dropped}
+    because the buffer was full (L{None} where the platform does not count),
+    packets C{passed} to the consumer, and packets the consumer C{failed} on.
+    """
+
+    seen: int
+    dropped: int | None
+    passed: int
+    failed: int
+
+
+@implementer(IReadDescriptor)
+class RawReader(abstract.FileDescriptor):
+    """
+    Reads a raw capture from the reactor.
+
+    L{open} opens the socket (needs the privilege); L{startCapturing} starts
+    the consumer and registers with the reactor; L{stopCapturing} undoes
+    both.  With C{count}, reading stops after that many packets and
+    L{whenCountReached} fires.
+
+    @ivar budget: packets read in one C{doRead} at most, so that a flood
+        cannot starve the other descriptors of the reactor.
+    """
+
+    log = Logger()
+    budget = 8192
+    _failuresLogged = 5
+
+    def __init__(
+        self,
+        request: CaptureRequest,
+        consumer: IPacketConsumer,
+        reactor: Any = None,
+        system: LinuxSystem | WindowsSystem | None = None,
+        count: int = 0,
+        opener: Callable[
+            [CaptureRequest, LinuxSystem | WindowsSystem | None], IPacketSource
+        ] = openCapture,
+    ) -> None:
+        abstract.FileDescriptor.__init__(self, reactor)
+        self.request = request
+        self.consumer = consumer
+        self.count = count
+        self._system = system
+        self._opener = opener
+        self._source: IPacketSource | None = None
+        self.info: CaptureInfo | None = None
+        self._delivered = 0
+        self._failed = 0
+        self._countReached: Deferred[None] = Deferred()
+        self._lost: Deferred[None] = Deferred()
+        self._stopping = False
+        self._kernel: CaptureStatistics | None = None
+        self._deliver = consumer.packetReceived
+
+    def __repr__(self) -> str:
+        state = "open" if self._source is not None else "closed"
+        return f"<RawReader {state} on {self.request.interface}>"
+
+    def logPrefix(self) -> str:
+        return f"RawReader({self.request.interface})"
+
+    def open(self) -> None:
+        """
+        Open the capture socket (as root, or with CAP_NET_RAW).
+
+        @raise echod.errors.UserError: a one-line reason it cannot be opened.
+        """
+        if self._source is not None:
+            return
+        self._source = self._opener(self.request, self._system)
+        self.info = self._source.info
+        self.connected = 1
+
+    def startCapturing(self) -> None:
+        """
+        Start the consumer and read packets as they come.
+        """
+        self.open()
+        assert self.info is not None
+        self.consumer.captureStarted(self.info)
+        self._deliver = self.consumer.packetReceived
+        self.startReading()
+
+    def fileno(self) -> int:
+        return self._source.fileno() if self._source is not None else -1
+
+    def doRead(self) -> Failure | None:
+        source = self._source
+        if source is None:
+            return None
+        limit = self.budget
+        if self.count:
+            limit = min(limit, self.count - self._delivered)
+        if limit > 0:
+            self._delivered += source.readPackets(self._deliver, limit, self._consumerFailed)
+        try:
+            self.consumer.flush()
+        except Exception:
+            return Failure()
+        if self.count and self._delivered >= self.count:
+            self.stopReading()
+            if not self._countReached.called:
+                self._countReached.callback(None)
+        return None
+
+    def _consumerFailed(self) -> None:
+        # Called from inside the source's except block: log.failure sees it.
+        self._failed += 1
+        if self._failed <= self._failuresLogged:
+            self.log.failure(
+                "a packet could not be passed on (the first {limit} failures are logged)",
+                limit=self._failuresLogged,
+            )
+
+    def whenCountReached(self) -> Deferred[None]:
+        """
+        Fires once C{count} packets were passed on.
+        """
+        return self._countReached
+
+    def whenLost(self) -> Deferred[None]:
+        """
+        Fails when reading stops for another reason than L{stopCapturing}
+        (the interface went away, the output failed).
+        """
+        return self._lost
+
+    def statistics(self) -> ReaderStatistics:
+        if self._source is not None:
+            self._kernel = self._source.statistics()
+        kernel = self._kernel
+        return ReaderStatistics(
+            seen=kernel.received if kernel else 0,
+            dropped=kernel.dropped if kernel else 0,
+            passed=self._delivered - self._failed,
+            failed=self._failed,
+        )
+
+    def stopCapturing(self) -> None:
+        """
+        Read what the kernel has handed over, stop reading, write what the
+        consumer holds and close the socket.  Idempotent.
+
+        @raise echod.errors.UserError: the output failed on the last write.
+        """
+        self._stopping = True
+        if self._source is None:
+            return
+        self.stopReading()
+        if not self.count or self._delivered < self.count:
+            # What the kernel has handed over is read before closing (the
+            # block it is filling is not: it is the kernel's until retired).
+            why = self.doRead()
+            if why is not None:
+                self.connectionLost(why)
+                why.raiseException()
+        self.connectionLost(Failure(error.ConnectionDone("capture stopped")))
+
+    def connectionLost(self, reason: Failure) -> None:
+        source, self._source = self._source, None
+        abstract.FileDescriptor.connectionLost(self, reason)
+        if source is None:
+            return
+        self._kernel = source.statistics()
+        try:
+            self.consumer.captureStopped()
+        finally:
+            source.close()
+        if not self._stopping and not self._lost.called:
+            self._lost.errback(reason)

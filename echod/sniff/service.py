@@ -1,0 +1,239 @@
+# -*- test-case-name: tests.unit.test_sniff_service -*-
+"""
+The sniffer as a Twisted service: L{SniffService} opens the capture in
+C{privilegedStartService} (twistd calls it as root, before C{--uid/--gid}
+take effect), starts reading and opens its output in C{startService} (as the
+user it runs as), logs statistics every C{stats_interval} seconds and when
+it stops.
+
+It runs alone under C{twistd echod-sniff}, where reaching C{count} packets
+or losing the capture stops the process, or beside the echo service under
+C{twistd echod} with C{[sniff] enabled = true}, where it only stops itself.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+from collections.abc import Mapping
+from typing import IO, Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from echod.config import SniffConfig
+from echod.errors import UserError
+from echod.sniff.capture import (
+    CaptureRequest,
+    LinuxSystem,
+    WindowsSystem,
+    checkRequest,
+    openCapture,
+)
+from echod.sniff.reader import IPacketConsumer, RawReader, ReaderStatistics
+from echod.sniff.sinks import OutputError, PcapSink, RotatingOutput, SummarySink
+
+__all__ = ["SniffService", "captureRequest", "checkSniffing", "makeConsumer", "standardOutput"]
+
+
+def standardOutput() -> IO[bytes] | None:
+    """
+    The process's standard output as a binary stream, taken now: once twistd
+    starts logging it replaces C{sys.stdout} with a file that feeds the log.
+    """
+    stream = getattr(sys.stdout, "buffer", None)
+    return stream if stream is not None else None
+
+
+def captureRequest(config: SniffConfig) -> CaptureRequest:
+    return CaptureRequest(
+        interface=config.interface,
+        filter=config.filter,
+        snaplen=config.snaplen,
+        promiscuous=config.promiscuous,
+        bufferBytes=config.buffer_bytes,
+    )
+
+
+def makeConsumer(config: SniffConfig, stdout: IO[bytes] | None) -> IPacketConsumer:
+    """
+    The sink the [sniff] section asks for (nothing is opened yet).
+    """
+    output = RotatingOutput(config.output, config.rotate_bytes, config.rotate_count, stdout)
+    if config.format == "pcap":
+        return PcapSink(output, nanoseconds=config.precision == "nano")
+    return SummarySink(output, config.format)
+
+
+def _exitNonZero() -> None:
+    # twistd has no way to choose its exit status: once it has cleaned up
+    # and returned, leave with 1 instead of 0.
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(1)
+
+
+class SniffService(Service):
+    """
+    One capture, from the [sniff] section.
+
+    @ivar standalone: the process exists for this capture: stop the reactor
+        when C{count} is reached, and exit non-zero if the capture fails.
+    """
+
+    log = Logger()
+    name = "sniff"
+
+    def __init__(
+        self,
+        config: SniffConfig,
+        reactor: Any,
+        stdout: IO[bytes] | None = None,
+        standalone: bool = False,
+        system: LinuxSystem | WindowsSystem | None = None,
+        opener: Any = openCapture,
+    ) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.standalone = standalone
+        self.consumer = makeConsumer(config, stdout if stdout is not None else standardOutput())
+        self.reader = RawReader(
+            captureRequest(config),
+            self.consumer,
+            reactor=reactor,
+            system=system,
+            count=config.count,
+            opener=opener,
+        )
+        self._loop: LoopingCall | None = None
+        self._loopDone: Deferred[LoopingCall] | None = None
+        self._finished = False
+        self.failed = False
+
+    def privilegedStartService(self) -> None:
+        Service.privilegedStartService(self)
+        self.reader.open()
+        info = self.reader.info
+        assert info is not None
+        self.log.info(
+            "capturing on {interface} ({method}, link type {linktype}, snaplen {snaplen}), "
+            "filter {filter!r}",
+            event="sniff.opened",
+            interface=info.interface,
+            method=info.method,
+            linktype=info.linktype,
+            snaplen=info.snaplen,
+            filter=self.config.filter,
+        )
+
+    def startService(self) -> None:
+        Service.startService(self)
+        self.reader.startCapturing()
+        self.reader.whenCountReached().addCallback(self._countReached)
+        self.reader.whenLost().addErrback(self._lost)
+        if self.config.stats_interval > 0:
+            self._loop = LoopingCall(self.logStatistics)
+            self._loop.clock = self.reactor
+            self._loopDone = self._loop.start(self.config.stats_interval, now=False)
+
+    def stopService(self) -> None:
+        Service.stopService(self)
+        self._finish()
+
+    def _finish(self) -> None:
+        """
+        Stop reading, close the output, log the last statistics: once.
+        """
+        if self._finished:
+            return
+        self._finished = True
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        self._loop = None
+        try:
+            self.reader.stopCapturing()
+        except UserError as e:
+            self.failed = True
+            self.log.error("{error}", error=str(e), event="sniff.output_failed")
+        self.logStatistics(final=True)
+
+    def statistics(self) -> ReaderStatistics:
+        return self.reader.statistics()
+
+    def logStatistics(self, final: bool = False) -> None:
+        stats = self.statistics()
+        dropped = "unknown" if stats.dropped is None else stats.dropped
+        self.log.info(
+            "capture on {interface}{state}: {seen} packets seen, {passed} passed to output, "
+            "{dropped} dropped by the kernel",
+            event="sniff.statistics",
+            interface=self.config.interface,
+            state=" stopped" if final else "",
+            seen=stats.seen,
+            passed=stats.passed,
+            dropped=dropped,
+            failed=stats.failed,
+            final=final,
+        )
+
+    def _countReached(self, _: None) -> None:
+        self.log.info(
+            "{count} packets captured: stopping the capture",
+            event="sniff.count_reached",
+            count=self.config.count,
+        )
+        if self.standalone:
+            self.reactor.stop()
+        else:
+            self._finish()
+
+    def _lost(self, reason: Failure) -> None:
+        self.failed = True
+        why = reason.value
+        text = str(why) if isinstance(why, UserError) else reason.getErrorMessage()
+        self.log.error(
+            "capture on {interface} failed: {reason}",
+            event="sniff.failed",
+            interface=self.config.interface,
+            reason=text,
+        )
+        if self.standalone:
+            atexit.register(_exitNonZero)
+            self.reactor.stop()
+        else:
+            self._finish()
+
+
+def _checkOutput(path: str, twistd: Mapping[str, Any] | None) -> None:
+    """
+    The output is opened only once the capture runs (as the user twistd
+    switches to); what can be seen now is refused now.
+    """
+    if path == "-":
+        if twistd is not None and not (twistd.get("nodaemon") or twistd.get("debug")):
+            raise OutputError(
+                "packets go to standard output, which a daemon does not have: "
+                "run twistd with --nodaemon (-n), or give --output FILE"
+            )
+        return
+    directory = os.path.dirname(path) or "."
+    if os.path.isdir(path):
+        raise OutputError(f"cannot write {path}: it is a directory")
+    if not os.path.isdir(directory):
+        raise OutputError(f"cannot write {path}: no directory {directory}")
+
+
+def checkSniffing(config: SniffConfig, twistd: Mapping[str, Any] | None) -> None:
+    """
+    What can be checked before twistd starts anything, with no privilege:
+    the interface exists, the filter compiles, the output can be written
+    (C{twistd echod-sniff}, and C{twistd echod} with C{[sniff] enabled}).
+    """
+    checkRequest(captureRequest(config))
+    _checkOutput(config.output, twistd)

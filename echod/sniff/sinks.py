@@ -1,0 +1,307 @@
+# -*- test-case-name: tests.unit.test_sniff_sinks -*-
+"""
+Where captured packets go: one text line per packet (tcpdump-like), one
+JSON object per line, or a pcap file that tcpdump, tshark and Wireshark
+read; files rotate like tcpdump's C{-C}/C{-W}.
+
+Each sink is an L{IPacketConsumer}: it buffers what one reactor turn
+delivers and writes it at L{flush}, so a flood costs one C{write} per batch,
+not per packet.  Packet output never goes through the Twisted logger, which
+is for statistics and errors.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import IO
+
+from zope.interface import implementer
+
+from echod.errors import UserError
+from echod.sniff.capture import DIRECTION_NAMES, CaptureInfo
+from echod.sniff.decode import PacketSummary, decodePacket, describe
+from echod.sniff.reader import IPacketConsumer
+
+__all__ = [
+    "OutputError",
+    "PcapSink",
+    "RotatingOutput",
+    "SummarySink",
+    "pcapHeader",
+    "rotationName",
+]
+
+PCAP_MAGIC_MICRO = 0xA1B2C3D4
+PCAP_MAGIC_NANO = 0xA1B23C4D
+_PCAP_HEADER = struct.Struct("<IHHiIII")
+_PCAP_RECORD = struct.Struct("<IIII")
+_NS = 1_000_000_000
+_FLUSH_BYTES = 1 << 20
+_SHORT_DIRECTIONS = {"in": "In", "out": "Out", "broadcast": "B", "multicast": "M", "otherhost": "P"}
+
+
+class OutputError(UserError):
+    """
+    An output file cannot be opened or written.
+    """
+
+
+def _reason(error: OSError) -> str:
+    return (error.strerror or str(error)).lower()
+
+
+def pcapHeader(linktype: int, snaplen: int, nanoseconds: bool = False) -> bytes:
+    """
+    The 24-byte global header of a pcap file (little-endian, version 2.4).
+    """
+    magic = PCAP_MAGIC_NANO if nanoseconds else PCAP_MAGIC_MICRO
+    return _PCAP_HEADER.pack(magic, 2, 4, 0, 0, snaplen, linktype)
+
+
+def rotationName(path: str, number: int, count: int) -> str:
+    """
+    The name of file C{number} (from 0) of a rotation, as tcpdump names
+    them: without C{-W}, C{FILE}, C{FILE1}, C{FILE2}...; with C{-W count},
+    C{FILE0}...C{FILE<count-1>}, zero-padded to the same width.
+    """
+    digits = len(str(count - 1)) if count > 1 else 0
+    if number == 0 and digits == 0:
+        return path
+    return f"{path}{number:0{digits}d}"
+
+
+class RotatingOutput:
+    """
+    A byte stream to standard output or to a file that, past C{rotateBytes},
+    is closed and followed by the next one (each starting with C{header}),
+    keeping at most C{rotateCount} files (0: all) by reusing the oldest name.
+
+    Records are never split across files; a file gets at least one record
+    even if that alone is larger than C{rotateBytes}.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        rotateBytes: int = 0,
+        rotateCount: int = 0,
+        stdout: IO[bytes] | None = None,
+        opener: Callable[[str], IO[bytes]] | None = None,
+    ) -> None:
+        self.path = path
+        self.rotateBytes = rotateBytes if path != "-" else 0
+        self.rotateCount = rotateCount
+        self._stdout = stdout
+        self._opener = opener or (lambda name: open(name, "wb"))  # noqa: SIM115
+        self._file: IO[bytes] | None = None
+        self._header = b""
+        self._buffer: list[bytes] = []
+        self._pending = 0
+        self._size = 0
+        self._number = 0
+        self.names: list[str] = []
+
+    def open(self, header: bytes = b"") -> None:
+        """
+        Open the first file (or take standard output) and write C{header}.
+        """
+        self._header = header
+        self._number = 0
+        self._openFile()
+
+    def _name(self) -> str:
+        return rotationName(self.path, self._number, self.rotateCount)
+
+    def _openFile(self) -> None:
+        if self.path == "-":
+            if self._stdout is None:
+                raise OutputError("no standard output to write packets to")
+            self._file = self._stdout
+        else:
+            name = self._name()
+            try:
+                self._file = self._opener(name)
+            except OSError as e:
+                raise OutputError(f"cannot write {name}: {_reason(e)}") from None
+            if name not in self.names:
+                self.names.append(name)
+        self._size = 0
+        if self._header:
+            self._buffer.append(self._header)
+            self._pending += len(self._header)
+
+    def add(self, record: bytes) -> None:
+        """
+        Queue one record, starting the next file first if it would not fit.
+        """
+        if self.rotateBytes:
+            used = self._size + self._pending
+            if used + len(record) > self.rotateBytes and used > len(self._header):
+                self._rotate()
+        self._buffer.append(record)
+        self._pending += len(record)
+        if self._pending >= _FLUSH_BYTES:
+            self.flush()
+
+    def _rotate(self) -> None:
+        self.flush()
+        self._closeFile()
+        self._number += 1
+        if self.rotateCount:
+            self._number %= self.rotateCount
+        self._openFile()
+
+    def flush(self) -> None:
+        """
+        Write what is queued.
+        """
+        if not self._buffer or self._file is None:
+            return
+        data = b"".join(self._buffer)
+        self._buffer.clear()
+        self._pending = 0
+        try:
+            self._file.write(data)
+            self._file.flush()
+        except OSError as e:
+            where = "standard output" if self.path == "-" else self._name()
+            raise OutputError(f"cannot write {where}: {_reason(e)}") from None
+        self._size += len(data)
+
+    def _closeFile(self) -> None:
+        file, self._file = self._file, None
+        if file is not None and file is not self._stdout:
+            try:
+                file.close()
+            except OSError as e:
+                raise OutputError(f"cannot write {self._name()}: {_reason(e)}") from None
+
+    def close(self) -> None:
+        """
+        Write what is queued and close the file (standard output stays open).
+        """
+        try:
+            self.flush()
+        finally:
+            self._closeFile()
+
+
+@implementer(IPacketConsumer)
+class PcapSink:
+    """
+    Writes a pcap file: the capture's link type (Ethernet, or C{LINUX_SLL2}
+    for C{any}), its snapshot length, and microsecond or nanosecond
+    timestamps, the same in every file of a rotation.
+    """
+
+    def __init__(self, output: RotatingOutput, nanoseconds: bool = False) -> None:
+        self.output = output
+        self.nanoseconds = nanoseconds
+        self._divisor = 1 if nanoseconds else 1000
+        self._add = output.add
+
+    def captureStarted(self, info: CaptureInfo) -> None:
+        self.output.open(pcapHeader(info.linktype, info.snaplen, self.nanoseconds))
+
+    def packetReceived(
+        self,
+        seconds: int,
+        nanoseconds: int,
+        data: bytes,
+        wireLength: int,
+        interfaceIndex: int,
+        direction: int,
+    ) -> None:
+        fraction = nanoseconds // self._divisor
+        self._add(_PCAP_RECORD.pack(seconds, fraction, len(data), wireLength) + data)
+
+    def flush(self) -> None:
+        self.output.flush()
+
+    def captureStopped(self) -> None:
+        self.output.close()
+
+
+def _clock(timestamp: int) -> str:
+    seconds, fraction = divmod(timestamp, _NS)
+    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{fraction // 1000:06d}"
+
+
+def _isoTime(timestamp: int) -> str:
+    seconds, fraction = divmod(timestamp, _NS)
+    moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{moment}.{fraction // 1000:06d}Z"
+
+
+def formatText(summary: PacketSummary) -> str:
+    """
+    One tcpdump-like line: local time, interface, direction, packet.
+    """
+    parts = [_clock(summary.time)]
+    if summary.interface:
+        parts.append(summary.interface)
+    if summary.direction:
+        parts.append(_SHORT_DIRECTIONS.get(summary.direction, summary.direction))
+    parts.append(describe(summary))
+    return " ".join(parts)
+
+
+def formatJSON(summary: PacketSummary) -> str:
+    """
+    One JSON object: C{time} (ISO 8601, UTC), C{time_ns} and every decoded
+    field that is set.
+    """
+    fields = summary.fields()
+    fields["time_ns"] = fields.pop("time", 0)
+    record = {"time": _isoTime(summary.time), **fields}
+    return json.dumps(record, ensure_ascii=False, separators=(", ", ": "))
+
+
+@implementer(IPacketConsumer)
+class SummarySink:
+    """
+    Decodes each packet and writes one line: C{form} is C{"text"}
+    (tcpdump-like) or C{"json"} (JSON lines).
+    """
+
+    def __init__(self, output: RotatingOutput, form: str = "text") -> None:
+        if form not in ("text", "json"):
+            raise ValueError(f"unknown form {form!r}")
+        self.output = output
+        self.form = form
+        self._format = formatJSON if form == "json" else formatText
+        self._info: CaptureInfo | None = None
+
+    def captureStarted(self, info: CaptureInfo) -> None:
+        self._info = info
+        self.output.open()
+
+    def packetReceived(
+        self,
+        seconds: int,
+        nanoseconds: int,
+        data: bytes,
+        wireLength: int,
+        interfaceIndex: int,
+        direction: int,
+    ) -> None:
+        info = self._info
+        assert info is not None
+        summary = PacketSummary(
+            time=seconds * _NS + nanoseconds,
+            interface=info.interfaceName(interfaceIndex),
+            direction=DIRECTION_NAMES.get(direction),
+        )
+        decodePacket(info.linktype, data, wireLength, summary)
+        line = self._format(summary) + "\n"
+        self.output.add(line.encode("utf-8", "replace"))
+
+    def flush(self) -> None:
+        self.output.flush()
+
+    def captureStopped(self) -> None:
+        self.output.close()

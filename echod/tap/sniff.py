@@ -1,0 +1,117 @@
+# -*- test-case-name: tests.unit.test_tap_sniff -*-
+"""
+C{twistd echod-sniff}: capture packets, print them or write a pcap file.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.application.service import IService
+from twisted.python import usage
+
+from echod import config as _config
+from echod.errors import reportUserErrors
+from echod.logs import EchodLogObserver, observerForTwistd
+from echod.service import EchodService
+from echod.sniff.service import SniffService, checkSniffing, standardOutput
+
+__all__ = ["Options", "makeService"]
+
+# Command-line option -> [sniff] key.
+_KEYS = {
+    "interface": "interface",
+    "filter": "filter",
+    "snaplen": "snaplen",
+    "format": "format",
+    "output": "output",
+    "rotate-bytes": "rotate_bytes",
+    "rotate-count": "rotate_count",
+    "count": "count",
+    "stats-interval": "stats_interval",
+    "buffer-bytes": "buffer_bytes",
+    "precision": "precision",
+}
+
+
+class Options(usage.Options):
+    """
+    Options override the [sniff] section of the config file.  Everything a
+    user can get wrong (the values, the interface, the filter) is checked
+    here, before anything is opened; each problem is one line on stderr and
+    exit status 1.
+    """
+
+    synopsis = "[--config FILE] [--interface IF] [--filter EXPR] [--format F] [--output FILE] ..."
+    longdesc = (
+        "Capture packets with a kernel filter (tcpdump syntax) and print one line per "
+        "packet (text), one JSON object per packet (json), or write a pcap file that "
+        "tcpdump, tshark and Wireshark read. Needs root or CAP_NET_RAW to open the "
+        "capture; with twistd's --uid/--gid it then runs as that user. Example: "
+        "twistd -n echod-sniff --interface lo --filter 'tcp port 7007'"
+    )
+    optParameters = [
+        ["config", "c", None, "TOML config file; its [sniff] table gives the defaults."],
+        ["interface", "i", None, 'Interface to capture on; "any": all of them.'],
+        ["filter", "f", None, "tcpdump filter expression, such as 'tcp port 7007'."],
+        ["snaplen", "s", None, "Bytes kept of each packet (64-262144).", int],
+        ["format", None, None, "Output format: text, json or pcap."],
+        ["output", "o", None, 'File to write packets to; "-": standard output.'],
+        ["rotate-bytes", "C", None, "Start a new file before it passes N bytes.", int],
+        ["rotate-count", "W", None, "With --rotate-bytes, keep N files, reusing the oldest.", int],
+        ["count", None, None, "Stop after N packets.", int],
+        ["stats-interval", None, None, "Log statistics every N seconds (0: at exit).", float],
+        ["buffer-bytes", "B", None, "Size of the kernel capture ring in bytes.", int],
+        ["precision", None, None, "pcap timestamps: micro or nano."],
+    ]
+    optFlags = [
+        ["promiscuous", "p", "Put the interface in promiscuous mode."],
+    ]
+
+    config: _config.Config
+
+    def postOptions(self) -> None:
+        reportUserErrors("echod-sniff")
+        config = _config.load(self["config"])
+        for option, key in _KEYS.items():
+            if self[option] is not None:
+                config = _config.override(config, "sniff", {key: self[option]}, f"--{option}")
+        if self["promiscuous"]:
+            config = _config.override(config, "sniff", {"promiscuous": True}, "--promiscuous")
+        checkSniffing(config.sniff, getattr(self, "parent", None))
+        self.config = config
+
+
+def _logObserver(
+    twistd: Mapping[str, Any] | None, log: _config.LogConfig, packetsOnStdout: bool
+) -> EchodLogObserver | None:
+    """
+    twistd's log observer, except where it would write to standard output
+    while packets go there too: then the log goes to standard error, as
+    tcpdump's messages do.
+    """
+    observer = observerForTwistd(twistd, log.format, log.level)
+    if observer is None or twistd is None or not packetsOnStdout:
+        return observer
+    logfile = twistd.get("logfile")
+    nodaemon = bool(twistd.get("nodaemon") or twistd.get("debug"))
+    if not (logfile == "-" or (nodaemon and not logfile)):
+        return observer
+    stderr = sys.stderr
+    return EchodLogObserver(log.format, log.level, lambda: stderr)
+
+
+def makeService(options: Options, reactor: Any = None) -> IService:
+    if reactor is None:
+        from twisted.internet import reactor as globalReactor
+
+        reactor = globalReactor
+    twistd = getattr(options, "parent", None)
+    config = options.config
+    observer = _logObserver(twistd, config.log, config.sniff.output == "-")
+    root = EchodService(config, reactor, observer, handleSignals=twistd is not None)
+    sniffer = SniffService(config.sniff, reactor, standardOutput(), standalone=True)
+    sniffer.setServiceParent(root)
+    return root

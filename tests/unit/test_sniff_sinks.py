@@ -1,0 +1,302 @@
+"""
+Packet sinks: pcap files (headers, records, timestamps, rotation like
+tcpdump's -C/-W), text lines and JSON lines.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+from typing import IO
+
+import pytest
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
+from echod.sniff.capture import CaptureInfo
+from echod.sniff.reader import IPacketConsumer
+from echod.sniff.sinks import (
+    OutputError,
+    PcapSink,
+    RotatingOutput,
+    SummarySink,
+    pcapHeader,
+    rotationName,
+)
+from tests import frames
+from tests.capturetesting import receive
+from tests.classicbpf import packSLL2
+
+STAMP = 1_700_000_000_123_456_789
+INFO = CaptureInfo("eth0", LINKTYPE_ETHERNET, 262144, {1: "lo", 2: "eth0"}, "test")
+
+
+def readPcap(data: bytes) -> tuple[tuple[int, ...], list[tuple[int, int, int, bytes]]]:
+    """
+    The global header fields and the records (seconds, fraction, wire
+    length, bytes) of a little-endian pcap file.
+    """
+    header = struct.unpack_from("<IHHiIII", data)
+    records = []
+    offset = 24
+    while offset < len(data):
+        seconds, fraction, caplen, wire = struct.unpack_from("<IIII", data, offset)
+        records.append((seconds, fraction, wire, data[offset + 16 : offset + 16 + caplen]))
+        offset += 16 + caplen
+    assert offset == len(data)
+    return header, records
+
+
+class Directory:
+    def makeDirectory(self) -> Path:
+        path = Path(tempfile.mkdtemp(prefix="echod-sinks-"))
+        self.addCleanup(shutil.rmtree, path, True)  # type: ignore[attr-defined]
+        return path
+
+
+class PcapTests(Directory, SynchronousTestCase):
+    def test_header(self) -> None:
+        """
+        The global header: magic (microseconds or nanoseconds), version 2.4,
+        no time zone, the snapshot length and the link type.
+        """
+        assert pcapHeader(1, 65535) == struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)
+        assert pcapHeader(276, 96, nanoseconds=True)[:4] == struct.pack("<I", 0xA1B23C4D)
+
+    def test_interface(self) -> None:
+        assert verifyObject(IPacketConsumer, PcapSink(RotatingOutput("-")))
+
+    def sink(self, nanoseconds: bool = False, info: CaptureInfo = INFO) -> tuple[PcapSink, Path]:
+        path = self.makeDirectory() / "out.pcap"
+        sink = PcapSink(RotatingOutput(str(path)), nanoseconds)
+        sink.captureStarted(info)
+        return sink, path
+
+    def test_records(self) -> None:
+        """
+        Each packet is a record with its timestamp, captured and wire
+        lengths; the file's link type is the capture's.
+        """
+        sink, path = self.sink()
+        receive(sink, STAMP, b"abc", 60, 2, 0)
+        receive(sink, STAMP + 1_000_000, b"defg", 4, 2, 0)
+        sink.captureStopped()
+        header, records = readPcap(path.read_bytes())
+        assert header == (0xA1B2C3D4, 2, 4, 0, 0, 262144, LINKTYPE_ETHERNET)
+        assert records == [
+            (1_700_000_000, 123456, 60, b"abc"),
+            (1_700_000_000, 124456, 4, b"defg"),
+        ]
+
+    def test_nanoseconds(self) -> None:
+        sink, path = self.sink(nanoseconds=True)
+        receive(sink, STAMP, b"abc", 3, 2, 0)
+        sink.captureStopped()
+        header, records = readPcap(path.read_bytes())
+        assert header[0] == 0xA1B23C4D
+        assert records[0][:2] == (1_700_000_000, 123456789)
+
+    def test_linkType(self) -> None:
+        info = CaptureInfo("any", LINKTYPE_LINUX_SLL2, 96, {}, "test")
+        sink, path = self.sink(info=info)
+        sink.captureStopped()
+        assert readPcap(path.read_bytes())[0][5:] == (96, LINKTYPE_LINUX_SLL2)
+
+    def test_buffered(self) -> None:
+        """
+        Records are written at L{PcapSink.flush}, once per batch.
+        """
+        sink, path = self.sink()
+        receive(sink, STAMP, b"abc", 3, 2, 0)
+        assert path.read_bytes() == b""
+        sink.flush()
+        assert len(path.read_bytes()) == 24 + 16 + 3
+
+    def test_stdout(self) -> None:
+        """
+        To standard output: the same bytes, and the stream stays open.
+        """
+        stream = io.BytesIO()
+        sink = PcapSink(RotatingOutput("-", stdout=stream))
+        sink.captureStarted(INFO)
+        receive(sink, STAMP, b"x", 1, 2, 0)
+        sink.captureStopped()
+        assert readPcap(stream.getvalue())[1] == [(1_700_000_000, 123456, 1, b"x")]
+        assert not stream.closed
+
+
+class RotationTests(Directory, SynchronousTestCase):
+    def test_names(self) -> None:
+        """
+        Files are named as tcpdump names them: without a count FILE, FILE1,
+        FILE2...; with a count FILE0... padded to the widest number.
+        """
+        assert [rotationName("f", n, 0) for n in range(3)] == ["f", "f1", "f2"]
+        assert [rotationName("f", n, 3) for n in range(3)] == ["f0", "f1", "f2"]
+        assert rotationName("f", 4, 12) == "f04"
+        assert rotationName("f", 0, 1) == "f"
+
+    def output(self, rotateBytes: int, rotateCount: int = 0) -> tuple[RotatingOutput, Path]:
+        directory = self.makeDirectory()
+        output = RotatingOutput(str(directory / "cap"), rotateBytes, rotateCount)
+        output.open(b"H" * 24)
+        return output, directory
+
+    def test_rotates(self) -> None:
+        """
+        A record that would take the file past the size starts the next
+        file, which begins with the header again.
+        """
+        output, directory = self.output(rotateBytes=110)
+        for n in range(5):
+            output.add(bytes([n]) * 40)
+        output.close()
+        assert sorted(os.listdir(directory)) == ["cap", "cap1", "cap2"]
+        assert (directory / "cap").read_bytes() == b"H" * 24 + b"\0" * 40 + b"\1" * 40
+        assert (directory / "cap1").read_bytes() == b"H" * 24 + b"\2" * 40 + b"\3" * 40
+        assert (directory / "cap2").read_bytes() == b"H" * 24 + b"\4" * 40
+        assert all(os.path.getsize(directory / name) <= 110 for name in os.listdir(directory))
+
+    def test_ring(self) -> None:
+        """
+        With a count, the oldest file is reused.
+        """
+        output, directory = self.output(rotateBytes=70, rotateCount=2)
+        for n in range(5):
+            output.add(bytes([n]) * 40)
+        output.close()
+        assert sorted(os.listdir(directory)) == ["cap0", "cap1"]
+        assert (directory / "cap0").read_bytes() == b"H" * 24 + b"\4" * 40
+        assert (directory / "cap1").read_bytes() == b"H" * 24 + b"\3" * 40
+        assert output.names == [str(directory / "cap0"), str(directory / "cap1")]
+
+    def test_bigRecord(self) -> None:
+        """
+        A record larger than the size still goes whole into a file of its own.
+        """
+        output, directory = self.output(rotateBytes=50)
+        output.add(b"a" * 80)
+        output.add(b"b" * 10)
+        output.close()
+        assert (directory / "cap").read_bytes() == b"H" * 24 + b"a" * 80
+        assert (directory / "cap1").read_bytes() == b"H" * 24 + b"b" * 10
+
+    def test_stdoutDoesNotRotate(self) -> None:
+        stream = io.BytesIO()
+        output = RotatingOutput("-", rotateBytes=10, stdout=stream)
+        output.open()
+        for _ in range(5):
+            output.add(b"x" * 8)
+        output.close()
+        assert stream.getvalue() == b"x" * 40
+
+
+class OutputErrorTests(Directory, SynchronousTestCase):
+    def test_cannotOpen(self) -> None:
+        """
+        An output that cannot be created is one line naming it.
+        """
+        path = self.makeDirectory() / "missing" / "out.pcap"
+        output = RotatingOutput(str(path))
+        with pytest.raises(OutputError) as caught:
+            output.open()
+        assert str(caught.value) == f"cannot write {path}: no such file or directory"
+
+    def test_cannotWrite(self) -> None:
+        """
+        A failed write (a full disk) is an L{OutputError} too.
+        """
+
+        class Full(io.BytesIO):
+            def write(self, data: object) -> int:
+                raise OSError(28, "No space left on device")
+
+        def opener(name: str) -> IO[bytes]:
+            return Full()
+
+        output = RotatingOutput("out.pcap", opener=opener)
+        output.open(b"header")
+        with pytest.raises(OutputError, match=r"cannot write out\.pcap: no space left on device"):
+            output.flush()
+
+    def test_noStdout(self) -> None:
+        output = RotatingOutput("-", stdout=None)
+        with pytest.raises(OutputError):
+            output.open()
+
+
+class SummaryTests(SynchronousTestCase):
+    def sink(self, form: str) -> tuple[SummarySink, io.BytesIO]:
+        stream = io.BytesIO()
+        sink = SummarySink(RotatingOutput("-", stdout=stream), form)
+        sink.captureStarted(INFO)
+        return sink, stream
+
+    def frame(self) -> bytes:
+        segment = frames.tcp(40000, 7007, 0x18, seq=5, ack=9, window=512, payload=b"hello")
+        return frames.ethernet(frames.ipv4(segment, 6, "127.0.0.1", "127.0.0.1"))
+
+    def test_text(self) -> None:
+        """
+        One tcpdump-like line per packet: time, interface, direction, the
+        packet.
+        """
+        sink, stream = self.sink("text")
+        receive(sink, STAMP, self.frame(), len(self.frame()), 1, 0)
+        sink.flush()
+        (text,) = stream.getvalue().decode().splitlines()
+        clock, interface, direction, rest = text.split(" ", 3)
+        assert clock.endswith(".123456") and len(clock) == 15
+        assert (interface, direction) == ("lo", "In")
+        assert rest == (
+            "IP 127.0.0.1.40000 > 127.0.0.1.7007: Flags [P.], seq 5, ack 9, win 512, length 5"
+        )
+
+    def test_json(self) -> None:
+        """
+        One JSON object per line, with the same fields.
+        """
+        sink, stream = self.sink("json")
+        receive(sink, STAMP, self.frame(), len(self.frame()), 2, 4)
+        receive(sink, STAMP, b"\x01", 1, 2, 4)
+        sink.flush()
+        first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+        assert first["time"] == "2023-11-14T22:13:20.123456Z"
+        assert first["time_ns"] == STAMP
+        assert (first["interface"], first["direction"]) == ("eth0", "out")
+        assert (first["src"], first["dst"], first["src_port"], first["dst_port"]) == (
+            "127.0.0.1",
+            "127.0.0.1",
+            40000,
+            7007,
+        )
+        assert (first["protocol"], first["tcp_flags"], first["seq"], first["ack"]) == (
+            "TCP",
+            "P.",
+            5,
+            9,
+        )
+        assert first["payload_length"] == 5
+        assert second["truncated"] == "ethernet"
+
+    def test_anyInterfaceNames(self) -> None:
+        """
+        On C{any} each line names the interface the packet was seen on.
+        """
+        stream = io.BytesIO()
+        sink = SummarySink(RotatingOutput("-", stdout=stream), "text")
+        sink.captureStarted(CaptureInfo("any", LINKTYPE_LINUX_SLL2, 100, {3: "veth0"}, "t"))
+        data = packSLL2(0x0800, 3, 1, 0) + frames.ipv4(frames.udp(1, 2), 17)
+        receive(sink, STAMP, data, len(data), 3, 0)
+        sink.captureStopped()
+        assert b" veth0 In IP 192.0.2.1.1 > 192.0.2.2.2: UDP, length 0\n" in stream.getvalue()
+
+    def test_unknownForm(self) -> None:
+        with pytest.raises(ValueError):
+            SummarySink(RotatingOutput("-"), "xml")
