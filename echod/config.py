@@ -498,6 +498,12 @@ class ServerConfig:
         _Str(what="a group name or number"),
         "after opening its sockets, run as this group (twistd --gid); empty: the user's",
     )
+    workers: int = setting(
+        1,
+        _Int(1, 256),
+        "processes serving the stream listeners (shared sockets, restarted if they die); "
+        "limits apply per process",
+    )
     fast_paths: bool = setting(
         True,
         _Bool(),
@@ -881,6 +887,16 @@ def _check(config: Config) -> Config:
     """
     Rules that involve more than one key.
     """
+    if config.server.workers > 1:
+        for index, description in enumerate(config.server.listen, 1):
+            if endpointParameters(description)[0] == "ssl":
+                raise ConfigError(
+                    "ssl: listeners are served by one process: use workers = 1, or end "
+                    "TLS in front of echod",
+                    source=config.source,
+                    key=f"server.listen[{index}]",
+                    value=description,
+                )
     if not config.server.listen and not config.udp.listen:
         raise ConfigError(
             "nothing to listen on: server.listen and udp.listen are both empty",

@@ -38,17 +38,25 @@ __all__ = [
     "EchodLogObserver",
     "LogDestination",
     "formatJSONLine",
+    "logLevel",
     "observerForTwistd",
     "offerToTwistd",
 ]
 
-_LEVELS = {
+_LEVELS: dict[str, LogLevel] = {
     "debug": LogLevel.debug,
     "info": LogLevel.info,
     "warn": LogLevel.warn,
     "error": LogLevel.error,
     "critical": LogLevel.critical,
 }
+
+
+def logLevel(name: str) -> LogLevel:
+    """
+    The L{LogLevel} a C{[log] level} value names.
+    """
+    return _LEVELS[name]
 
 
 def _jsonable(value: object) -> object:

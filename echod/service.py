@@ -274,6 +274,9 @@ class EchoService(MultiService):
         self.factory.reconfigure(config.server)
         self.shutdownTimeout = config.server.shutdown_timeout
 
+    def abortAll(self) -> None:
+        self.factory.abortAll("second SIGTERM")
+
 
 class DatagramListenerService(Service):
     """
@@ -510,8 +513,9 @@ class EchodService(MultiService):
 
     def _abortConnections(self) -> None:
         for service in self:
-            if isinstance(service, EchoService):
-                service.factory.abortAll("second SIGTERM")
+            abortAll = getattr(service, "abortAll", None)
+            if abortAll is not None:
+                abortAll()
 
 
 def _raiseFileLimit(wanted: int, log: Logger) -> None:
@@ -553,7 +557,12 @@ def makeService(
         reactor = globalReactor
     root = EchodService(config, reactor, logObserver, handleSignals, reload)
     if config.server.listen:
-        EchoService(config, reactor).setServiceParent(root)
+        if config.server.workers > 1:
+            from echod.workers import WorkersService
+
+            WorkersService(config, reactor).setServiceParent(root)
+        else:
+            EchoService(config, reactor).setServiceParent(root)
     if config.udp.listen:
         UDPEchoService(config, reactor).setServiceParent(root)
     if config.sniff.enabled:

@@ -1,0 +1,165 @@
+# -*- test-case-name: tests.e2e.test_workers -*-
+"""
+One worker of C{[server] workers = N} (see L{echod.workers}):
+C{python -m echod.worker --config FILE --listener FD:FAMILY:DESCRIPTION ...}.
+
+It adopts the listening sockets it inherited, serves them with an ordinary
+L{EchoFactory}, writes its log events and totals to its standard output for
+the main process, drains on SIGTERM and reloads its limits on SIGHUP.  It
+must not import L{twisted.runner.procmon}, which imports the global reactor
+before this process installs its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.logger import Logger, eventAsJSON, formatEvent
+
+__all__ = ["EVENT", "STATS", "STATS_INTERVAL", "main"]
+
+# Lines a worker writes on its standard output: a log event, or its totals.
+EVENT = "event "
+STATS = "stats "
+STATS_INTERVAL = 1.0
+
+
+def _jsonEvents(stream: Any, predicate: Any) -> Any:
+    """
+    Log events as C{event <JSON>} lines for the main process, which formats,
+    filters again and writes them with its own.
+    """
+    from twisted.logger import FilteringLogObserver, ILogObserver
+    from zope.interface import implementer
+
+    @implementer(ILogObserver)
+    def write(event: dict[str, Any]) -> None:
+        # The message is formatted here: Twisted's JSON keeps a str() of each
+        # field for the format, losing specs such as {duration:.3f}.
+        event = dict(event)
+        event["log_format"] = formatEvent(event).replace("{", "{{").replace("}", "}}")
+        stream.write(EVENT + eventAsJSON(event) + "\n")
+        stream.flush()
+
+    return FilteringLogObserver(write, [predicate])
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """
+    C{python -m echod.workers --config FILE --listener FD:FAMILY:DESCRIPTION
+    ... --name worker-N}: one worker.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="echod worker")
+    parser.add_argument("--config", default="")
+    parser.add_argument("--listener", action="append", default=[])
+    parser.add_argument("--name", default="worker")
+    args = parser.parse_args(argv)
+
+    from echod import config as _config
+    from echod import fastpath
+
+    config = _config.load(args.config or None)
+    if config.server.fast_paths and fastpath.supported():
+        fastpath.install()
+    from twisted.internet import reactor as _reactor
+    from twisted.logger import LogLevelFilterPredicate, globalLogBeginner
+
+    from echod.echo import EchoFactory, ProxiedEchoFactory
+    from echod.logs import logLevel
+    from echod.service import PROXY_PREFIX
+
+    reactor: Any = _reactor
+    out = sys.stdout
+    predicate = LogLevelFilterPredicate(defaultLogLevel=logLevel(config.log.level))
+    globalLogBeginner.beginLoggingTo([_jsonEvents(out, predicate)], redirectStandardIO=False)
+    log = Logger(namespace="echod.workers")
+
+    factory = EchoFactory(config.server, reactor)
+    proxied = ProxiedEchoFactory(factory)
+    ports = []
+    for listener in args.listener:
+        fd, family, description = listener.split(":", 2)
+        port = reactor.adoptStreamPort(
+            int(fd),
+            socket.AddressFamily(int(family)),
+            proxied if description.startswith(PROXY_PREFIX) else factory,
+        )
+        os.close(int(fd))
+        if config.server.fast_paths and fastpath.supported():
+            fastpath.useImmediateWrites(port)
+        ports.append(port)
+    log.info(
+        "{worker} serving {count} listeners (pid {pid})",
+        worker=args.name,
+        count=len(ports),
+        pid=os.getpid(),
+        event="worker.started",
+    )
+
+    def report() -> None:
+        stats = factory.stats
+        out.write(
+            STATS
+            + json.dumps(
+                {
+                    "opened": stats.opened,
+                    "closed": stats.closed,
+                    "refused": dict(stats.refused),
+                    "bytes": factory.bytesEchoed(),
+                    "open": len(factory.connections),
+                }
+            )
+            + "\n"
+        )
+        out.flush()
+
+    from twisted.internet.task import LoopingCall
+
+    LoopingCall(report).start(STATS_INTERVAL)
+    stopping: list[bool] = []
+
+    def stop() -> None:
+        if stopping:
+            factory.abortAll("second SIGTERM")
+            return
+        stopping.append(True)
+
+        def finished(_: object) -> None:
+            report()
+            reactor.stop()
+
+        d: Deferred[Any] = DeferredList([port.stopListening() for port in ports])
+        d.addCallback(lambda _: factory.drain(config.server.shutdown_timeout))
+        d.addBoth(finished)
+
+    def reload() -> None:
+        try:
+            fresh = _config.load(args.config or None)
+        except _config.ConfigError as e:
+            log.error("reload failed, keeping the running configuration: {error}", error=str(e))
+            return
+        factory.reconfigure(fresh.server)
+        predicate.defaultLogLevel = logLevel(fresh.log.level)
+
+    def handleSignals() -> None:
+        # After the reactor's own handlers, which would stop at once.
+        signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop))
+        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload))
+        # Ctrl-C in a terminal reaches the whole group: the main process decides.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    reactor.callWhenRunning(handleSignals)
+    reactor.run()
+
+
+if __name__ == "__main__":
+    main()
