@@ -227,6 +227,9 @@ class EchoStats:
     closed: int = 0
     refused: Counter[str] = field(default_factory=Counter)
     bytesClosed: int = 0
+    # Read and not echoed (discarded while closing at shutdown), by closed
+    # connections: with bytesClosed, all that closed connections received.
+    bytesDiscarded: int = 0
 
 
 class EchoFactory(Factory[EchoProtocol]):
@@ -298,6 +301,7 @@ class EchoFactory(Factory[EchoProtocol]):
         self.limits.release(protocol.peer)
         self.stats.closed += 1
         self.stats.bytesClosed += protocol.received - protocol.discarded
+        self.stats.bytesDiscarded += protocol.discarded
         if self.draining and not self.connections:
             self._drainFinished()
 
