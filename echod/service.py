@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -43,6 +43,7 @@ from echod.config import (
 )
 from echod.echo import DatagramStats, EchoDatagramProtocol, EchoFactory, datagramDropLog
 from echod.errors import ListenError
+from echod.health import Health
 from echod.limits import DatagramGuard, describePeer
 from echod.systemd import inheritedSocket
 
@@ -361,6 +362,12 @@ class UDPEchoService(MultiService):
         self.guard.reconfigure(config.udp)
         self.dropLog.interval = config.udp.drop_log_interval
 
+    def whenListening(self) -> Deferred[list[Any]]:
+        """
+        Fires with every UDP port: they are open once the service has started.
+        """
+        return succeed([listener.port for listener in self.listeners])
+
     def stopService(self) -> Deferred[None]:
         self.dropLog.flush()
         stopped: Deferred[None] = super().stopService()
@@ -391,6 +398,7 @@ class EchodService(MultiService):
         self.logObserver = logObserver
         self.handleSignals = handleSignals
         self._stopping = False
+        self.health = Health(reactor)
 
     def setServiceParent(self, parent: Any) -> None:
         if self.logObserver is not None and isinstance(parent, Componentized):
@@ -403,13 +411,37 @@ class EchodService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        self.health.started(self._whenListening())
         if self.handleSignals:
             self.reactor.callWhenRunning(self._installSignalHandlers)
 
     def stopService(self) -> Deferred[Any]:
         self._stopping = True
+        self.health.stopping()
         stopped: Deferred[Any] = super().stopService()
-        return stopped
+
+        def done(result: object) -> object:
+            self.health.stopped()
+            return result
+
+        return stopped.addBoth(done)
+
+    # --- readiness (ops) -------------------------------------
+
+    def _whenListening(self) -> Deferred[list[str]]:
+        """
+        Fires with the address of every listener of every child (those that
+        listen have C{whenListening}) once all are up.
+        """
+        waiting = [child.whenListening() for child in self if hasattr(child, "whenListening")]
+
+        def addresses(results: list[Any]) -> list[str]:
+            ports = [p for r in results for p in (r if isinstance(r, list) else [r])]
+            return [describePeer(port.getHost()) for port in ports]
+
+        return gatherResults(waiting, consumeErrors=True).addCallback(addresses)
+
+    # --- end of readiness ------------------------------------
 
     def _installSignalHandlers(self) -> None:
         signal.signal(signal.SIGTERM, self._sigterm)
