@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, gatherResults, succeed
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -45,6 +45,7 @@ from echod.echo import DatagramStats, EchoDatagramProtocol, EchoFactory, datagra
 from echod.errors import ListenError
 from echod.health import Health
 from echod.limits import DatagramGuard, describePeer
+from echod.metrics import metricsSite
 from echod.systemd import inheritedSocket
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "EchoService",
     "EchodService",
     "ListenerService",
+    "MetricsService",
     "UDPEchoService",
     "makeService",
 ]
@@ -374,6 +376,39 @@ class UDPEchoService(MultiService):
         return stopped
 
 
+# --- metrics listener (ops) ----------------------------------------------------
+
+
+class MetricsService(ListenerService):
+    """
+    C{/metrics} and C{/healthz} (L{echod.metrics}) on C{[metrics] listen}.
+
+    A L{ListenerService}: a busy port stops start-up with one line.  The
+    root stops it after everything else, so that C{/healthz} answers 503 and
+    C{/metrics} keeps answering while connections drain.
+    """
+
+    def __init__(self, description: str, root: EchodService, reactor: Any) -> None:
+        super().__init__(description, metricsSite(root, root.health, reactor), reactor)
+        self.setName("metrics")
+
+    def startService(self) -> None:
+        super().startService()
+        self.whenListening().addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.log.info(
+            "metrics listening on {address} ({description})",
+            event="metrics.started",
+            address=describePeer(port.getHost()),
+            description=self.description,
+        )
+        return port
+
+
+# --- end of metrics listener ----------------------------------------------------
+
+
 class EchodService(MultiService):
     """
     The root of every echod service tree.
@@ -418,7 +453,7 @@ class EchodService(MultiService):
     def stopService(self) -> Deferred[Any]:
         self._stopping = True
         self.health.stopping()
-        stopped: Deferred[Any] = super().stopService()
+        stopped = self._stopChildren()
 
         def done(result: object) -> object:
             self.health.stopped()
@@ -426,7 +461,7 @@ class EchodService(MultiService):
 
         return stopped.addBoth(done)
 
-    # --- readiness (ops) -------------------------------------
+    # --- readiness and stopping order (ops) -------------------------------------
 
     def _whenListening(self) -> Deferred[list[str]]:
         """
@@ -441,7 +476,24 @@ class EchodService(MultiService):
 
         return gatherResults(waiting, consumeErrors=True).addCallback(addresses)
 
-    # --- end of readiness ------------------------------------
+    def _stopChildren(self) -> Deferred[Any]:
+        """
+        Stop every child in reverse order, as L{MultiService} does, but the
+        metrics listener only once the others have stopped (drained).
+        """
+        Service.stopService(self)
+        children = list(self)[::-1]
+        last = [child for child in children if isinstance(child, MetricsService)]
+        first = DeferredList(
+            [maybeDeferred(child.stopService) for child in children if child not in last]
+        )
+
+        def stopLast(_: object) -> Deferred[Any]:
+            return DeferredList([maybeDeferred(child.stopService) for child in last])
+
+        return first.addCallback(stopLast)
+
+    # --- end of readiness and stopping order ------------------------------------
 
     def _installSignalHandlers(self) -> None:
         signal.signal(signal.SIGTERM, self._sigterm)
@@ -505,4 +557,6 @@ def makeService(
         EchoService(config, reactor).setServiceParent(root)
     if config.udp.listen:
         UDPEchoService(config, reactor).setServiceParent(root)
+    if config.metrics.listen:
+        MetricsService(config.metrics.listen, root, reactor).setServiceParent(root)
     return root

@@ -1,7 +1,7 @@
 """
 Tests for L{echod.health}, and for how the root of the service tree drives it:
-READY=1 only once every listener is up, STOPPING=1 from the first moment of
-shutdown.
+READY=1 only once every listener is up, STOPPING=1 and 503 from the first
+moment of shutdown, the metrics listener stopped last.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from echod import config
 from echod.health import Health, watchdogInterval
-from echod.service import EchodService
+from echod.service import EchodService, MetricsService
 
 
 class Notifications:
@@ -188,3 +188,29 @@ class RootReadinessTests:
         assert notifications.sent == [
             "READY=1\nSTATUS=serving on 127.0.0.1:7, 127.0.0.1:7007, 127.0.0.1:7008"
         ]
+
+    def test_metricsListenerStopsLast(self) -> None:
+        """
+        On stop, the echo services stop (and drain) first; the metrics
+        listener keeps answering, unhealthy, until they are done.
+        """
+        echo = SlowListener(7)
+        root, notifications, reactor = tree()
+        metrics = MetricsService("tcp:9107:interface=127.0.0.1", root, reactor)
+        metrics.setServiceParent(root)
+        echo.setServiceParent(root)
+        root.privilegedStartService()
+        root.startService()
+        echo.listen()
+        assert root.health.serving
+        assert len(reactor.tcpServers) == 1
+
+        stopped = root.stopService()
+        assert "STOPPING=1" in notifications.sent[-1]
+        assert not root.health.serving
+        assert metrics.running
+        assert not stopped.called
+
+        echo.stopped.callback(None)
+        assert not metrics.running
+        assert stopped.called
