@@ -8,6 +8,7 @@ binds, and the hardening the units ask for (W^X memory) applied for real.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import re
 import signal
@@ -400,35 +401,119 @@ class NotifyTests:
         notifySocket.close()
 
 
-# Runs a command with PR_SET_MDWE(PR_MDWE_REFUSE_EXEC_GAIN) (Linux >= 6.3):
-# no mapping may become writable and executable, in this process and what it
-# execs, the rule systemd's MemoryDenyWriteExecute= enforces with seccomp.
-MDWE = """
-import ctypes, os, sys
+def syscalls(analyze: str, group: str) -> set[str]:
+    """
+    The system calls of a systemd group (C{@system-service}), nested groups
+    expanded.
+    """
+    names: set[str] = set()
+    for line in run([analyze, "syscall-filter", group]).stdout.splitlines()[1:]:
+        entry = line.strip()
+        if entry and not entry.startswith("#"):
+            names |= syscalls(analyze, entry) if entry.startswith("@") else {entry}
+    assert names, group
+    return names
+
+
+def unitSandbox(analyze: str, unit: Path) -> tuple[set[str], list[str]]:
+    """
+    The system calls (C{SystemCallFilter=} lines, in order: an allow list,
+    then C{~} removals) and address families a unit allows.
+    """
+    found = directives(unit)
+    allowed: set[str] = set()
+    for setting in found["SystemCallFilter"]:
+        names: set[str] = set()
+        for entry in setting.lstrip("~").split():
+            names |= syscalls(analyze, entry) if entry.startswith("@") else {entry}
+        allowed = allowed - names if setting.startswith("~") else allowed | names
+    # Always allowed by systemd (systemd.exec(5), SystemCallFilter=).
+    allowed |= {"execve", "exit", "exit_group", "getrlimit", "rt_sigreturn", "sigreturn"}
+    (families,) = found["RestrictAddressFamilies"]
+    return allowed, families.split()
+
+
+# Runs a command the way systemd would with MemoryDenyWriteExecute=yes,
+# SystemCallFilter= and RestrictAddressFamilies=: W^X by PR_SET_MDWE
+# (Linux >= 6.3, inherited across exec; systemd uses seccomp for the same
+# rule), then a libseccomp filter allowing the given system calls (others
+# fail with EPERM, as SystemCallErrorNumber=EPERM says) and socket() only for
+# the given families.
+SANDBOX = """
+import ctypes, json, os, socket, sys
+allowed, families = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 libc = ctypes.CDLL(None, use_errno=True)
 if libc.prctl(65, 1, 0, 0, 0) != 0:
     sys.exit("PR_SET_MDWE: " + os.strerror(ctypes.get_errno()))
-os.execvp(sys.argv[1], sys.argv[1:])
+class Compare(ctypes.Structure):
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
+                ("a", ctypes.c_uint64), ("b", ctypes.c_uint64)]
+try:
+    seccomp = ctypes.CDLL("libseccomp.so.2")
+except OSError as e:
+    sys.exit(f"libseccomp: {e}")
+seccomp.seccomp_init.restype = ctypes.c_void_p
+seccomp.seccomp_init.argtypes = [ctypes.c_uint32]
+seccomp.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+seccomp.seccomp_rule_add_array.argtypes = [
+    ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint, ctypes.POINTER(Compare)]
+seccomp.seccomp_load.argtypes = [ctypes.c_void_p]
+ALLOW, EPERM, EQUAL = 0x7FFF0000, 0x00050000 | 1, 4
+context = seccomp.seccomp_init(EPERM)
+for name in allowed:
+    number = seccomp.seccomp_syscall_resolve_name(name.encode())
+    if number >= 0 and name != "socket":
+        seccomp.seccomp_rule_add_array(context, ALLOW, number, 0, None)
+number = seccomp.seccomp_syscall_resolve_name(b"socket")
+for family in families:
+    compare = Compare(0, EQUAL, getattr(socket, family), 0)
+    if seccomp.seccomp_rule_add_array(context, ALLOW, number, 1, ctypes.byref(compare)):
+        sys.exit(f"cannot allow {family}")
+if seccomp.seccomp_load(context):
+    sys.exit("seccomp_load failed")
+os.execvp(sys.argv[3], sys.argv[3:])
 """
 
-WX_PROBE = """
-import mmap
+# What the sandbox must refuse: W+X memory, a privileged system call, a
+# socket family the unit does not list.
+PROBE = """
+import mmap, os, socket
 try:
     mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
 except PermissionError:
-    print("refused")
+    print("W+X refused")
+try:
+    os.setuid(os.getuid())
+except PermissionError:
+    print("setuid refused")
+try:
+    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW)
+except PermissionError:
+    print("AF_NETLINK refused")
+socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()
+print("AF_INET6 allowed")
 """
 
 
-def test_runsWithMemoryDenyWriteExecute(tmp_path: Path) -> None:
+def test_runsInTheSandboxOfItsUnit(tmp_path: Path) -> None:
     """
-    The units say MemoryDenyWriteExecute=yes: echod (TCP, UDP, metrics)
-    starts, serves and stops when writable-and-executable memory is refused.
+    echod.service's MemoryDenyWriteExecute=, SystemCallFilter= and
+    RestrictAddressFamilies=, applied for real: echod (TCP, UDP, metrics,
+    sd_notify) starts, serves and stops inside them.
     """
-    probe = run([sys.executable, "-c", MDWE, sys.executable, "-c", WX_PROBE])
-    need(probe.returncode == 0, f"no PR_SET_MDWE here (Linux >= 6.3): {probe.stderr.strip()}")
-    assert probe.stdout == "refused\n"
+    analyze = requireTool("systemd-analyze")
+    allowed, families = unitSandbox(analyze, ETC / "echod.service")
+    sandbox = [sys.executable, "-c", SANDBOX, json.dumps(sorted(allowed)), json.dumps(families)]
+    probe = run([*sandbox, sys.executable, "-c", PROBE])
+    need(probe.returncode == 0, f"no sandbox here: {probe.stderr.strip()}")
+    assert probe.stdout.splitlines() == [
+        "W+X refused",
+        "setuid refused",
+        "AF_NETLINK refused",
+        "AF_INET6 allowed",
+    ]
 
+    notifySocket = NotifySocket(str(tmp_path / "notify"))
     port, udpPort, metricsPort = freePort(), freePort(socket.AF_INET, socket.SOCK_DGRAM), freePort()
     conf = tmp_path / "echod.toml"
     conf.write_text(
@@ -436,13 +521,21 @@ def test_runsWithMemoryDenyWriteExecute(tmp_path: Path) -> None:
         f"[udp]\nlisten = ['udp:port={udpPort}:interface=127.0.0.1']\n"
         f"[metrics]\nlisten = 'tcp:{metricsPort}:interface=127.0.0.1'\n"
     )
-    daemon = Twistd(tmp_path, ["--config", str(conf)])
-    daemon.argv = [sys.executable, "-c", MDWE, *daemon.argv]
+    daemon = Twistd(
+        tmp_path,
+        ["--config", str(conf)],
+        env={"NOTIFY_SOCKET": notifySocket.address, "WATCHDOG_USEC": "1000000"},
+    )
+    daemon.argv = [*sandbox, *daemon.argv]
     with daemon:
-        daemon.waitFor("metrics listening on")
-        assert echo("127.0.0.1", port, b"w^x") == b"w^x"
-        assert udpEcho("127.0.0.1", udpPort, b"w^x udp") == b"w^x udp"
-        assert value(scrape(metricsPort), "echod_up") == 1
+        notifySocket.waitFor("READY=1")
+        assert echo("127.0.0.1", port, b"sandboxed") == b"sandboxed"
+        assert udpEcho("127.0.0.1", udpPort, b"sandboxed udp") == b"sandboxed udp"
+        samples = scrape(metricsPort)
+        assert value(samples, "echod_up") == 1
+        assert value(samples, "process_open_fds") > 0
         daemon.signal(signal.SIGTERM)
+        notifySocket.waitFor("STOPPING=1")
         assert daemon.wait() == 0
+    notifySocket.close()
     assert "Traceback" not in daemon.output()
