@@ -18,6 +18,7 @@ Three duties shape the protocol beyond C{transport.write(data)}:
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -60,6 +61,7 @@ __all__ = [
     "EchoProtocol",
     "EchoStats",
     "ProxiedEchoFactory",
+    "TCPTotals",
 ]
 
 # While draining for shutdown, how often connections are checked for having gone
@@ -319,6 +321,36 @@ class ProxiedEchoFactory(Factory[EchoProtocol]):
 
 
 @dataclass
+class TCPTotals:
+    """
+    TCP totals of one echo factory, or of several added up (the worker
+    processes of C{workers = N}): what the metrics report.
+    """
+
+    opened: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+    sent: int = 0
+    discarded: int = 0
+    open: int = 0
+    limit: int = 0
+
+    def add(self, other: TCPTotals) -> None:
+        self.opened += other.opened
+        self.refused.update(other.refused)
+        self.sent += other.sent
+        self.discarded += other.discarded
+        self.open += other.open
+        self.limit += other.limit
+
+    def asJSON(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "refused": dict(self.refused)}
+
+    @classmethod
+    def fromJSON(cls, values: dict[str, Any]) -> TCPTotals:
+        return cls(**{**values, "refused": Counter(values["refused"])})
+
+
+@dataclass
 class EchoStats:
     """
     Totals kept per connection event, never per message: what the metrics
@@ -330,6 +362,9 @@ class EchoStats:
     closed: int = 0
     refused: Counter[str] = field(default_factory=Counter)
     bytesClosed: int = 0
+    # Read and not echoed (discarded while closing at shutdown), by closed
+    # connections: with bytesClosed, all that closed connections received.
+    bytesDiscarded: int = 0
 
 
 class EchoFactory(Factory[EchoProtocol]):
@@ -442,8 +477,22 @@ class EchoFactory(Factory[EchoProtocol]):
         self.limits.release(protocol.peer)
         self.stats.closed += 1
         self.stats.bytesClosed += protocol.received - protocol.discarded
+        self.stats.bytesDiscarded += protocol.discarded
         if self.draining and not self.connections:
             self._drainFinished()
+
+    def totals(self) -> TCPTotals:
+        """
+        This factory's totals, open connections included, as metrics report them.
+        """
+        return TCPTotals(
+            opened=self.stats.opened,
+            refused=Counter(self.stats.refused),
+            sent=self.bytesEchoed(),
+            discarded=self.stats.bytesDiscarded + sum(c.discarded for c in self.connections),
+            open=len(self.connections),
+            limit=self.limits.maxTotal,
+        )
 
     def bytesEchoed(self) -> int:
         """

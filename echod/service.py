@@ -19,7 +19,7 @@ from typing import Any
 
 from twisted.application import strports
 from twisted.application.service import MultiService, Service
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred, succeed
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IListeningPort,
@@ -46,11 +46,14 @@ from echod.echo import (
     EchoDatagramProtocol,
     EchoFactory,
     ProxiedEchoFactory,
+    TCPTotals,
     datagramDropLog,
 )
 from echod.errors import ListenError, UserError
+from echod.health import Health
 from echod.limits import DatagramGuard, describePeer
 from echod.logs import EchodLogObserver, offerToTwistd
+from echod.metrics import metricsSite
 from echod.sniff.service import SniffService
 from echod.systemd import inheritedSocket
 
@@ -59,6 +62,7 @@ __all__ = [
     "EchoService",
     "EchodService",
     "ListenerService",
+    "MetricsService",
     "UDPEchoService",
     "makeService",
 ]
@@ -190,6 +194,8 @@ class EchoService(MultiService):
         self.proxiedFactory = ProxiedEchoFactory(self.factory)
         self.backlog = config.server.backlog
         self.fastPaths = config.server.fast_paths and fastpath.supported()
+        # False when worker processes accept on these listeners instead.
+        self.accepting = True
         self.listeners: list[ListenerService] = []
         for description in config.server.listen:
             self._addListener(description)
@@ -276,6 +282,13 @@ class EchoService(MultiService):
 
     def abortAll(self) -> None:
         self.factory.abortAll("second SIGTERM")
+
+    def tcpTotals(self) -> TCPTotals | None:
+        """
+        What the metrics report of this service; L{None} when its sockets are
+        served by worker processes (L{WorkersService} reports for them).
+        """
+        return self.factory.totals() if self.accepting else None
 
 
 class DatagramListenerService(Service):
@@ -386,10 +399,49 @@ class UDPEchoService(MultiService):
         self.guard.reconfigure(config.udp)
         self.dropLog.interval = config.udp.drop_log_interval
 
+    def whenListening(self) -> Deferred[list[Any]]:
+        """
+        Fires with every UDP port: they are open once the service has started.
+        """
+        return succeed([listener.port for listener in self.listeners])
+
     def stopService(self) -> Deferred[None]:
         self.dropLog.flush()
         stopped: Deferred[None] = super().stopService()
         return stopped
+
+
+# --- metrics listener (ops) ----------------------------------------------------
+
+
+class MetricsService(ListenerService):
+    """
+    C{/metrics} and C{/healthz} (L{echod.metrics}) on C{[metrics] listen}.
+
+    A L{ListenerService}: a busy port stops start-up with one line.  The
+    root stops it after everything else, so that C{/healthz} answers 503 and
+    C{/metrics} keeps answering while connections drain.
+    """
+
+    def __init__(self, description: str, root: EchodService, reactor: Any) -> None:
+        super().__init__(description, metricsSite(root, root.health, reactor), reactor)
+        self.setName("metrics")
+
+    def startService(self) -> None:
+        super().startService()
+        self.whenListening().addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.log.info(
+            "metrics listening on {address} ({description})",
+            event="metrics.started",
+            address=describePeer(port.getHost()),
+            description=self.description,
+        )
+        return port
+
+
+# --- end of metrics listener ----------------------------------------------------
 
 
 class EchodService(MultiService):
@@ -422,6 +474,7 @@ class EchodService(MultiService):
         self.handleSignals = handleSignals
         self._reload = reload
         self._stopping = False
+        self.health = Health(reactor)
 
     def setServiceParent(self, parent: Any) -> None:
         offerToTwistd(parent, self.logObserver)
@@ -433,13 +486,54 @@ class EchodService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        self.health.started(self._whenListening())
         if self.handleSignals:
             self.reactor.callWhenRunning(self._installSignalHandlers)
 
     def stopService(self) -> Deferred[Any]:
         self._stopping = True
-        stopped: Deferred[Any] = super().stopService()
-        return stopped
+        self.health.stopping()
+        stopped = self._stopChildren()
+
+        def done(result: object) -> object:
+            self.health.stopped()
+            return result
+
+        return stopped.addBoth(done)
+
+    # --- readiness and stopping order (ops) -------------------------------------
+
+    def _whenListening(self) -> Deferred[list[str]]:
+        """
+        Fires with the address of every listener of every child (those that
+        listen have C{whenListening}) once all are up.
+        """
+        waiting = [child.whenListening() for child in self if hasattr(child, "whenListening")]
+
+        def addresses(results: list[Any]) -> list[str]:
+            ports = [p for r in results for p in (r if isinstance(r, list) else [r])]
+            return [describePeer(port.getHost()) for port in ports]
+
+        return gatherResults(waiting, consumeErrors=True).addCallback(addresses)
+
+    def _stopChildren(self) -> Deferred[Any]:
+        """
+        Stop every child in reverse order, as L{MultiService} does, but the
+        metrics listener only once the others have stopped (drained).
+        """
+        Service.stopService(self)
+        children = list(self)[::-1]
+        last = [child for child in children if isinstance(child, MetricsService)]
+        first = DeferredList(
+            [maybeDeferred(child.stopService) for child in children if child not in last]
+        )
+
+        def stopLast(_: object) -> Deferred[Any]:
+            return DeferredList([maybeDeferred(child.stopService) for child in last])
+
+        return first.addCallback(stopLast)
+
+    # --- end of readiness and stopping order ------------------------------------
 
     def _installSignalHandlers(self) -> None:
         signal.signal(signal.SIGTERM, self._sigterm)
@@ -567,4 +661,6 @@ def makeService(
         UDPEchoService(config, reactor).setServiceParent(root)
     if config.sniff.enabled:
         SniffService(config.sniff, reactor).setServiceParent(root)
+    if config.metrics.listen:
+        MetricsService(config.metrics.listen, root, reactor).setServiceParent(root)
     return root

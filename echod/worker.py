@@ -12,6 +12,7 @@ before this process installs its own.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -20,8 +21,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger, eventAsJSON, formatEvent
+from twisted.python.failure import Failure
 
 __all__ = ["EVENT", "STATS", "STATS_INTERVAL", "main"]
 
@@ -45,10 +49,38 @@ def _jsonEvents(stream: Any, predicate: Any) -> Any:
         # field for the format, losing specs such as {duration:.3f}.
         event = dict(event)
         event["log_format"] = formatEvent(event).replace("{", "{{").replace("}", "}}")
-        stream.write(EVENT + eventAsJSON(event) + "\n")
-        stream.flush()
+        with contextlib.suppress(OSError):
+            stream.write(EVENT + eventAsJSON(event) + "\n")
+            stream.flush()
 
     return FilteringLogObserver(write, [predicate])
+
+
+class ParentPipe(FileDescriptor):
+    """
+    Standard input, the pipe from the main process: calls C{gone} when it
+    reaches end of file.
+    """
+
+    def __init__(self, reactor: Any, gone: Any) -> None:
+        super().__init__(reactor)
+        self._gone = gone
+
+    def fileno(self) -> int:
+        return 0
+
+    def doRead(self) -> Any:
+        try:
+            data = os.read(0, 4096)
+        except BlockingIOError:
+            return None
+        except OSError:
+            data = b""
+        return None if data else CONNECTION_DONE
+
+    def connectionLost(self, reason: Failure) -> None:
+        super().connectionLost(reason)
+        self._gone()
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -106,21 +138,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
 
     def report() -> None:
-        stats = factory.stats
-        out.write(
-            STATS
-            + json.dumps(
-                {
-                    "opened": stats.opened,
-                    "closed": stats.closed,
-                    "refused": dict(stats.refused),
-                    "bytes": factory.bytesEchoed(),
-                    "open": len(factory.connections),
-                }
-            )
-            + "\n"
-        )
-        out.flush()
+        # The main process may be gone (then ParentPipe stops this one).
+        with contextlib.suppress(OSError):
+            out.write(STATS + json.dumps(factory.totals().asJSON()) + "\n")
+            out.flush()
 
     from twisted.internet.task import LoopingCall
 
@@ -158,6 +179,16 @@ def main(argv: Sequence[str] | None = None) -> None:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     reactor.callWhenRunning(handleSignals)
+
+    # The main process holds the other end of our standard input and never
+    # writes to it: end of file there means it is gone (even by SIGKILL), and
+    # an orphan must not go on holding the port.
+    def orphaned() -> None:
+        log.warn("{worker}: the main process is gone; stopping", worker=args.name)
+        stop()
+
+    os.set_blocking(0, False)
+    reactor.addReader(ParentPipe(reactor, orphaned))
     reactor.run()
 
 

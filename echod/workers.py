@@ -29,8 +29,6 @@ import contextlib
 import json
 import os
 import sys
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import MultiService
@@ -41,23 +39,10 @@ from twisted.python.failure import Failure
 from twisted.runner.procmon import LoggingProtocol, ProcessMonitor
 
 from echod.config import Config
+from echod.echo import TCPTotals
 from echod.worker import EVENT, STATS
 
-__all__ = ["WorkerMonitor", "WorkerStats", "WorkersService"]
-
-
-@dataclass
-class WorkerStats:
-    """
-    The totals a worker last reported (its L{EchoStats}, open connections and
-    bytes echoed by them).
-    """
-
-    opened: int = 0
-    closed: int = 0
-    refused: Counter[str] = field(default_factory=Counter)
-    bytesEchoed: int = 0
-    open: int = 0
+__all__ = ["WorkerMonitor", "WorkersService"]
 
 
 class WorkerProtocol(LoggingProtocol):
@@ -91,7 +76,7 @@ class WorkerMonitor(ProcessMonitor):
         super().__init__(reactor)
         self.childFDs = childFDs
         self.killTime = killTime  # type: ignore[assignment]
-        self.stats: dict[str, WorkerStats] = {}
+        self.stats: dict[str, TCPTotals] = {}
         self._exited: dict[str, list[Deferred[None]]] = {}
 
     def startProcess(self, name: str) -> None:
@@ -130,14 +115,7 @@ class WorkerMonitor(ProcessMonitor):
                 return
         elif text.startswith(STATS):
             try:
-                values = json.loads(text[len(STATS) :])
-                self.stats[name] = WorkerStats(
-                    values["opened"],
-                    values["closed"],
-                    Counter(values["refused"]),
-                    values["bytes"],
-                    values["open"],
-                )
+                self.stats[name] = TCPTotals.fromJSON(json.loads(text[len(STATS) :]))
                 return
             except (ValueError, KeyError, TypeError):
                 pass
@@ -167,14 +145,14 @@ class WorkerMonitor(ProcessMonitor):
         super().stopService()
         return DeferredList(waiting) if waiting else succeed(None)
 
-    def totals(self) -> WorkerStats:
-        total = WorkerStats()
+    def totals(self) -> TCPTotals:
+        """
+        The workers' totals, as last reported (at most a second old).  A
+        restarted worker starts again from zero.
+        """
+        total = TCPTotals()
         for stats in self.stats.values():
-            total.opened += stats.opened
-            total.closed += stats.closed
-            total.refused.update(stats.refused)
-            total.bytesEchoed += stats.bytesEchoed
-            total.open += stats.open
+            total.add(stats)
         return total
 
 
@@ -195,6 +173,7 @@ class WorkersService(MultiService):
         self.config = config
         self.reactor = reactor
         self.listening = EchoService(config, reactor)
+        self.listening.accepting = False
         self.listening.setServiceParent(self)
         self.monitor: WorkerMonitor | None = None
 
@@ -225,6 +204,12 @@ class WorkersService(MultiService):
             )
         monitor.setServiceParent(self)
         self.monitor = monitor
+
+    def whenListening(self) -> Deferred[list[IListeningPort]]:
+        return self.listening.whenListening()
+
+    def tcpTotals(self) -> TCPTotals | None:
+        return self.monitor.totals() if self.monitor is not None else TCPTotals()
 
     def reconfigure(self, config: Config) -> None:
         self.listening.reconfigure(config)

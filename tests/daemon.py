@@ -38,11 +38,13 @@ class Twistd:
         twistdArgs: list[str] | None = None,
         env: dict[str, str] | None = None,
         stopTimeout: float = 20.0,
+        passFds: tuple[int, ...] = (),
     ) -> None:
         self.directory = Path(directory)
         self.argv = [twistdPath(), *(twistdArgs or ["-n", "--pidfile="]), command, *args]
         self.env = {**os.environ, **(env or {})}
         self.stopTimeout = stopTimeout
+        self.passFds = passFds
         self.logPath = self.directory / "out.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -55,6 +57,7 @@ class Twistd:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=self.env,
+            pass_fds=self.passFds,
         )
         return self
 

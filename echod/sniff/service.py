@@ -25,9 +25,11 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from echod.config import SniffConfig
 from echod.errors import UserError
+from echod.metrics import ICaptureStatistics
 from echod.sniff.capture import (
     CaptureRequest,
     LinuxSystem,
@@ -79,6 +81,7 @@ def _exitNonZero() -> None:
     os._exit(1)
 
 
+@implementer(ICaptureStatistics)
 class SniffService(Service):
     """
     One capture, from the [sniff] section.

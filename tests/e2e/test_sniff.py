@@ -191,7 +191,9 @@ def tcpdumpWriting(path: Path, expression: str) -> Iterator[None]:
     log = path.with_suffix(".log")
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            ["tcpdump", "-i", "lo", "-n", "-U", "-w", str(path), expression],
+            # --immediate-mode: a stop right after the traffic must not lose the
+            # block libpcap has not handed over yet (TPACKET_V3 retires it later).
+            ["tcpdump", "-i", "lo", "-n", "-U", "--immediate-mode", "-w", str(path), expression],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
