@@ -5,14 +5,15 @@ echod's benchmark: every scenario against echod and its peers, in one run.
     python bench/run.py --quick     # smoke run (CI): 1 round of 0.5 s, < 60 s
 
 The harness compiles the native load generator (bench/loadgen.c) and the native
-reference server (bench/peers/epoll_echo.c) into bench/build/, then, round after
-round, starts each server on a port of its own (a fresh process per round),
-checks that it echoes correctly (a random message; a half-closed stream), runs
-every scenario against it with the load generator pinned to a core other than
-the server's, and stops it.  The order of the servers is reversed every other
-round, so drift on a shared machine hits all alike.  Medians over the rounds
-are printed as a table, with ratios to uvloop, and written as JSON (default
-bench/results/latest.json).
+reference server (bench/peers/epoll_echo.c) into bench/build/.  Each round starts
+a fresh process of every server, each on a port of its own, and checks that it
+echoes correctly (a random message; a half-closed stream); then runs every
+scenario on every server in turn (the server pinned to one core, the load
+generator to another), and stops them all.  The order of the servers is
+reversed every other round, so drift on a shared machine hits all alike; a
+measurement disturbed by other processes is rerun.  Medians over the rounds are
+printed as a Markdown table, with ratios to uvloop, and written as JSON
+(default bench/results/latest.json).
 
 Any byte echoed wrongly aborts the run (exit status 2); a server that fails its
 correctness check is not measured (exit status 1 at the end).  Nothing here
