@@ -885,6 +885,13 @@ def medians(good: list[Result]) -> Result:
     return out
 
 
+def quiet(run: Run, result: Result) -> bool:
+    """
+    Whether other processes left this measurement alone (see --max-other-cpu).
+    """
+    return float(result.get("other_cpu_pct", 0.0)) <= run.settings.maxOther
+
+
 def ratios(run: Run, scenario: Scenario, server: str) -> Result:
     """
     Per metric: the median over rounds of (server / baseline) in the same
@@ -903,6 +910,27 @@ def ratios(run: Run, scenario: Scenario, server: str) -> Result:
         if values:
             out[metric.key] = round(statistics.median(values), 3)
     return out
+
+
+def quietFigures(run: Run, scenario: Scenario, server: str) -> Result:
+    """
+    Medians of the measurements undisturbed by other load, and their ratios
+    to the baseline's (quiet measurements are too few to pair by round).
+    """
+
+    def quietMedians(name: str) -> tuple[int, Result]:
+        rounds = run.results.get(scenario.name, {}).get(name, [])
+        calm = [r for r in rounds if r.get("ok") and quiet(run, r)]
+        return len(calm), medians(calm)
+
+    count, mine = quietMedians(server)
+    _, base = quietMedians(run.baseline)
+    ratio = {
+        m.key: round(mine[m.key] / base[m.key], 3)
+        for m in scenario.metrics
+        if m.key in mine and base.get(m.key)
+    }
+    return {"rounds": count, "median": mine, "ratio_to_baseline": ratio}
 
 
 def spread(values: list[float]) -> float:
@@ -932,6 +960,7 @@ def report(run: Run) -> Result:
                     m.key: round(spread([float(r[m.key]) for r in ok if m.key in r]), 1)
                     for m in scenario.metrics
                 },
+                "quiet": quietFigures(run, scenario, spec.name),
                 "rounds": rounds,
             }
             servers[spec.name] = entry
@@ -949,10 +978,12 @@ def report(run: Run) -> Result:
     return out
 
 
-def table(run: Run, results: Result) -> str:
+def table(run: Run, results: Result, quietOnly: bool = False) -> str:
     """
     The results as a Markdown table: medians, and in parentheses the median
-    per-round ratio to the baseline.
+    per-round ratio to the baseline; with C{quietOnly}, from the measurements
+    undisturbed by other load only (their number in brackets; the ratio is
+    that of the medians).
     """
     shown = [s for s in run.specs if s.skipReason is None]
     head = "| scenario | metric | " + " | ".join(s.name for s in shown) + " |"
@@ -964,21 +995,26 @@ def table(run: Run, results: Result) -> str:
             cells = []
             for spec in shown:
                 data = entry.get(spec.name, {})
+                status = data.get("status")
+                if quietOnly:
+                    data = data.get("quiet", {})
                 value = data.get("median", {}).get(metric.key)
                 if value is None:
-                    cells.append("failed" if data.get("status") == "failed" else "-")
+                    cells.append("failed" if status == "failed" else "-")
                     continue
                 ratio = data.get("ratio_to_baseline", {}).get(metric.key)
                 text = f"{value:,.{metric.digits}f}"
                 if ratio is not None and spec.name != run.baseline:
                     text += f" ({ratio:.2f}x)"
+                if quietOnly:
+                    text += f" [{data['rounds']}]"
                 cells.append(text)
             name = scenario.name if index == 0 else ""
             lines.append(f"| {name} | {metric.label} ({arrow}) | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def loadgenCheck(run: Run, results: Result) -> list[str]:
+def loadgenCheck(run: Run, results: Result, quietOnly: bool = False) -> list[str]:
     """
     Whether the load generator drove the native reference faster than every
     Python server, scenario by scenario (primary metric).
@@ -987,6 +1023,8 @@ def loadgenCheck(run: Run, results: Result) -> list[str]:
     for scenario in run.scenarios:
         metric = scenario.primary
         entry = results[scenario.name]["servers"]
+        if quietOnly:
+            entry = {name: data["quiet"] for name, data in entry.items() if "quiet" in data}
         native = entry.get("native", {}).get("median", {}).get(metric.key)
         python = {
             name: data["median"][metric.key]
@@ -1104,6 +1142,9 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--cc", default=os.environ.get("CC", "gcc"), help="C compiler")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write JSON")
     parser.add_argument("--list", action="store_true", help="list scenarios and servers")
+    parser.add_argument(
+        "--report", type=Path, metavar="JSON", help="print the tables of a saved run; run nothing"
+    )
     args = parser.parse_args(argv)
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 7)
@@ -1146,8 +1187,103 @@ def selectServers(args: argparse.Namespace) -> list[ServerSpec]:
     return specs
 
 
+NOISY_PCT = 5.0
+
+
+def background(run: Run) -> float:
+    """
+    The median share of a core other processes used during the measurements.
+    """
+    other = [
+        float(r["other_cpu_pct"])
+        for servers in run.results.values()
+        for rounds in servers.values()
+        for r in rounds
+        if "other_cpu_pct" in r
+    ]
+    return statistics.median(other) if other else 0.0
+
+
+def printReport(run: Run, document: Result) -> None:
+    """
+    The tables and the load generator check, from a run or a saved JSON file.
+    """
+    info, settings = document["machine"], document["settings"]
+    results = report(run)
+    backgroundPct = background(run)
+    print()
+    print(
+        f"{info['nproc']} CPUs ({info['cpu_model']}), Linux {info['kernel']}, "
+        f"Python {info['python']}, Twisted {info['twisted']}, uvloop {info['uvloop']}; "
+        f"{settings['rounds']} round(s) of {settings['seconds']:g} s; medians "
+        f"(ratio to {run.baseline}: median of per-round ratios)"
+    )
+    if backgroundPct > NOISY_PCT:
+        print(f"NOISY: other processes used a median {backgroundPct:.0f}% of a core meanwhile")
+    print(table(run, results))
+    print()
+    if backgroundPct > NOISY_PCT:
+        print(
+            f"Only the measurements during which other processes used at most "
+            f"{run.settings.maxOther:g}% of a core [how many]:"
+        )
+        print(table(run, results, quietOnly=True))
+        print()
+    print("Load generator check (all measurements):")
+    for line in loadgenCheck(run, results):
+        print(f"  {line}")
+    if backgroundPct > NOISY_PCT:
+        print("Load generator check (undisturbed measurements only):")
+        for line in loadgenCheck(run, results, quietOnly=True):
+            print(f"  {line}")
+
+
+def runFromDocument(document: Result) -> Run:
+    """
+    A finished run, rebuilt from its JSON file (for --report).
+    """
+    saved = document["settings"]
+    known = {s.name: s for s in scenarios(saved["connections"], saved["lanes"])}
+    chosen = [known[name] for name in document["scenarios"]]
+
+    def notStarted(port: int, directory: Path) -> list[str]:
+        raise BenchError("a saved run starts no server")
+
+    specs = []
+    for name, data in document["servers"].items():
+        spec = ServerSpec(name, data["title"], notStarted)
+        if data["status"] == "skipped":
+            spec.skipReason = data["reason"]
+        specs.append(spec)
+    settings = Settings(
+        seconds=saved["seconds"],
+        warmup=saved["warmup"],
+        rounds=saved["rounds"],
+        connections=saved["connections"],
+        lanes=saved["lanes"],
+        threads=saved["loadgen_threads"],
+        serverCpus=None,
+        loadgenCpus=None,
+        maxOther=saved.get("max_other_cpu_pct", 25.0),
+        retries=saved.get("retries", 0),
+    )
+    run = Run(specs, chosen, settings, saved["baseline"])
+    for name, entry in document["scenarios"].items():
+        for server, data in entry["servers"].items():
+            for result in data.get("rounds", []):
+                run.record(known[name], server, result)
+    for name, data in document["servers"].items():
+        if data["status"] == "failed":
+            run.failures[name] = data["reason"]
+    return run
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parseArgs(argv)
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        printReport(runFromDocument(saved), saved)
+        return 0
     allScenarios = scenarios(args.connections, args.lanes)
     if args.list:
         for scenario in allScenarios:
@@ -1219,15 +1355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = 130
     info["loadavg_end"] = os.getloadavg()
     results = report(run)
-    other = [
-        r["other_cpu_pct"]
-        for rounds in run.results.values()
-        for results_ in rounds.values()
-        for r in results_
-        if "other_cpu_pct" in r
-    ]
-    backgroundPct = statistics.median(other) if other else 0.0
-    noisy = backgroundPct > 5.0
+    backgroundPct = background(run)
     document: Result = {
         "machine": info,
         "settings": {
@@ -1266,25 +1394,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mismatches": 1 if status == 2 else 0,
         "aborted": run.aborted,
         "background_cpu_pct_median": round(backgroundPct, 1),
-        "noisy": noisy,
+        "noisy": backgroundPct > NOISY_PCT,
         "duration_s": round(time.monotonic() - started, 1),
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(document, indent=2) + "\n")
 
-    print()
-    print(
-        f"{info['nproc']} CPUs ({info['cpu_model']}), Linux {info['kernel']}, "
-        f"Python {info['python']}, Twisted {info['twisted']}, uvloop {info['uvloop']}; "
-        f"{settings.rounds} round(s) of {settings.seconds:g} s; medians "
-        f"(ratio to {baseline}: median of per-round ratios)"
-    )
-    if noisy:
-        print(f"NOISY: other processes used a median {backgroundPct:.0f}% of a core meanwhile")
-    print(table(run, results))
-    print()
-    for line in loadgenCheck(run, results):
-        print(line)
+    printReport(run, document)
     for name, reason in run.failures.items():
         print(f"FAILED {name}: {reason}")
         status = status or 1
