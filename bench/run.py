@@ -1106,8 +1106,12 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--connections", type=int, help="idle connections of conn-10k (default 10000; quick 2000)"
     )
-    parser.add_argument("--lanes", type=int, default=50, help="parallel lanes of conn-rate")
-    parser.add_argument("--loadgen-threads", type=int, default=1, help="load generator threads")
+    parser.add_argument(
+        "--lanes", type=int, default=50, help="parallel lanes of conn-rate (default 50)"
+    )
+    parser.add_argument(
+        "--loadgen-threads", type=int, default=1, help="load generator threads (default 1)"
+    )
     parser.add_argument(
         "--scenarios", help="comma-separated scenario names (default: all); see --list"
     )
@@ -1126,7 +1130,9 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
         help="also run echod with [server] workers = N for each N listed (such as 1,2); "
         "skipped if echod does not know the key",
     )
-    parser.add_argument("--baseline", default="uvloop", help="server the ratios refer to")
+    parser.add_argument(
+        "--baseline", default="uvloop", help="server the ratios refer to (default uvloop)"
+    )
     parser.add_argument(
         "--max-other-cpu",
         type=float,
