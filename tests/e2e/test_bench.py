@@ -1,0 +1,190 @@
+"""
+The benchmark harness (bench/) works end to end: its smoke run measures every
+scenario against every server with every echoed byte verified, and its load
+generator catches a server that echoes wrongly.  No timing is ever asserted:
+the numbers depend on the machine.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import pytest
+
+from bench import run
+from tests.environment import need, requireTool
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = ROOT / "bench" / "run.py"
+SERVERS = {"echod", "textbook", "asyncio", "uvloop", "native"}
+SCENARIOS = {
+    "conn-10k",
+    "pingpong-1x64",
+    "pingpong-100x64",
+    "pingpong-100x4k",
+    "stream-4",
+    "conn-rate",
+}
+
+
+def test_quickRunMeasuresEveryScenarioOnEveryServer(tmp_path: Path) -> None:
+    """
+    C{bench/run.py --quick} completes and writes JSON holding a result for
+    every scenario on every server, with no byte mismatch.
+    """
+    requireTool("gcc")
+    need(importlib.util.find_spec("uvloop") is not None, "uvloop is not installed")
+    output = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--quick", "--json", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    document = json.loads(output.read_text())
+    assert document["mismatches"] == 0
+    assert document["aborted"] is None
+    assert {name for name, s in document["servers"].items() if s["status"] == "ok"} == SERVERS
+    assert set(document["scenarios"]) == SCENARIOS
+    for name, scenario in document["scenarios"].items():
+        keys = [metric["key"] for metric in scenario["metrics"]]
+        for server in SERVERS:
+            entry = scenario["servers"][server]
+            assert entry["status"] == "ok", (name, server, entry)
+            assert entry["rounds"], (name, server)
+            for result in entry["rounds"]:
+                assert result["ok"] and result["mismatches"] == 0, (name, server, result)
+            for key in keys:
+                assert isinstance(entry["median"][key], float), (name, server, key)
+    assert "| scenario |" in done.stdout
+
+
+def test_listNamesEveryScenario() -> None:
+    """
+    C{--list} names every scenario and server without building or running
+    anything.
+    """
+    done = subprocess.run(
+        [sys.executable, str(RUN), "--list"], capture_output=True, text=True, check=True
+    )
+    names = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
+    assert names >= SCENARIOS
+    assert {f"server: {s}" for s in SERVERS} <= set(done.stdout.splitlines())
+
+
+# --- the load generator catches broken servers ----------------------------------
+
+
+def _corrupting(connection: socket.socket) -> None:
+    """
+    Echo, but flip one bit of the 5,000th byte.
+    """
+    total = 0
+    while data := connection.recv(65536):
+        if total <= 5000 < total + len(data):
+            changed = bytearray(data)
+            changed[5000 - total] ^= 1
+            data = bytes(changed)
+        total += len(data)
+        connection.sendall(data)
+
+
+def _neverClosing(connection: socket.socket) -> None:
+    """
+    Echo, but after the peer's EOF keep the connection open.
+    """
+    while data := connection.recv(65536):
+        connection.sendall(data)
+    connection.recv(1)  # returns when the test closes the listener's connections
+
+
+@contextmanager
+def brokenServer(handle: Callable[[socket.socket], None]) -> Iterator[int]:
+    """
+    A threaded echo server on loopback that misbehaves as C{handle} does.
+    """
+    listener = socket.create_server(("127.0.0.1", 0))
+    connections: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connections.append(connection)
+            threading.Thread(target=_quietly, args=(handle, connection), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        with suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        listener.close()
+        for connection in connections:
+            connection.close()
+        thread.join(5)
+
+
+def _quietly(handle: Callable[[socket.socket], None], connection: socket.socket) -> None:
+    with suppress(OSError):
+        handle(connection)
+
+
+def runLoadgen(loadgen: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [str(loadgen), "--port", str(port), "--conns", "2", "--seconds", "0.3", *args]
+    return subprocess.run(
+        [*argv, "--warmup", "0", "--timeout", "20"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def loadgen() -> Path:
+    requireTool("gcc")
+    run.build("gcc")
+    return run.BUILD / "loadgen"
+
+
+@pytest.mark.parametrize("mode", ["pingpong", "stream"])
+def test_loadgenReportsTheFirstWrongByte(loadgen: Path, mode: str) -> None:
+    """
+    A server that changes one byte makes the load generator exit with status
+    2, naming the connection, the offset and both values.
+    """
+    with brokenServer(_corrupting) as port:
+        done = runLoadgen(loadgen, port, "--mode", mode)
+    assert done.returncode == 2, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["ok"] is False
+    assert result["mismatches"] >= 1
+    assert "at stream offset 5000" in result["error"]
+    assert "mismatch on connection" in done.stderr
+
+
+def test_loadgenReportsAServerThatNeverClosesAfterHalfClose(loadgen: Path) -> None:
+    """
+    A server that keeps a half-closed connection open fails the run (status
+    1) within the drain time, and the message says so.
+    """
+    with brokenServer(_neverClosing) as port:
+        done = runLoadgen(loadgen, port, "--mode", "pingpong", "--drain", "1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "2 connections half-closed and waiting for the server to close" in done.stdout
