@@ -481,7 +481,10 @@ class ServerConfig:
         0, _Int(0, 10_000_000), "open connections at most from one peer address; 0: no limit"
     )
     idle_timeout: float = setting(
-        300.0, _durations, "close a connection that sent nothing for this long; 0: never"
+        300.0,
+        _durations,
+        "abort a connection that sent nothing for this long (checked four times per "
+        "period: within 1.25 times it); 0: never",
     )
     shutdown_timeout: float = setting(
         10.0,

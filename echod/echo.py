@@ -67,6 +67,10 @@ __all__ = [
 # While draining for shutdown, how often connections are checked for having gone
 # quiet (nothing received since the last check): quiet ones are closed then.
 DRAIN_TICK = 0.1
+# The idle timeout is checked this many times per idle_timeout, instead of
+# being pushed back at every message: a connection is aborted between
+# idle_timeout and (1 + 1/IDLE_CHECKS) x idle_timeout after its last byte.
+IDLE_CHECKS = 4
 
 
 @implementer(IHalfCloseableProtocol)
@@ -106,6 +110,8 @@ class EchoProtocol(Protocol, TimeoutMixin):
     _closing = False
     _closeReason: str | None = None
     _drainMark = -1
+    _idleMark = -1
+    _quietChecks = 0
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
         """
@@ -116,6 +122,7 @@ class EchoProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.opened = self.factory.clock.seconds()
+        self._write = self.transport.write
         if not self.expectProxyHeader:
             self.peerKnown(self.transport.getPeer())
             return
@@ -180,15 +187,22 @@ class EchoProtocol(Protocol, TimeoutMixin):
         The real peer is known: admit it or close the connection at once.
         """
         self.peerAddress = address
-        self.peer = peerIP(address)
+        # Parsing the address costs per connection; only limits need it (logs
+        # describe the address when, and if, they are written).
+        self.peer = peerIP(address) if self.factory.limits.needsPeer() else None
         refusal = self.factory.admit(self)
         if refusal is not None:
             self._closeReason = f"refused ({refusal})"
             self.transport.loseConnection()
             return
         self._admitted = True
+        if self.factory.noDelay and ITCPTransport.providedBy(self.transport):
+            # An echo is a reply: send small ones now, not after Nagle's wait.
+            self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self.transport, True)
-        self.setTimeout(self.factory.idleTimeout or None)
+        self.armIdleTimeout()
+        if not self.factory.logConnections:
+            return
         if self.proxyAddress is None:
             self.log.info(
                 "{peer} connected to {local}",
@@ -207,9 +221,18 @@ class EchoProtocol(Protocol, TimeoutMixin):
             )
 
     def dataReceived(self, data: bytes) -> None:
-        self.transport.write(data)
+        # The hot path: the byte count is also what the idle check looks at.
+        self._write(data)
         self.received += len(data)
-        self.resetTimeout()
+
+    def armIdleTimeout(self) -> None:
+        """
+        Start (or restart, after a reload) the idle checks: L{TimeoutMixin}'s
+        timer, every C{idle_timeout / IDLE_CHECKS} seconds.
+        """
+        idle = self.factory.idleTimeout
+        self._idleMark, self._quietChecks = self.received, 0
+        self.setTimeout(idle / IDLE_CHECKS if idle else None)
 
     def _discard(self, data: bytes) -> None:
         self.received += len(data)
@@ -237,9 +260,17 @@ class EchoProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         """
-        Nothing received for C{idle_timeout}: abort.  A peer that stopped
-        reading would never let an orderly close finish.
+        An idle check: if nothing arrived for C{idle_timeout}, abort (a peer
+        that stopped reading would never let an orderly close finish);
+        otherwise check again later.
         """
+        if self.received != self._idleMark:
+            self._idleMark, self._quietChecks = self.received, 0
+        else:
+            self._quietChecks += 1
+        if self._quietChecks < IDLE_CHECKS:
+            self.setTimeout(self.timeOut)
+            return
         self._closeReason = "idle timeout"
         self.log.info(
             "{peer} idle for {timeout:g}s: aborting",
@@ -280,6 +311,9 @@ class EchoProtocol(Protocol, TimeoutMixin):
             if self._headerTimeout is not None:
                 self._closedWhileWaitingForHeader()
             return
+        self.factory.release(self)
+        if not self.factory.logConnections:
+            return
         duration = self.factory.clock.seconds() - self.opened
         how = self._closeReason
         if how is None:
@@ -298,7 +332,6 @@ class EchoProtocol(Protocol, TimeoutMixin):
             bytes=self.received - self.discarded,
             how=how,
         )
-        self.factory.release(self)
 
 
 class ProxiedEchoFactory(Factory[EchoProtocol]):
@@ -388,6 +421,11 @@ class EchoFactory(Factory[EchoProtocol]):
         self.limits = ConnectionLimits(0, 0, AccessList())
         self.idleTimeout = 0.0
         self.proxyHeaderTimeout = 5.0
+        # Whether connections log their opening and closing ([log] level info
+        # or debug): at a higher level their log events are not even built.
+        self.logConnections = True
+        # TCP_NODELAY on connections that have it (set by the service).
+        self.noDelay = False
         # Connections behind a proxy whose PROXY header has not arrived yet:
         # their peer is unknown, but they hold a descriptor, so they count
         # against max_connections.
@@ -412,7 +450,8 @@ class EchoFactory(Factory[EchoProtocol]):
         self.idleTimeout = settings.idle_timeout
         self.proxyHeaderTimeout = settings.proxy_header_timeout
         for connection in self.connections:
-            connection.setTimeout(self.idleTimeout or None)
+            if not connection._closing:
+                connection.armIdleTimeout()
 
     def awaitHeader(self, protocol: EchoProtocol) -> str | None:
         """

@@ -133,6 +133,12 @@ class ConnectionLimits:
         """
         self.maxTotal, self.maxPerPeer, self.acl = maxTotal, maxPerPeer, acl
 
+    def needsPeer(self) -> bool:
+        """
+        Whether admitting needs the peer's IP address (ACLs, per-peer caps).
+        """
+        return bool(self.maxPerPeer or self.acl.allow or self.acl.deny)
+
     def admit(self, ip: IPAddress | None) -> str | None:
         """
         Count a new connection from C{ip}, or say why it is refused (a

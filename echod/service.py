@@ -165,6 +165,13 @@ def _listenFailed(log: Logger, description: str, error: CannotListenError) -> Li
     return problem
 
 
+def logsConnections(config: Config) -> bool:
+    """
+    Whether connection open/close lines (info level) are logged at all.
+    """
+    return config.log.level in ("debug", "info")
+
+
 def _withImmediateWrites(port: IListeningPort) -> IListeningPort:
     fastpath.useImmediateWrites(port)
     return port
@@ -191,6 +198,8 @@ class EchoService(MultiService):
         self._listener = listener
         self.shutdownTimeout = config.server.shutdown_timeout
         self.factory = EchoFactory(config.server, reactor)
+        self.factory.logConnections = logsConnections(config)
+        self.factory.noDelay = False
         self.proxiedFactory = ProxiedEchoFactory(self.factory)
         self.backlog = config.server.backlog
         self.fastPaths = config.server.fast_paths and fastpath.supported()
@@ -278,6 +287,7 @@ class EchoService(MultiService):
 
     def reconfigure(self, config: Config) -> None:
         self.factory.reconfigure(config.server)
+        self.factory.logConnections = logsConnections(config)
         self.shutdownTimeout = config.server.shutdown_timeout
 
     def abortAll(self) -> None:

@@ -107,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     from echod.echo import EchoFactory, ProxiedEchoFactory
     from echod.logs import logLevel
-    from echod.service import PROXY_PREFIX
+    from echod.service import PROXY_PREFIX, logsConnections
 
     reactor: Any = _reactor
     out = sys.stdout
@@ -116,6 +116,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     log = Logger(namespace="echod.workers")
 
     factory = EchoFactory(config.server, reactor)
+    factory.logConnections = logsConnections(config)
     proxied = ProxiedEchoFactory(factory)
     ports = []
     for listener in args.listener:
@@ -169,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             log.error("reload failed, keeping the running configuration: {error}", error=str(e))
             return
         factory.reconfigure(fresh.server)
+        factory.logConnections = logsConnections(fresh)
         predicate.defaultLogLevel = logLevel(fresh.log.level)
 
     def handleSignals() -> None:

@@ -37,6 +37,14 @@ def connect(
     return protocol, transport
 
 
+def tick(clock: Clock, seconds: float, step: float = 0.25) -> None:
+    """
+    Let time pass the way it does, in small steps (Clock.advance(n) moves the
+    time first, so a timer re-armed during a long jump counts from its end).
+    """
+    clock.pump([step] * round(seconds / step))
+
+
 def lose(protocol: EchoProtocol) -> None:
     protocol.connectionLost(Failure(ConnectionDone()))
 
@@ -98,20 +106,55 @@ class EchoProtocolTests:
         protocol, transport = connect(makeFactory(idle_timeout=30.0)[0])
         clock = protocol.factory.clock
         assert isinstance(clock, Clock)
-        clock.advance(29)
+        tick(clock, 29)
         assert not transport.disconnecting
-        clock.advance(1)
+        tick(clock, 1)
         assert transport.disconnecting  # abortConnection on StringTransport
 
     def test_activityPostponesIdleTimeout(self) -> None:
+        """
+        The idle timeout counts from the last byte received; it is checked a
+        few times per timeout (nothing is done per message), so the abort
+        comes between idle_timeout and 1.25 x idle_timeout after that byte.
+        """
         factory, clock = makeFactory(idle_timeout=30.0)
         protocol, transport = connect(factory)
-        clock.advance(20)
+        tick(clock, 20)
         protocol.dataReceived(b"x")
-        clock.advance(20)
+        tick(clock, 29.75)
         assert not transport.disconnecting
-        clock.advance(10)
+        tick(clock, 37.5 - 29.75)
         assert transport.disconnecting
+
+    def test_idleChecksAreFewPerTimeout(self) -> None:
+        """
+        A busy connection costs a timer firing only IDLE_CHECKS times per
+        idle_timeout, however many messages it sends.
+        """
+        from echod.echo import IDLE_CHECKS
+
+        factory, clock = makeFactory(idle_timeout=40.0)
+        protocol, transport = connect(factory)
+        (call,) = clock.getDelayedCalls()
+        assert call.getTime() == 40.0 / IDLE_CHECKS
+        for _ in range(1000):
+            protocol.dataReceived(b"m")
+        (same,) = clock.getDelayedCalls()
+        assert same is call and same.getTime() == 40.0 / IDLE_CHECKS
+        clock.advance(1000)
+        assert not transport.disconnecting or protocol.received == 1000
+
+    def test_connectionLinesSkippedAboveInfo(self, events: Sequence[LogEvent]) -> None:
+        """
+        At [log] level warn and above, connections do not even build their
+        open/close log events.
+        """
+        factory, _ = makeFactory()
+        factory.logConnections = False
+        protocol, _ = connect(factory)
+        lose(protocol)
+        assert not [e for e in events if str(e.get("event", "")).startswith("connection.")]
+        assert factory.stats.closed == 1
 
     def test_noIdleTimeoutWhenZero(self) -> None:
         factory, clock = makeFactory(idle_timeout=0.0)
@@ -379,7 +422,7 @@ class ProxiedTests:
         protocol, transport = connectProxied(factory)
         protocol.dataReceived(v2(0, 0, b"") + b"check")
         assert transport.value() == b"check"
-        assert str(protocol.peer) == "10.0.0.1"
+        assert protocol.peerAddress == IPv4Address("TCP", "10.0.0.1", 50000)
 
     def test_halfCloseAfterHeader(self) -> None:
         factory, _ = makeFactory()
