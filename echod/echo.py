@@ -110,7 +110,9 @@ class EchoProtocol(Protocol, TimeoutMixin):
     _closing = False
     _closeReason: str | None = None
     _drainMark = -1
-    _idleMark = -1
+    # Idle-check state: class defaults until they change, so that an idle
+    # connection carries no instance entries for them (memory per connection).
+    _idleMark = 0
     _quietChecks = 0
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
@@ -122,7 +124,6 @@ class EchoProtocol(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.opened = self.factory.clock.seconds()
-        self._write = self.transport.write
         if not self.expectProxyHeader:
             self.peerKnown(self.transport.getPeer())
             return
@@ -222,7 +223,7 @@ class EchoProtocol(Protocol, TimeoutMixin):
 
     def dataReceived(self, data: bytes) -> None:
         # The hot path: the byte count is also what the idle check looks at.
-        self._write(data)
+        self.transport.write(data)
         self.received += len(data)
 
     def armIdleTimeout(self) -> None:
@@ -231,7 +232,10 @@ class EchoProtocol(Protocol, TimeoutMixin):
         timer, every C{idle_timeout / IDLE_CHECKS} seconds.
         """
         idle = self.factory.idleTimeout
-        self._idleMark, self._quietChecks = self.received, 0
+        if self.received != self._idleMark:
+            self._idleMark = self.received
+        if self._quietChecks:
+            self._quietChecks = 0
         self.setTimeout(idle / IDLE_CHECKS if idle else None)
 
     def _discard(self, data: bytes) -> None:

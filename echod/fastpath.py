@@ -91,15 +91,6 @@ class _ImmediateWrite:
     TLS: bool
     socket: Any
 
-    def __init__(
-        self, sock: Any, protocol: Any, client: Any, server: Any, sessionno: int, reactor: Any
-    ) -> None:
-        super().__init__(sock, protocol, client, server, sessionno, reactor)  # type: ignore[call-arg]
-        skt = sock
-        # Bound once: a message costs one lookup less each way.
-        self._recv = skt.recv
-        self._send = skt.send
-
     # Descriptors waiting for sendmsg (Unix sockets only): while any are
     # queued, writes take Twisted's path, which sends them with the bytes.
     _sendmsgQueue: Any = ()
@@ -120,7 +111,7 @@ class _ImmediateWrite:
             super().write(data)  # type: ignore[misc]
             return
         try:
-            sent = self._send(data)
+            sent = self.socket.send(data)
         except OSError as e:
             if e.errno not in _TRY_AGAIN:
                 # Let the stock path meet the error in doWrite and disconnect
@@ -144,7 +135,7 @@ class ImmediateWriteTCPServer(_ImmediateWrite, tcp.Server):
 
     def doRead(self) -> Any:
         try:
-            data = self._recv(self.bufferSize)
+            data = self.socket.recv(self.bufferSize)
         except OSError as e:
             if e.args[0] == errno.EWOULDBLOCK:
                 return None
