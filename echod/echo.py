@@ -41,6 +41,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echod.config import ServerConfig, UDPConfig
+from echod.fastpath import IInPlaceEcho
 from echod.limits import (
     AccessList,
     ConnectionLimits,
@@ -85,6 +86,9 @@ class EchoProtocol(Protocol, TimeoutMixin):
 
     @ivar received: bytes received (and, unless discarded while closing,
         echoed) so far.
+    @ivar echoing: admitted and echoing every byte: the fast TCP transport
+        (L{echod.fastpath.EchoTCPServer}) then echoes and counts what it
+        reads itself, without calling L{dataReceived}.
     @ivar proxyAddress: the proxy's own address, behind a proxy.
     """
 
@@ -96,6 +100,7 @@ class EchoProtocol(Protocol, TimeoutMixin):
 
     received = 0
     discarded = 0
+    echoing = False
     peerAddress: IAddress | None = None
     proxyAddress: IAddress | None = None
     peer: IPAddress | None = None
@@ -201,6 +206,7 @@ class EchoProtocol(Protocol, TimeoutMixin):
             # An echo is a reply: send small ones now, not after Nagle's wait.
             self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self.transport, True)
+        self.echoing = True
         self.armIdleTimeout()
         if not self.factory.logConnections:
             return
@@ -297,6 +303,7 @@ class EchoProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)
         # Instance attribute: the hot path keeps no "am I closing" test.
         self.dataReceived = self._discard  # type: ignore[method-assign]
+        self.echoing = False
         self.transport.unregisterProducer()
         halfCloseable = ITCPTransport.providedBy(self.transport)
         if halfCloseable:
@@ -338,6 +345,7 @@ class EchoProtocol(Protocol, TimeoutMixin):
         )
 
 
+@implementer(IInPlaceEcho)
 class ProxiedEchoFactory(Factory[EchoProtocol]):
     """
     The factory of a C{haproxy:} listener: the same L{EchoFactory} (one set
@@ -404,6 +412,7 @@ class EchoStats:
     bytesDiscarded: int = 0
 
 
+@implementer(IInPlaceEcho)
 class EchoFactory(Factory[EchoProtocol]):
     """
     Builds L{EchoProtocol}s, admits their peers, tracks the open ones, and

@@ -1,7 +1,8 @@
 """
 echod's immediate-write transports on real sockets: what is sent comes back
 in order across partial writes, the peer is paused past the high-water mark,
-and the switch turns them off.
+the in-place echo stops when the protocol stops echoing, TLS listeners keep
+their protocol in the loop, and the switch turns them off.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,8 @@ import pytest_twisted
 from twisted.internet import tcp
 
 from echod import fastpath
-from tests.integration.test_service import Server, inThread, sleep
+from tests.integration.test_client import _needTLS, _selfSigned
+from tests.integration.test_service import Server, inThread, recvAll, sleep
 
 
 def pattern(size: int) -> bytes:
@@ -40,13 +43,96 @@ async def test_transportsFollowTheSwitch() -> None:
     try:
         fast, fastProtocol = await connected(on)
         slow, slowProtocol = await connected(off)
-        assert type(fastProtocol.transport) is fastpath.ImmediateWriteTCPServer
+        assert type(fastProtocol.transport) is fastpath.EchoTCPServer
         assert type(slowProtocol.transport) is tcp.Server
         fast.close()
         slow.close()
     finally:
         await on.stop()
         await off.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_inPlaceEchoCountsOnTheProtocol() -> None:
+    """
+    The in-place echo sends every byte back and counts it on the protocol,
+    as C{dataReceived} would; the protocol's C{dataReceived} is not called.
+    """
+    server = await Server(["tcp:0:interface=127.0.0.1"]).start()
+    try:
+        s, protocol = await connected(server)
+        assert protocol.echoing
+        called: list[bytes] = []
+        protocol.dataReceived = called.append
+
+        def exchange() -> bytes:
+            s.settimeout(10)
+            s.sendall(b"x" * 5000)
+            return recvAll(s, 5000)
+
+        assert await inThread(exchange) == b"x" * 5000
+        assert protocol.received == 5000
+        assert called == []
+        s.close()
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_noInPlaceEchoOnceFinishing() -> None:
+    """
+    Once the protocol stops echoing (an orderly close at shutdown), the
+    transport hands what it reads to the protocol, which discards it: the
+    peer gets the earlier echo, then EOF, and nothing of its late bytes.
+    """
+    server = await Server(["tcp:0:interface=127.0.0.1"]).start()
+    try:
+        s, protocol = await connected(server)
+        s.settimeout(10)
+        await inThread(lambda: s.sendall(b"early"))
+        assert await inThread(lambda: recvAll(s, 5)) == b"early"
+        protocol.finish("test")
+        assert not protocol.echoing
+        await sleep(0.05)
+        await inThread(lambda: s.sendall(b"late"))
+        assert await inThread(lambda: recvAll(s, None)) == b""
+        for _ in range(100):
+            if protocol.discarded:
+                break
+            await sleep(0.01)
+        assert (protocol.received, protocol.discarded) == (9, 4)
+        s.close()
+    finally:
+        await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_tlsListenersKeepTheirProtocol(tmp_path: Path) -> None:
+    """
+    Under TLS the transport carries ciphertext: a TLS listener gets the
+    immediate writes, not the in-place echo, and echoes plaintext correctly.
+    """
+    _needTLS()
+    import ssl
+
+    key, cert, _ = _selfSigned(tmp_path)
+    server = await Server(
+        [f"ssl:port=0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]
+    ).start()
+    try:
+        context = ssl.create_default_context(cafile=str(cert))
+
+        def exchange() -> bytes:
+            raw = socket.create_connection(("127.0.0.1", server.ports[0]), timeout=10)
+            with context.wrap_socket(raw, server_hostname="localhost") as s:
+                s.sendall(pattern(100_000))
+                return recvAll(s, 100_000)
+
+        assert await inThread(exchange) == pattern(100_000)
+        (port,) = await server.echo.whenListening()
+        assert port.transport is fastpath.ImmediateWriteTCPServer  # type: ignore[attr-defined]
+    finally:
+        await server.stop()
 
 
 @pytest_twisted.ensureDeferred
