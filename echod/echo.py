@@ -437,8 +437,9 @@ class EchoFactory(Factory[EchoProtocol]):
         # Whether connections log their opening and closing ([log] level info
         # or debug): at a higher level their log events are not even built.
         self.logConnections = True
-        # TCP_NODELAY on connections that have it (set by the service).
-        self.noDelay = False
+        # TCP_NODELAY on TCP connections: an echo is a reply, to be sent at
+        # once rather than after Nagle's wait (asyncio and uvloop do the same).
+        self.noDelay = True
         # Connections behind a proxy whose PROXY header has not arrived yet:
         # their peer is unknown, but they hold a descriptor, so they count
         # against max_connections.

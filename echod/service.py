@@ -199,7 +199,6 @@ class EchoService(MultiService):
         self.shutdownTimeout = config.server.shutdown_timeout
         self.factory = EchoFactory(config.server, reactor)
         self.factory.logConnections = logsConnections(config)
-        self.factory.noDelay = False
         self.proxiedFactory = ProxiedEchoFactory(self.factory)
         self.backlog = config.server.backlog
         self.fastPaths = config.server.fast_paths and fastpath.supported()

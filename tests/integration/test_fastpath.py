@@ -73,6 +73,8 @@ async def test_inPlaceEchoCountsOnTheProtocol() -> None:
         assert await inThread(exchange) == b"x" * 5000
         assert protocol.received == 5000
         assert called == []
+        # An echo is a reply: sent at once, not after Nagle's wait.
+        assert protocol.transport.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         s.close()
     finally:
         await server.stop()
