@@ -1,7 +1,16 @@
 """
-Packaging is declared in setup.cfg; this file lets older tools build too.
+Packaging is declared in setup.cfg; this file adds echod's optional C helper
+(the in-place echo of the fast TCP transport, Linux only), and lets older
+tools build too.  Without a C compiler or Python's headers the helper is
+skipped and echod runs the same steps in Python.
 """
 
-from setuptools import setup
+import sys
 
-setup()
+from setuptools import Extension, setup
+
+extensions = []
+if sys.platform.startswith("linux"):
+    extensions.append(Extension("echod._inplace", ["echod/_inplace.c"], optional=True))
+
+setup(ext_modules=extensions)

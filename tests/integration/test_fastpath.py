@@ -18,8 +18,23 @@ import pytest_twisted
 from twisted.internet import tcp
 
 from echod import fastpath
+from tests.environment import need
 from tests.integration.test_client import _needTLS, _selfSigned
 from tests.integration.test_service import Server, inThread, recvAll, sleep
+
+
+@pytest.fixture(params=["C", "Python"])
+def inPlace(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """
+    Run the test with the in-place echo in echod's C helper, then in Python
+    (what runs where the helper was not built).
+    """
+    if request.param == "C":
+        need(fastpath.INPLACE_IN_C, "echod's C helper was not built")
+        monkeypatch.setattr(fastpath.EchoTCPServer, "doRead", fastpath.EchoTCPServer.echoInC)
+    else:
+        monkeypatch.setattr(fastpath.EchoTCPServer, "doRead", fastpath.EchoTCPServer.echoInPython)
+    return str(request.param)
 
 
 def pattern(size: int) -> bytes:
@@ -53,7 +68,7 @@ async def test_transportsFollowTheSwitch() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_inPlaceEchoCountsOnTheProtocol() -> None:
+async def test_inPlaceEchoCountsOnTheProtocol(inPlace: str) -> None:
     """
     The in-place echo sends every byte back and counts it on the protocol,
     as C{dataReceived} would; the protocol's C{dataReceived} is not called.
@@ -81,7 +96,7 @@ async def test_inPlaceEchoCountsOnTheProtocol() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_noInPlaceEchoOnceFinishing() -> None:
+async def test_noInPlaceEchoOnceFinishing(inPlace: str) -> None:
     """
     Once the protocol stops echoing (an orderly close at shutdown), the
     transport hands what it reads to the protocol, which discards it: the
@@ -138,7 +153,7 @@ async def test_tlsListenersKeepTheirProtocol(tmp_path: Path) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_orderKeptAcrossPartialWrites() -> None:
+async def test_orderKeptAcrossPartialWrites(inPlace: str) -> None:
     """
     A reader that stalls mid-stream makes sends partial: the unsent tail is
     buffered, later echo queues behind it, and every byte comes back in order.
@@ -175,7 +190,7 @@ async def test_orderKeptAcrossPartialWrites() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_pausedPastHighWater() -> None:
+async def test_pausedPastHighWater(inPlace: str) -> None:
     """
     With more than 64 KiB of echo waiting, the transport stops reading the
     peer; once the peer reads, it resumes.
