@@ -18,16 +18,14 @@ and C{_doReadOrWrite}.  Two pieces remove that, and nothing else changes:
     C{bufferSize} for both.  Installed per listening port through
     C{Port.transport}, which Twisted documents as the class to instantiate
     for accepted connections.
-  - L{EchoTCPServer}: the same transport for listeners whose factory
-    provides L{IInPlaceEcho}: while its protocol says it is echoing, the
-    transport writes back what it reads itself, in the same C{doRead}, and
-    counts it on the protocol; the protocol's C{dataReceived} and the
-    C{write} call are skipped (two Python frames and their attribute loads
-    per message, ~15 % of echod's own CPU time per small message).  Where
-    echod was built with its C helper (L{echod._inplace}, optional), the
-    read and the send happen in one call into C: no bytes object, no
-    argument parsing, no GIL hand-over around the two system calls; without
-    it, the same steps run in Python.
+  - L{EchoTCPServer}: where echod was built with its C helper
+    (L{echod._inplace}, optional), the transport of listeners whose factory
+    provides L{IInPlaceEcho}: while its protocol says it is echoing, one
+    call into C reads and sends back, and the transport counts it on the
+    protocol.  Skipped per message: the protocol's C{dataReceived} and the
+    C{write} call (two Python frames and their attribute loads), the bytes
+    object, argument parsing, and the GIL hand-over around the two system
+    calls: about half of echod's own CPU time per small message.
   - L{EchodReactor}: Twisted's epoll reactor, whose poll loop hands a plain
     "readable" event straight to C{doRead()} (keeping the closed-descriptor
     check and the error handling) and everything else to the stock path.
@@ -201,54 +199,15 @@ class ImmediateWriteTCPServer(_ImmediateWrite, tcp.Server):
 
 class EchoTCPServer(ImmediateWriteTCPServer):
     """
-    L{ImmediateWriteTCPServer} for protocols of an L{IInPlaceEcho} factory:
-    while the protocol is C{echoing}, what is read is sent back from here,
-    by the same immediate write, and counted on the protocol.  Everything
-    else (a partial send, something already buffered, the connection
-    closing, the protocol not echoing) goes to Twisted's own paths, as
-    L{ImmediateWriteTCPServer.write} does.
+    L{ImmediateWriteTCPServer} for protocols of an L{IInPlaceEcho} factory,
+    where echod's C helper was built: while the protocol is C{echoing} and
+    nothing is queued, one call into C reads and sends back, and the count
+    goes on the protocol; a tail it could not send goes to Twisted's
+    buffered path.  Anything else (the protocol not echoing, something
+    queued, the connection closing) reads as L{ImmediateWriteTCPServer} does.
     """
 
-    def echoInPython(self) -> Any:
-        """
-        C{doRead} without echod's C helper: recv, then the immediate write.
-        """
-        try:
-            data = self.socket.recv(READ_SIZE)
-        except OSError as e:
-            if e.args[0] == errno.EWOULDBLOCK:
-                return None
-            return CONNECTION_LOST
-        if not data:
-            return CONNECTION_DONE
-        # A protocol of an IInPlaceEcho factory (see useImmediateWrites).
-        protocol: Any = self.protocol
-        if not protocol.echoing:
-            protocol.dataReceived(data)
-            return None
-        protocol.received += len(data)
-        if self.dataBuffer or self._tempDataLen or self._writeDisconnected or self._aborting:
-            tcp.Server.write(self, data)
-            return None
-        try:
-            sent = self.socket.send(data)
-        except OSError as e:
-            if e.errno not in _TRY_AGAIN:
-                # Twisted's path meets the error in doWrite and disconnects.
-                tcp.Server.write(self, data)
-                return None
-            sent = 0
-        if sent < len(data):
-            tcp.Server.write(self, data[sent:] if sent else data)
-        return None
-
-    def echoInC(self) -> Any:
-        """
-        C{doRead} with echod's C helper: when nothing is queued and the
-        protocol is echoing, one call reads and sends back; a tail it could
-        not send goes to Twisted's buffered path.  Anything else takes
-        L{echoInPython}.
-        """
+    def doRead(self) -> Any:
         protocol: Any = self.protocol
         if (
             not protocol.echoing
@@ -257,7 +216,7 @@ class EchoTCPServer(ImmediateWriteTCPServer):
             or self._writeDisconnected
             or self._aborting
         ):
-            return self.echoInPython()
+            return ImmediateWriteTCPServer.doRead(self)
         result = _inplaceEcho(self.socket.fileno())  # type: ignore[misc]
         if isinstance(result, int):
             if result > 0:
@@ -268,8 +227,6 @@ class EchoTCPServer(ImmediateWriteTCPServer):
         protocol.received += received
         tcp.Server.write(self, tail)
         return None
-
-    doRead = echoInPython if _inplaceEcho is None else echoInC
 
 
 class ImmediateWriteUNIXServer(_ImmediateWrite, unix.Server):
@@ -292,7 +249,8 @@ def useImmediateWrites(port: IListeningPort) -> bool:
     Make C{port} accept connections as fast-path transports, if it is one of
     Twisted's TCP or Unix ports (TLS ports are TCP ports underneath): an
     L{EchoTCPServer} for a TCP port whose factory provides L{IInPlaceEcho}
-    (not behind TLS, whose factory is Twisted's).
+    (not behind TLS, whose factory is Twisted's), if echod's C helper was
+    built.
 
     @return: whether it did.
     """
@@ -300,7 +258,11 @@ def useImmediateWrites(port: IListeningPort) -> bool:
     fast = _FAST.get(stock) if isinstance(stock, type) else None
     if fast is None:
         return False
-    if fast is ImmediateWriteTCPServer and IInPlaceEcho.providedBy(getattr(port, "factory", None)):
+    if (
+        fast is ImmediateWriteTCPServer
+        and INPLACE_IN_C
+        and IInPlaceEcho.providedBy(getattr(port, "factory", None))
+    ):
         fast = EchoTCPServer
     port.transport = fast  # type: ignore[attr-defined]
     return True

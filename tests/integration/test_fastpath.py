@@ -23,17 +23,21 @@ from tests.integration.test_client import _needTLS, _selfSigned
 from tests.integration.test_service import Server, inThread, recvAll, sleep
 
 
-@pytest.fixture(params=["C", "Python"])
+def needHelper() -> None:
+    need(fastpath.INPLACE_IN_C, "echod's C helper was not built")
+
+
+@pytest.fixture(params=["C helper", "no C helper"])
 def inPlace(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """
-    Run the test with the in-place echo in echod's C helper, then in Python
-    (what runs where the helper was not built).
+    Run the test with the in-place echo of echod's C helper, then without it
+    (what runs where it was not built: the protocol echoes through the
+    immediate write).
     """
-    if request.param == "C":
-        need(fastpath.INPLACE_IN_C, "echod's C helper was not built")
-        monkeypatch.setattr(fastpath.EchoTCPServer, "doRead", fastpath.EchoTCPServer.echoInC)
+    if request.param == "C helper":
+        needHelper()
     else:
-        monkeypatch.setattr(fastpath.EchoTCPServer, "doRead", fastpath.EchoTCPServer.echoInPython)
+        monkeypatch.setattr(fastpath, "INPLACE_IN_C", False)
     return str(request.param)
 
 
@@ -52,13 +56,16 @@ async def connected(server: Server) -> tuple[socket.socket, Any]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_transportsFollowTheSwitch() -> None:
+async def test_transportsFollowTheSwitch(inPlace: str) -> None:
     on = await Server(["tcp:0:interface=127.0.0.1"]).start()
     off = await Server(["tcp:0:interface=127.0.0.1"], fast_paths=False).start()
     try:
         fast, fastProtocol = await connected(on)
         slow, slowProtocol = await connected(off)
-        assert type(fastProtocol.transport) is fastpath.EchoTCPServer
+        fastTransport = (
+            fastpath.EchoTCPServer if inPlace == "C helper" else fastpath.ImmediateWriteTCPServer
+        )
+        assert type(fastProtocol.transport) is fastTransport
         assert type(slowProtocol.transport) is tcp.Server
         fast.close()
         slow.close()
@@ -68,11 +75,12 @@ async def test_transportsFollowTheSwitch() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_inPlaceEchoCountsOnTheProtocol(inPlace: str) -> None:
+async def test_inPlaceEchoCountsOnTheProtocol() -> None:
     """
     The in-place echo sends every byte back and counts it on the protocol,
     as C{dataReceived} would; the protocol's C{dataReceived} is not called.
     """
+    needHelper()
     server = await Server(["tcp:0:interface=127.0.0.1"]).start()
     try:
         s, protocol = await connected(server)
