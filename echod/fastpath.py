@@ -86,7 +86,7 @@ _TRY_AGAIN = {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR}
 _inplaceEcho: Callable[[int], int | tuple[int, bytes]] | None
 try:
     from echod._inplace import echo as _inplaceEcho
-except ImportError:  # built without a C compiler: the Python in-place echo
+except ImportError:  # built without a C compiler: echo through the immediate write
     _inplaceEcho = None
 
 # Whether the in-place echo runs in echod's C helper.
