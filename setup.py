@@ -2,7 +2,7 @@
 Packaging is declared in setup.cfg; this file adds echod's optional C helper
 (the in-place echo of the fast TCP transport, Linux only), and lets older
 tools build too.  Without a C compiler or Python's headers the helper is
-skipped and echod runs the same steps in Python.
+skipped and echo connections echo through the immediate write instead.
 """
 
 import sys

@@ -7,7 +7,7 @@ Where a textbook Twisted echo server spends its time, besides the kernel's
 recv and send: every C{transport.write()} registers the socket for
 writability (an C{epoll_ctl}), the next reactor turn sends and unregisters it
 (another C{epoll_ctl}); and every event goes through C{log.callWithLogger}
-and C{_doReadOrWrite}.  Two pieces remove that, and nothing else changes:
+and C{_doReadOrWrite}.  Three pieces remove that, and nothing else changes:
 
   - L{ImmediateWriteTCPServer} (and its Unix twin): C{write()} sends at once
     when nothing is buffered, and hands only an unsent tail to Twisted's own
@@ -209,6 +209,8 @@ class EchoTCPServer(ImmediateWriteTCPServer):
 
     def doRead(self) -> Any:
         protocol: Any = self.protocol
+        # The same "nothing queued, still writing" test as _ImmediateWrite.write,
+        # inlined: a shared method would add a call to every message.
         if (
             not protocol.echoing
             or self.dataBuffer
