@@ -17,17 +17,19 @@ import json
 import os
 import signal
 import socket
+import stat
 import sys
 from collections.abc import Sequence
 from typing import Any
 
+from twisted.internet import tcp, unix
 from twisted.internet.abstract import FileDescriptor
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger, eventAsJSON, formatEvent
 from twisted.python.failure import Failure
 
-__all__ = ["EVENT", "STATS", "STATS_INTERVAL", "main"]
+__all__ = ["EVENT", "STATS", "STATS_INTERVAL", "AdoptedUNIXPort", "adoptStreamPort", "main"]
 
 # Lines a worker writes on its standard output: a log event, or its totals.
 EVENT = "event "
@@ -59,7 +61,8 @@ def _jsonEvents(stream: Any, predicate: Any) -> Any:
 class ParentPipe(FileDescriptor):
     """
     Standard input, the pipe from the main process: calls C{gone} when it
-    reaches end of file.
+    is closed (end of file, or a hang-up the reactor reports without a
+    read), and when this worker's own reactor shuts down.
     """
 
     def __init__(self, reactor: Any, gone: Any) -> None:
@@ -81,6 +84,44 @@ class ParentPipe(FileDescriptor):
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
         self._gone()
+
+
+class AdoptedUNIXPort(unix.Port):
+    """
+    A unix listening socket inherited from the main process, which made it
+    and its path and removes them.  Twisted's adopted unix port treats the
+    socket as its own: it sets the path's mode to its default (0666), shuts
+    the socket down when it stops listening (refusing connections for every
+    process that shares it) and unlinks the path (systemd.socket(5): a daemon
+    must not unlink a socket it was passed).  This one does none of that.
+    """
+
+    # tcp.Port's own switch, set on its adopted sockets (not on unix ones).
+    _shouldShutdown = False
+
+    def connectionLost(self, reason: Failure) -> None:
+        # unix.Port.connectionLost without the unlink.
+        if self.lockFile is not None:
+            self.lockFile.unlock()
+        tcp.Port.connectionLost(self, reason)
+
+
+def adoptStreamPort(reactor: Any, fd: int, family: socket.AddressFamily, factory: Any) -> Any:
+    """
+    C{reactor.adoptStreamPort}, but for a unix socket an L{AdoptedUNIXPort},
+    made as the reactor makes its own (C{_fromListeningDescriptor}), with
+    the mode the path has (which C{startListening} sets again).
+    tests/integration/test_worker.py checks all of it on the Twisted in use.
+    """
+    if family != socket.AF_UNIX:
+        return reactor.adoptStreamPort(fd, family, factory)
+    with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as inherited:
+        path = inherited.getsockname()
+    port = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    if path and path[:1] not in (b"\0", "\0"):  # not an abstract name
+        port.mode = stat.S_IMODE(os.stat(path).st_mode)
+    port.startListening()
+    return port
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -121,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ports = []
     for listener in args.listener:
         fd, family, description = listener.split(":", 2)
-        port = reactor.adoptStreamPort(
+        port = adoptStreamPort(
+            reactor,
             int(fd),
             socket.AddressFamily(int(family)),
             proxied if description.startswith(PROXY_PREFIX) else factory,
@@ -159,7 +201,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             report()
             reactor.stop()
 
-        d: Deferred[Any] = DeferredList([port.stopListening() for port in ports])
+        # A port may have closed already (its socket shut down under it):
+        # stopListening then returns None, and draining must go on.
+        d: Deferred[Any] = DeferredList([maybeDeferred(port.stopListening) for port in ports])
         d.addCallback(lambda _: factory.drain(config.server.shutdown_timeout))
         d.addBoth(finished)
 
@@ -186,6 +230,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # writes to it: end of file there means it is gone (even by SIGKILL), and
     # an orphan must not go on holding the port.
     def orphaned() -> None:
+        if stopping:  # this worker is stopping anyway (its reactor, at the end)
+            return
         log.warn("{worker}: the main process is gone; stopping", worker=args.name)
         stop()
 

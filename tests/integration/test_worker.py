@@ -1,0 +1,112 @@
+"""
+The pieces of a worker process (echod.worker) that stand on Twisted's
+internals, run on the real reactor so that a Twisted upgrade that changes
+them fails here.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor as _reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+
+from echod.worker import AdoptedUNIXPort, adoptStreamPort
+
+reactor: Any = _reactor
+
+
+class Echo(Protocol):
+    def dataReceived(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+
+def listeningUNIX(path: Path) -> socket.socket:
+    s = socket.socket(socket.AF_UNIX)
+    s.bind(str(path))
+    path.chmod(0o660)
+    s.listen(5)
+    s.setblocking(False)
+    return s
+
+
+async def roundTrip(path: Path) -> bytes:
+    client = socket.socket(socket.AF_UNIX)
+    client.setblocking(False)
+    client.connect(str(path))
+    client.send(b"adopted")
+    for _ in range(200):  # bounded: 2 s
+        d: Deferred[None] = Deferred()
+        reactor.callLater(0.01, d.callback, None)
+        await d
+        try:
+            got = client.recv(100)
+        except BlockingIOError:
+            continue
+        client.close()
+        return got
+    client.close()
+    return b""
+
+
+@pytest_twisted.ensureDeferred
+async def test_adoptedUNIXPortLeavesThePathToItsOwner(tmp_path: Path) -> None:
+    """
+    A worker's unix port serves the socket it inherited, leaves its mode
+    alone and, when it stops listening, leaves socket and path to the main
+    process that made them: the main's socket still takes connections.
+    """
+    path = tmp_path / "echo.sock"
+    with listeningUNIX(path) as inherited:
+        port = adoptStreamPort(
+            reactor, inherited.fileno(), socket.AF_UNIX, Factory.forProtocol(Echo)
+        )
+        assert isinstance(port, AdoptedUNIXPort)
+        assert path.stat().st_mode & 0o777 == 0o660
+        assert await roundTrip(path) == b"adopted"
+        await port.stopListening()
+        assert path.exists()
+        # The main process's socket still listens there.
+        with socket.socket(socket.AF_UNIX) as again:
+            again.connect(str(path))
+
+
+@pytest_twisted.ensureDeferred
+async def test_twistedsOwnAdoptedUNIXPortUnlinksThePath(tmp_path: Path) -> None:
+    """
+    Why L{AdoptedUNIXPort} exists: Twisted's own makes the path
+    world-writable and, when it stops, shuts the shared socket down and
+    unlinks a path it did not make.  When this fails, Twisted has changed:
+    see whether the subclass is still needed.
+    """
+    path = tmp_path / "echo.sock"
+    with listeningUNIX(path) as inherited:
+        port = reactor.adoptStreamPort(
+            inherited.fileno(), socket.AF_UNIX, Factory.forProtocol(Echo)
+        )
+        assert path.stat().st_mode & 0o777 == 0o666
+        alias = tmp_path / "alias.sock"
+        alias.hardlink_to(path)
+        await port.stopListening()
+        assert not path.exists()
+        # Shut down: the socket, still open here, refuses connections.
+        with socket.socket(socket.AF_UNIX) as client, pytest.raises(ConnectionRefusedError):
+            client.connect(str(alias))
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcpPortsAreTheReactorsOwn() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as inherited:
+        inherited.setblocking(False)
+        port = adoptStreamPort(
+            reactor, inherited.fileno(), socket.AF_INET, Factory.forProtocol(Echo)
+        )
+        assert not isinstance(port, AdoptedUNIXPort)
+        assert port.getHost().port == inherited.getsockname()[1]
+        await port.stopListening()
