@@ -504,8 +504,8 @@ class ServerConfig:
     workers: int = setting(
         1,
         _Int(1, 256),
-        "processes serving the stream listeners (shared sockets, restarted if they die); "
-        "limits apply per process",
+        "processes serving the stream listeners (tcp: a SO_REUSEPORT socket each; restarted "
+        "if they die); limits apply per process",
     )
     fast_paths: bool = setting(
         True,

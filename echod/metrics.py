@@ -117,6 +117,7 @@ class EchodCollector:
 
     def collect(self) -> Iterator[Metric]:
         tcp: list[TCPTotals] = []
+        workers: dict[str, tuple[TCPTotals, int]] = {}
         datagrams: dict[int, DatagramStats] = {}
         captures: list[CaptureCounts] = []
         for service in _services(self.root):
@@ -125,6 +126,9 @@ class EchodCollector:
                 totals = tcpTotals()
                 if totals is not None:
                     tcp.append(totals)
+            workerTotals = getattr(service, "workerTotals", None)
+            if callable(workerTotals):
+                workers.update(workerTotals())
             stats = getattr(service, "stats", None)
             if isinstance(stats, DatagramStats):
                 datagrams[id(stats)] = stats
@@ -140,6 +144,8 @@ class EchodCollector:
         yield InfoMetricFamily("echod", "The running echod.", value={"version": __version__})
         if tcp:
             yield from _tcpMetrics(tcp)
+        if workers:
+            yield from _workerMetrics(workers)
         if datagrams:
             yield from _udpMetrics(datagrams.values())
         if captures:
@@ -189,6 +195,31 @@ def _tcpMetrics(parts: Iterable[TCPTotals]) -> Iterator[Metric]:
         "not have delivered its last buffered bytes.",
         value=sent,
     )
+
+
+def _workerMetrics(workers: dict[str, tuple[TCPTotals, int]]) -> Iterator[Metric]:
+    openNow = GaugeMetricFamily(
+        "echod_worker_connections_open",
+        "TCP connections open in each worker process (workers = N), as it last reported.",
+        labels=["worker"],
+    )
+    opened = CounterMetricFamily(
+        "echod_worker_connections",
+        "TCP connections admitted by each worker process since it last started.",
+        labels=["worker"],
+    )
+    restarts = CounterMetricFamily(
+        "echod_worker_restarts",
+        "Times each worker process exited while echod was serving (and was restarted).",
+        labels=["worker"],
+    )
+    for name, (totals, restarted) in sorted(workers.items()):
+        openNow.add_metric([name], totals.open)
+        opened.add_metric([name], totals.opened)
+        restarts.add_metric([name], restarted)
+    yield openNow
+    yield opened
+    yield restarts
 
 
 def _udpMetrics(totals: Iterable[DatagramStats]) -> Iterator[Metric]:

@@ -1,15 +1,34 @@
 # -*- test-case-name: tests.e2e.test_workers -*-
 """
-C{[server] workers = N}: the TCP echo service in N processes sharing the same
-listening sockets, supervised by the twistd process.
+C{[server] workers = N}: the TCP echo service in N processes, supervised by
+the twistd process.
 
 The main process opens every stream listener itself (as root if it must,
 before twistd drops privileges), never accepts on them, and starts N workers
-that inherit the sockets (descriptors 3, 4...) and adopt them with
-C{adoptStreamPort}: the kernel hands each new connection to one of the
-processes waiting in C{accept}.  Each worker is an ordinary echod echo
-service (same factory, limits, fast paths, drain); limits such as
-C{max_connections} apply per worker.
+that inherit them (descriptors 3, 4...) and adopt them with
+C{adoptStreamPort}.  Each worker is an ordinary echod echo service (same
+factory, limits, fast paths, drain); limits such as C{max_connections} apply
+per worker.
+
+How connections reach the workers:
+  - C{tcp:}/C{tcp6:} listeners (behind C{haproxy:} too) are bound with
+    C{SO_REUSEPORT} (Twisted's C{makeBinding}), and N more sockets on the
+    same address, one per worker: the kernel spreads new connections evenly
+    over the sockets by a hash of the peer's address and port.  The main
+    process's own socket only holds the address, out of the group.  One socket shared by
+    all would go to whichever worker wakes first: 100 connections at once
+    went 20/80 between two workers that way.  While a worker is down (dead,
+    waiting to be restarted), the main process takes its sockets out of the
+    group (C{shutdown(SHUT_RD)} on a listening socket; connections queued
+    there and not yet accepted are reset, or moved to another socket where
+    the C{net.ipv4.tcp_migrate_req} sysctl is 1), so that new connections
+    go to the live workers instead of waiting; before restarting it, C{listen}
+    puts them back (the address stays bound: no privilege is needed).
+    C{SO_REUSEPORT} would let another process of the same user bind the port
+    beside echod and take part of its connections: echod first checks that
+    nothing listens there, and fails as a single process would.
+  - Other listeners (C{unix:}, C{systemd:}) are one socket, shared: each
+    connection goes to one of the workers waiting in C{accept}.
 
 Twisted's L{ProcessMonitor} supervises: a worker that dies is restarted
 (at once if it had run a while, with a growing delay if it keeps dying).
@@ -28,21 +47,137 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sys
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService
+from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.tcp import makeBinding
 from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
 from twisted.runner.procmon import LoggingProtocol, ProcessMonitor
 
 from echod.config import Config
 from echod.echo import TCPTotals
+from echod.errors import ListenError
 from echod.worker import EVENT, STATS
 
-__all__ = ["WorkerMonitor", "WorkersService"]
+if TYPE_CHECKING:
+    from echod.service import ListenerService
+
+__all__ = ["ReusePortReactor", "WorkerMonitor", "WorkersService"]
+
+# A listening socket's own attributes: what a sibling must copy.
+_REUSE_PORT = getattr(socket, "SO_REUSEPORT", None)
+
+
+class ReusePortReactor:
+    """
+    The reactor, as the main process's C{tcp:}/C{tcp6:} endpoints see it when
+    C{workers > 1}: C{listenTCP} binds with C{SO_REUSEPORT} (so that the
+    workers' sibling sockets can join the same address) after checking that
+    no other socket listens there.  Everything else is the reactor's own.
+    """
+
+    def __init__(self, reactor: Any) -> None:
+        self._reactor = reactor
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+    def listenTCP(
+        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
+    ) -> IListeningPort:
+        if port:  # port 0 is a fresh one: nobody else can be on it
+            _refuseIfListening(interface, port)
+        binding = makeBinding(interface, port, reuseAddress=True, reusePort=True)
+        listening: IListeningPort = self._reactor.listenTCP(binding, factory, backlog, interface)
+        return listening
+
+
+def _refuseIfListening(interface: str, port: int) -> None:
+    """
+    Raise L{CannotListenError} if a socket listens on C{interface}:C{port}
+    already: binding with C{SO_REUSEPORT} would join it (another echod, say)
+    instead of failing.  A plain bind fails there, and only there (with
+    C{SO_REUSEADDR}, connections left in TIME_WAIT do not count).
+    """
+    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
+    try:
+        address = socket.getaddrinfo(
+            interface or None,
+            port,
+            family,
+            socket.SOCK_STREAM,
+            0,
+            socket.AI_NUMERICHOST | socket.AI_PASSIVE,
+        )[0][4]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as e:
+        raise CannotListenError(interface, port, e) from None
+
+
+def siblingSockets(listening: socket.socket, count: int, backlog: int) -> list[socket.socket]:
+    """
+    C{count} more sockets listening on the address of C{listening} (bound
+    with C{SO_REUSEPORT}), with its family and its C{IPV6_V6ONLY}.
+    """
+    address = listening.getsockname()
+    siblings: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sibling = socket.socket(listening.family, socket.SOCK_STREAM)
+            siblings.append(sibling)
+            sibling.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sibling.setsockopt(socket.SOL_SOCKET, _REUSE_PORT, 1)  # type: ignore[arg-type]
+            if listening.family == socket.AF_INET6:
+                sibling.setsockopt(
+                    socket.IPPROTO_IPV6,
+                    socket.IPV6_V6ONLY,
+                    listening.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY),
+                )
+            sibling.bind(address)
+            sibling.listen(backlog)
+            sibling.setblocking(False)
+    except OSError:
+        for sibling in siblings:
+            sibling.close()
+        raise
+    return siblings
+
+
+@dataclass
+class WorkerSockets:
+    """
+    The listening sockets that one worker, and only it, accepts on (one per
+    C{SO_REUSEPORT} listener), with their backlogs.
+    """
+
+    sockets: list[tuple[socket.socket, int]]
+
+    def pause(self) -> None:
+        """
+        Out of their C{SO_REUSEPORT} groups: the kernel stops sending new
+        connections to these sockets, and resets those queued there.
+        """
+        for sock, _ in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RD)
+
+    def resume(self) -> None:
+        """
+        Back in their groups (the address is still bound).
+        """
+        for sock, backlog in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.listen(backlog)
 
 
 class WorkerProtocol(LoggingProtocol):
@@ -66,18 +201,35 @@ class WorkerProtocol(LoggingProtocol):
 
 class WorkerMonitor(ProcessMonitor):
     """
-    L{ProcessMonitor} with inherited listening sockets and a stop that waits
-    for the workers to have drained and exited.
+    L{ProcessMonitor} with inherited listening sockets (per worker), its own
+    sockets taken out of their groups while a worker is down, and a stop
+    that waits for the workers to have drained and exited.
     """
 
     log = Logger(namespace="echod.workers")
 
-    def __init__(self, reactor: Any, childFDs: dict[int, Any], killTime: float) -> None:
+    def __init__(self, reactor: Any, killTime: float) -> None:
         super().__init__(reactor)
-        self.childFDs = childFDs
         self.killTime = killTime  # type: ignore[assignment]
+        self.childFDs: dict[str, dict[int, Any]] = {}
+        self.sockets: dict[str, WorkerSockets] = {}
         self.stats: dict[str, TCPTotals] = {}
+        # What workers that have exited had counted: the totals stay monotonic.
+        self.retired = TCPTotals()
+        self.restarts: dict[str, int] = {}
         self._exited: dict[str, list[Deferred[None]]] = {}
+
+    def addWorker(
+        self,
+        name: str,
+        args: list[str],
+        childFDs: dict[int, Any],
+        sockets: WorkerSockets,
+    ) -> None:
+        self.childFDs[name] = childFDs
+        self.sockets[name] = sockets
+        self.restarts[name] = 0
+        self.addProcess(name, args, env=dict(os.environ))
 
     def startProcess(self, name: str) -> None:
         # ProcessMonitor.startProcess, plus childFDs and WorkerProtocol.
@@ -90,6 +242,7 @@ class WorkerMonitor(ProcessMonitor):
         self.protocols[name] = proto
         self.timeStarted[name] = self._clock.seconds()
         self.log.info("starting {worker}", worker=name, event="worker.starting")
+        self.sockets[name].resume()
         try:
             self._reactor.spawnProcess(
                 proto,
@@ -97,7 +250,7 @@ class WorkerMonitor(ProcessMonitor):
                 process.args,
                 env=process.env,
                 path=process.cwd,
-                childFDs=self.childFDs,
+                childFDs=self.childFDs[name],
             )
         except OSError:
             self._monitoredProcessExited(name, Failure())
@@ -123,7 +276,13 @@ class WorkerMonitor(ProcessMonitor):
             self.log.warn("[{worker}] {line}", worker=name, line=text, event="worker.output")
 
     def workerEnded(self, name: str) -> None:
+        # Its connections died with it; new ones go to the other workers.
+        self.sockets[name].pause()
+        last = self.stats.pop(name, None)
+        if last is not None:
+            self.retired.add(replace(last, open=0, limit=0))
         if self.running:
+            self.restarts[name] = self.restarts.get(name, 0) + 1
             self.log.warn(
                 "{worker} exited; it will be restarted", worker=name, event="worker.exited"
             )
@@ -147,13 +306,22 @@ class WorkerMonitor(ProcessMonitor):
 
     def totals(self) -> TCPTotals:
         """
-        The workers' totals, as last reported (at most a second old).  A
-        restarted worker starts again from zero.
+        The workers' totals, as last reported (at most a second old), and
+        those of the workers that have exited.
         """
         total = TCPTotals()
+        total.add(self.retired)
         for stats in self.stats.values():
             total.add(stats)
         return total
+
+
+def _reusesPort(sock: socket.socket) -> bool:
+    return (
+        _REUSE_PORT is not None
+        and sock.family in (socket.AF_INET, socket.AF_INET6)
+        and sock.getsockopt(socket.SOL_SOCKET, _REUSE_PORT) != 0
+    )
 
 
 class WorkersService(MultiService):
@@ -172,44 +340,102 @@ class WorkersService(MultiService):
         self.setName("tcp-echo-workers")
         self.config = config
         self.reactor = reactor
-        self.listening = EchoService(config, reactor)
+        self.listening = EchoService(config, reactor, listener=self._listener)
+        self._siblings: list[socket.socket] = []
         self.listening.accepting = False
         self.listening.setServiceParent(self)
         self.monitor: WorkerMonitor | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self.listening.whenListening().addCallback(self._listening)
+        failed: list[Failure] = []
+        self.listening.whenListening().addCallback(self._listening).addErrback(failed.append)
+        if failed:
+            # Stream listeners listen synchronously: start-up stops here.
+            failed[0].raiseException()
+
+    def _listener(
+        self, description: str, factory: Any, reactor: Any, listen: str | None
+    ) -> ListenerService:
+        from echod.service import ListenerService
+
+        if _REUSE_PORT is not None:
+            reactor = ReusePortReactor(reactor)
+        return ListenerService(description, factory, reactor, listen)
 
     def _listening(self, ports: list[IListeningPort]) -> None:
-        childFDs: dict[int, Any] = {0: "w", 1: "r", 2: "r"}
+        # Still privileged: TCP listeners are up as soon as
+        # privilegedStartService returns, and their siblings are bound now.
+        workers = self.config.server.workers
+        childFDs: list[dict[int, Any]] = [{0: "w", 1: "r", 2: "r"} for _ in range(workers)]
+        own: list[list[tuple[socket.socket, int]]] = [[] for _ in range(workers)]
         inherited: list[str] = []
         for index, (listener, port) in enumerate(
             zip(self.listening.listeners, ports, strict=True), start=3
         ):
-            # The main process only holds the socket; the workers accept.
+            # The main process only holds the sockets; the workers accept.
             stream: Any = port  # Twisted's tcp.Port or unix.Port: a FileDescriptor
             stream.stopReading()
-            childFDs[index] = stream.fileno()
             inherited.append(f"{index}:{int(stream.addressFamily)}:{listener.description}")
-        server = self.config.server
-        monitor = WorkerMonitor(self.reactor, childFDs, server.shutdown_timeout + 5)
+            if _reusesPort(stream.socket):
+                try:
+                    siblings = siblingSockets(stream.socket, workers, stream.backlog)
+                except OSError as e:
+                    raise ListenError(
+                        f"cannot open the workers' sockets for {listener.description}: "
+                        f"{(e.strerror or str(e)).lower()}",
+                        errno=e.errno,
+                    ) from None
+                # The port's own socket only keeps the address bound, out of
+                # the group: Twisted shuts a socket down when it stops
+                # listening on it, which must not reach a worker's.
+                stream.socket.shutdown(socket.SHUT_RD)
+                self._siblings += siblings
+                for worker, sock in enumerate(siblings):
+                    childFDs[worker][index] = sock.fileno()
+                    own[worker].append((sock, stream.backlog))
+            else:
+                for fds in childFDs:
+                    fds[index] = stream.fileno()
+        monitor = WorkerMonitor(self.reactor, self.config.server.shutdown_timeout + 5)
         monitor.threshold = 2
         args = [sys.executable, "-m", "echod.worker", "--config", self.config.source or ""]
         for description in inherited:
             args += ["--listener", description]
-        for index in range(1, server.workers + 1):
-            monitor.addProcess(
-                f"worker-{index}", [*args, "--name", f"worker-{index}"], env=dict(os.environ)
+        for worker in range(workers):
+            name = f"worker-{worker + 1}"
+            monitor.addWorker(
+                name, [*args, "--name", name], childFDs[worker], WorkerSockets(own[worker])
             )
         monitor.setServiceParent(self)
         self.monitor = monitor
+
+    def stopService(self) -> Deferred[Any]:
+        d: Deferred[Any] = super().stopService() or succeed(None)
+        # The listeners are closed by now; so are their siblings.
+        for sibling in self._siblings:
+            sibling.close()
+        self._siblings = []
+        return d
 
     def whenListening(self) -> Deferred[list[IListeningPort]]:
         return self.listening.whenListening()
 
     def tcpTotals(self) -> TCPTotals | None:
         return self.monitor.totals() if self.monitor is not None else TCPTotals()
+
+    def workerTotals(self) -> dict[str, tuple[TCPTotals, int]]:
+        """
+        Each worker's last report and how many times it was restarted: how
+        evenly the connections are spread, and which worker keeps dying.
+        """
+        if self.monitor is None:
+            return {}
+        monitor = self.monitor
+        return {
+            name: (monitor.stats.get(name, TCPTotals()), monitor.restarts.get(name, 0))
+            for name in sorted(monitor.sockets)
+        }
 
     def reconfigure(self, config: Config) -> None:
         self.listening.reconfigure(config)

@@ -1,6 +1,7 @@
 """
-[server] workers = N against a real twistd: shared listeners, supervision,
-one log, added-up metrics, reload and drain across processes.
+[server] workers = N against a real twistd: a SO_REUSEPORT socket per worker
+(shared sockets for unix:), supervision, one log, added-up metrics, reload and
+drain across processes.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ def workerPids(mainPid: int) -> list[int]:
     return sorted(int(pid) for pid in result.stdout.split())
 
 
-def echo(port: int, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+def echo(port: int, payload: bytes, host: str = "127.0.0.1", timeout: float = 10) -> bytes:
+    with socket.create_connection((host, port), timeout=timeout) as s:
         s.sendall(payload)
         s.shutdown(socket.SHUT_WR)
         got = b""
@@ -51,6 +52,19 @@ def refused(port: int) -> bool:
             return s.recv(10) == b""
         except (ConnectionResetError, BrokenPipeError):
             return True
+
+
+def listeningSockets(port: int) -> int:
+    """
+    How many sockets listen on TCP C{port} (IPv4 and IPv6), from /proc.
+    """
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
 
 
 def records(daemon: Twistd) -> list[dict[str, object]]:
@@ -115,6 +129,136 @@ def test_workersServeAndLogThroughTheMain(cluster: tuple[Twistd, int, int, Path]
     assert values["echod_up"] == 1
 
 
+@pytest.fixture
+def dualStack(tmp_path: Path) -> Iterator[tuple[Twistd, int, int, Path]]:
+    """
+    Two workers on a dual-stack tcp6 listener and a unix one.
+    """
+    port, metricsPort = freePort(socket.AF_INET6), freePort()
+    conf = tmp_path / "echod.toml"
+    conf.write_text(
+        f"[server]\nlisten = ['tcp6:{port}:interface=\\:\\:', 'unix:{tmp_path}/echo.sock']\n"
+        "workers = 2\nshutdown_timeout = 5\n"
+        f"[metrics]\nlisten = 'tcp:{metricsPort}:interface=127.0.0.1'\n"
+        "[log]\nformat = 'json'\nlevel = 'warn'\n"
+    )
+    with Twistd(tmp_path, ["--config", str(conf)]) as daemon:
+        waitUntil(lambda: len(workerPids(daemon.pid)) == 2)
+        waitUntil(lambda: len(workerLabels(metrics(metricsPort), "connections_open")) == 2)
+        yield daemon, port, metricsPort, tmp_path / "echo.sock"
+
+
+def workerLabels(values: dict[str, float], name: str) -> dict[str, float]:
+    prefix = f"echod_worker_{name}{{worker="
+    return {key[len(prefix) : -1]: value for key, value in values.items() if key.startswith(prefix)}
+
+
+def test_eachWorkerHasItsOwnSocketAndConnectionsSpreadEvenly(
+    dualStack: tuple[Twistd, int, int, Path],
+) -> None:
+    """
+    One SO_REUSEPORT socket per worker: the kernel spreads a burst of
+    connections over them by hash (with one shared socket, 100 connections
+    at once went 20/80), IPv4 and IPv6 alike; the unix listener stays one
+    shared socket and is served too.
+    """
+    _, port, metricsPort, unixPath = dualStack
+    assert listeningSockets(port) == 2
+    held = []
+    try:
+        for i in range(200):
+            host = "127.0.0.1" if i % 2 else "::1"
+            held.append(socket.create_connection((host, port), timeout=10))
+        for i, s in enumerate(held):
+            s.sendall(b"%d" % i)
+        for i, s in enumerate(held):
+            assert s.recv(100) == b"%d" % i
+        with socket.socket(socket.AF_UNIX) as u:
+            u.settimeout(10)
+            u.connect(str(unixPath))
+            u.sendall(b"over unix")
+            assert u.recv(100) == b"over unix"
+        waitUntil(
+            lambda: sum(workerLabels(metrics(metricsPort), "connections_open").values()) == 200
+        )
+        spread = workerLabels(metrics(metricsPort), "connections_open")
+        # Binomial(200, 1/2): outside 60..140 once in ~10^8 runs.
+        assert set(spread) == {"worker-1", "worker-2"}
+        assert all(60 <= count <= 140 for count in spread.values()), spread
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_deadWorkersSocketLeavesTheGroupUntilItsRestart(
+    dualStack: tuple[Twistd, int, int, Path],
+) -> None:
+    """
+    While a worker is down (a second quick death delays its restart), its
+    socket is out of the group: new connections all go to the live worker
+    instead of queueing for the dead one.  The restarted worker gets its
+    socket back; totals stay monotonic and the restarts are counted.
+    """
+    daemon, port, metricsPort, _ = dualStack
+    for i in range(20):
+        assert echo(port, b"before %d" % i, host="::1") == b"before %d" % i
+    waitUntil(lambda: metrics(metricsPort).get("echod_connections_total") == 20)
+    first = workerPids(daemon.pid)
+    victim = first[0]
+    os.kill(victim, signal.SIGKILL)
+    # Restarted at once (it had run a while), then killed again at once:
+    # this time ProcessMonitor waits a second or more before the restart.
+    waitUntil(lambda: len(workerPids(daemon.pid)) == 2 and workerPids(daemon.pid) != first)
+    (restarted,) = set(workerPids(daemon.pid)) - set(first)
+    os.kill(restarted, signal.SIGKILL)
+    waitUntil(lambda: listeningSockets(port) == 1, timeout=5)
+    assert len(workerPids(daemon.pid)) == 1
+    for i in range(50):
+        payload = b"while down %d" % i
+        assert echo(port, payload, host="127.0.0.1" if i % 2 else "::1", timeout=2) == payload
+    waitUntil(lambda: len(workerPids(daemon.pid)) == 2, timeout=20)
+    waitUntil(lambda: listeningSockets(port) == 2)
+    waitUntil(lambda: len(workerLabels(metrics(metricsPort), "connections_open")) == 2)
+    values = metrics(metricsPort)
+    assert sorted(workerLabels(values, "restarts_total").values()) == [0, 2]
+    assert values["echod_connections_total"] == 70
+    # Both workers serve again.
+    for _ in range(100):
+        assert echo(port, b"after", host="::1") == b"after"
+    waitUntil(lambda: metrics(metricsPort).get("echod_connections_total") == 170)
+    values = metrics(metricsPort)
+    (twiceDead,) = [w for w, n in workerLabels(values, "restarts_total").items() if n == 2]
+    assert workerLabels(values, "connections_total")[twiceDead] > 0
+
+
+def test_busyPortIsRefusedDespiteReusePort(
+    cluster: tuple[Twistd, int, int, Path], tmp_path: Path
+) -> None:
+    """
+    SO_REUSEPORT would let a second echod join the first one's port and take
+    half its connections: it fails with one line instead, as without workers.
+    """
+    _, port, _, _ = cluster
+    other = tmp_path / "other"
+    other.mkdir()
+    conf = other / "echod.toml"
+    conf.write_text(f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\nworkers = 2\n")
+    result = subprocess.run(
+        [twistdPath(), "-n", "--pidfile=", "echod", "--config", str(conf)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=other,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert f"cannot listen on tcp:{port}:interface=127.0.0.1: address already in use" in (
+        result.stderr
+    )
+    assert listeningSockets(port) == 2
+
+
 def test_deadWorkerIsRestarted(cluster: tuple[Twistd, int, int, Path]) -> None:
     daemon, port, _, _ = cluster
     before = workerPids(daemon.pid)
@@ -139,9 +283,9 @@ def test_reloadReachesWorkers(cluster: tuple[Twistd, int, int, Path]) -> None:
     )
 
 
-def test_sigtermDrainsWorkersAndExitsZero(cluster: tuple[Twistd, int, int, Path]) -> None:
-    daemon, port, _, _ = cluster
-    held = socket.create_connection(("127.0.0.1", port), timeout=10)
+def sigtermDrains(daemon: Twistd, connect: object) -> None:
+    held: socket.socket = connect()  # type: ignore[operator]
+    held.settimeout(10)
     held.sendall(b"in flight")
     assert held.recv(100) == b"in flight"
     workers = workerPids(daemon.pid)
@@ -157,8 +301,53 @@ def test_sigtermDrainsWorkersAndExitsZero(cluster: tuple[Twistd, int, int, Path]
             not os.path.exists(f"/proc/{pid}")
             or "zombie" in Path(f"/proc/{pid}/status").read_text()
         )
+    # Every worker drained and stopped by itself, without an error on the
+    # way (a worker whose port had been closed under it once failed there,
+    # never drained, and waited for the monitor's SIGKILL).
+    assert not [r for r in records(daemon) if r.get("level") in ("error", "critical")]
+
+
+def test_sigtermDrainsWorkersAndExitsZero(cluster: tuple[Twistd, int, int, Path]) -> None:
+    daemon, port, _, _ = cluster
+    sigtermDrains(daemon, lambda: socket.create_connection(("127.0.0.1", port), timeout=10))
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2)
+
+
+def test_sigtermDrainsWorkersOnSharedSockets(dualStack: tuple[Twistd, int, int, Path]) -> None:
+    """
+    The same through the unix listener, one socket shared by the workers:
+    the main process closing its side must not take it from under them.
+    """
+    daemon, _, _, unixPath = dualStack
+
+    def connect() -> socket.socket:
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(10)
+        s.connect(str(unixPath))
+        return s
+
+    sigtermDrains(daemon, connect)
+
+
+@pytest.mark.parametrize("attempt", range(3))
+def test_sigtermRightAfterTraffic(tmp_path: Path, attempt: int) -> None:
+    """
+    SIGTERM while the workers are busy accepting: each drains and exits on
+    its own (a worker once found its port closed under it and never
+    drained, until the monitor killed it).
+    """
+    port = freePort()
+    conf = tmp_path / "echod.toml"
+    conf.write_text(
+        f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\nworkers = 2\n"
+        "shutdown_timeout = 5\n[log]\nformat = 'json'\n"
+    )
+    with Twistd(tmp_path, ["--config", str(conf)]) as daemon:
+        waitUntil(lambda: daemon.output().count('"worker.started"') == 2)
+        for i in range(20):
+            assert echo(port, b"%d" % i) == b"%d" % i
+        sigtermDrains(daemon, lambda: socket.create_connection(("127.0.0.1", port), timeout=10))
 
 
 def test_workersDoNotOutliveTheirMain(cluster: tuple[Twistd, int, int, Path]) -> None:
