@@ -86,6 +86,8 @@ class ReusePortReactor:
 
     def __init__(self, reactor: Any) -> None:
         self._reactor = reactor
+        # The ports bound here: those that get a socket per worker.
+        self.ports: list[IListeningPort] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._reactor, name)
@@ -97,6 +99,7 @@ class ReusePortReactor:
             _refuseIfListening(interface, port)
         binding = makeBinding(interface, port, reuseAddress=True, reusePort=True)
         listening: IListeningPort = self._reactor.listenTCP(binding, factory, backlog, interface)
+        self.ports.append(listening)
         return listening
 
 
@@ -316,14 +319,6 @@ class WorkerMonitor(ProcessMonitor):
         return total
 
 
-def _reusesPort(sock: socket.socket) -> bool:
-    return (
-        _REUSE_PORT is not None
-        and sock.family in (socket.AF_INET, socket.AF_INET6)
-        and sock.getsockopt(socket.SOL_SOCKET, _REUSE_PORT) != 0
-    )
-
-
 class WorkersService(MultiService):
     """
     The stream echo service of the main process when C{workers > 1}: its
@@ -340,6 +335,8 @@ class WorkersService(MultiService):
         self.setName("tcp-echo-workers")
         self.config = config
         self.reactor = reactor
+        # tcp: and tcp6: listeners (not systemd: ones) bind through this one.
+        self._reusing = ReusePortReactor(reactor) if _REUSE_PORT is not None else None
         self.listening = EchoService(config, reactor, listener=self._listener)
         self._siblings: list[socket.socket] = []
         self.listening.accepting = False
@@ -359,9 +356,9 @@ class WorkersService(MultiService):
     ) -> ListenerService:
         from echod.service import ListenerService
 
-        if _REUSE_PORT is not None:
-            reactor = ReusePortReactor(reactor)
-        return ListenerService(description, factory, reactor, listen)
+        # ReusePortReactor passes on whatever the endpoint asks of the reactor.
+        listening: Any = self._reusing or reactor
+        return ListenerService(description, factory, listening, listen)
 
     def _listening(self, ports: list[IListeningPort]) -> None:
         # Still privileged: TCP listeners are up as soon as
@@ -377,7 +374,7 @@ class WorkersService(MultiService):
             stream: Any = port  # Twisted's tcp.Port or unix.Port: a FileDescriptor
             stream.stopReading()
             inherited.append(f"{index}:{int(stream.addressFamily)}:{listener.description}")
-            if _reusesPort(stream.socket):
+            if self._reusing is not None and port in self._reusing.ports:
                 try:
                     siblings = siblingSockets(stream.socket, workers, stream.backlog)
                 except OSError as e:

@@ -20,12 +20,14 @@ from pathlib import Path
 import pytest
 
 from bench import run
+from bench import workers as scaling
 from tests.environment import need, requireTool
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = ROOT / "bench" / "run.py"
+WORKERS = ROOT / "bench" / "workers.py"
 SERVERS = {"echod", "textbook", "asyncio", "uvloop", "native"}
 SCENARIOS = {
     "conn-10k",
@@ -69,6 +71,52 @@ def test_quickRunMeasuresEveryScenarioOnEveryServer(tmp_path: Path) -> None:
             for key in keys:
                 assert isinstance(entry["median"][key], float), (name, server, key)
     assert "| scenario |" in done.stdout
+
+
+def test_workerScalingQuickRun(tmp_path: Path) -> None:
+    """
+    C{bench/workers.py --quick} runs echod in one process and with two
+    workers, each in a CPU budget of its own, and writes what it measured:
+    the budgets held (no more CPU used than given), the two workers both got
+    connections.  (How much faster two are is measured, never asserted.)
+    """
+    requireTool("gcc")
+    need(scaling.canBudget() is None, str(scaling.canBudget()))
+    output = tmp_path / "workers.json"
+    done = subprocess.run(
+        [sys.executable, str(WORKERS), "--quick", "--json", str(output)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    document = json.loads(output.read_text())
+    rows = {row["workers"]: row for row in document["rows"]}
+    assert set(rows) == {1, 2}
+    for row in rows.values():
+        assert row["msgs_per_s"] > 0
+        assert 0 < row["server_cpus"] <= 0.3 * row["workers"] * 1.15
+        assert sum(row["connections_last_round"].values()) == 100
+    assert len(rows[2]["connections_last_round"]) == 2
+    assert all(count > 0 for count in rows[2]["connections_last_round"].values())
+    assert "| workers | CPU budget |" in done.stdout
+    # The budgets are gone with the run.
+    assert not list(Path("/sys/fs/cgroup/cpu").glob("echod-bench-*"))
+    assert not list(Path("/sys/fs/cgroup").glob("echod-bench-*"))
+
+
+def test_workerScalingRefusesBudgetsLeavingNoRoomForTheLoad() -> None:
+    done = subprocess.run(
+        [sys.executable, str(WORKERS), "--workers", "1,4", "--budget", "0.9"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1
+    assert done.stderr.count("\n") == 1
+    assert "--budget 0.9 x 4 workers" in done.stderr
 
 
 def test_listNamesEveryScenario() -> None:
