@@ -576,6 +576,7 @@ class EchodService(MultiService):
             for name, old, new in (
                 ("server.listen", self.config.server.listen, config.server.listen),
                 ("server.backlog", self.config.server.backlog, config.server.backlog),
+                ("server.workers", self.config.server.workers, config.server.workers),
                 ("udp.listen", self.config.udp.listen, config.udp.listen),
                 ("metrics.listen", self.config.metrics.listen, config.metrics.listen),
                 ("sniff", self.config.sniff, config.sniff),

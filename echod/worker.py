@@ -1,20 +1,26 @@
 # -*- test-case-name: tests.e2e.test_workers -*-
 """
 One worker of C{[server] workers = N} (see L{echod.workers}):
-C{python -m echod.worker --config FILE --listener FD:FAMILY:DESCRIPTION ...}.
+C{python -m echod.worker --listener FD:FAMILY:DESCRIPTION ... --name NAME}.
 
-It adopts the listening sockets it inherited, serves them with an ordinary
-L{EchoFactory}, writes its log events and totals to its standard output for
-the main process, drains on SIGTERM and reloads its limits on SIGHUP.  It
-must not import L{twisted.runner.procmon}, which imports the global reactor
-before this process installs its own.
+Its configuration comes from the main process, on its standard input (a
+C{config} line at start, another at each reload): the one the main process
+validated and runs, command-line overrides included, which the worker, after
+the switch to an unprivileged user, may not even be allowed to read from the
+file.  It adopts the listening sockets it inherited, serves them with an
+ordinary L{EchoFactory}, writes its log events and totals to its standard
+output for the main process and drains on SIGTERM.  It must not import
+L{twisted.runner.procmon}, which imports the global reactor before this
+process installs its own.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
+import pickle
 import signal
 import socket
 import stat
@@ -29,12 +35,56 @@ from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger, eventAsJSON, formatEvent
 from twisted.python.failure import Failure
 
-__all__ = ["EVENT", "STATS", "STATS_INTERVAL", "AdoptedUNIXPort", "adoptStreamPort", "main"]
+from echod.config import Config
+
+__all__ = [
+    "CONFIG",
+    "EVENT",
+    "STATS",
+    "STATS_INTERVAL",
+    "AdoptedUNIXPort",
+    "adoptStreamPort",
+    "configLine",
+    "main",
+]
 
 # Lines a worker writes on its standard output: a log event, or its totals.
 EVENT = "event "
 STATS = "stats "
 STATS_INTERVAL = 1.0
+# The line the main process writes on a worker's standard input.
+CONFIG = b"config "
+
+
+def configLine(config: Config) -> bytes:
+    """
+    C{config} as one line for a worker's standard input.  Pickle, because
+    the C{Config} goes exactly as it is, between two processes of the same
+    echod over a pipe only the main process can write to.
+    """
+    return CONFIG + base64.b64encode(pickle.dumps(config)) + b"\n"
+
+
+def _configFromLine(line: bytes) -> Config | None:
+    if not line.startswith(CONFIG):
+        return None
+    config = pickle.loads(base64.b64decode(line[len(CONFIG) :]))  # trusted: see configLine
+    return config if isinstance(config, Config) else None
+
+
+def _readFirstConfig() -> tuple[Config | None, bytes]:
+    """
+    Block until the main process's first C{config} line (or end of file:
+    the main process is gone); also return what followed it.
+    """
+    data = b""
+    while b"\n" not in data:
+        chunk = os.read(0, 65536)
+        if not chunk:
+            return None, b""
+        data += chunk
+    line, _, rest = data.partition(b"\n")
+    return _configFromLine(line), rest
 
 
 def _jsonEvents(stream: Any, predicate: Any) -> Any:
@@ -60,26 +110,37 @@ def _jsonEvents(stream: Any, predicate: Any) -> Any:
 
 class ParentPipe(FileDescriptor):
     """
-    Standard input, the pipe from the main process: calls C{gone} when it
-    is closed (end of file, or a hang-up the reactor reports without a
-    read), and when this worker's own reactor shuts down.
+    Standard input, the pipe from the main process: C{configured} with each
+    C{config} line, C{gone} when it is closed (end of file, or a hang-up
+    the reactor reports without a read), and when this worker's own reactor
+    shuts down.
     """
 
-    def __init__(self, reactor: Any, gone: Any) -> None:
+    def __init__(self, reactor: Any, configured: Any, gone: Any, pending: bytes = b"") -> None:
         super().__init__(reactor)
+        self._configured = configured
         self._gone = gone
+        self._buffer = pending
 
     def fileno(self) -> int:
         return 0
 
     def doRead(self) -> Any:
         try:
-            data = os.read(0, 4096)
+            data = os.read(0, 65536)
         except BlockingIOError:
             return None
         except OSError:
             data = b""
-        return None if data else CONNECTION_DONE
+        if not data:
+            return CONNECTION_DONE
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            config = _configFromLine(line)
+            if config is not None:
+                self._configured(config)
+        return None
 
     def connectionLost(self, reason: Failure) -> None:
         super().connectionLost(reason)
@@ -126,21 +187,21 @@ def adoptStreamPort(reactor: Any, fd: int, family: socket.AddressFamily, factory
 
 def main(argv: Sequence[str] | None = None) -> None:
     """
-    C{python -m echod.workers --config FILE --listener FD:FAMILY:DESCRIPTION
-    ... --name worker-N}: one worker.
+    C{python -m echod.worker --listener FD:FAMILY:DESCRIPTION ... --name
+    worker-N}, its configuration on standard input: one worker.
     """
     import argparse
 
     parser = argparse.ArgumentParser(prog="echod worker")
-    parser.add_argument("--config", default="")
     parser.add_argument("--listener", action="append", default=[])
     parser.add_argument("--name", default="worker")
     args = parser.parse_args(argv)
 
-    from echod import config as _config
     from echod import fastpath
 
-    config = _config.load(args.config or None)
+    config, pending = _readFirstConfig()
+    if config is None:
+        sys.exit(f"{args.name}: no configuration from the main process")
     if config.server.fast_paths and fastpath.supported():
         fastpath.install()
     from twisted.internet import reactor as _reactor
@@ -207,12 +268,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         d.addCallback(lambda _: factory.drain(config.server.shutdown_timeout))
         d.addBoth(finished)
 
-    def reload() -> None:
-        try:
-            fresh = _config.load(args.config or None)
-        except _config.ConfigError as e:
-            log.error("reload failed, keeping the running configuration: {error}", error=str(e))
-            return
+    def reload(fresh: Config) -> None:
+        # Validated by the main process, which logs the reload once.
         factory.reconfigure(fresh.server)
         factory.logConnections = logsConnections(fresh)
         predicate.defaultLogLevel = logLevel(fresh.log.level)
@@ -220,15 +277,16 @@ def main(argv: Sequence[str] | None = None) -> None:
     def handleSignals() -> None:
         # After the reactor's own handlers, which would stop at once.
         signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(stop))
-        signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload))
-        # Ctrl-C in a terminal reaches the whole group: the main process decides.
+        # Ctrl-C in a terminal, a SIGHUP sent to the whole group: the main
+        # process decides (a reload reaches workers on their standard input).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
     reactor.callWhenRunning(handleSignals)
 
-    # The main process holds the other end of our standard input and never
-    # writes to it: end of file there means it is gone (even by SIGKILL), and
-    # an orphan must not go on holding the port.
+    # The main process holds the other end of our standard input: end of
+    # file there means it is gone (even by SIGKILL), and an orphan must not
+    # go on holding the port.
     def orphaned() -> None:
         if stopping:  # this worker is stopping anyway (its reactor, at the end)
             return
@@ -236,7 +294,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         stop()
 
     os.set_blocking(0, False)
-    reactor.addReader(ParentPipe(reactor, orphaned))
+    reactor.addReader(ParentPipe(reactor, reload, orphaned, pending))
     reactor.run()
 
 

@@ -33,10 +33,14 @@ How connections reach the workers:
 Twisted's L{ProcessMonitor} supervises: a worker that dies is restarted
 (at once if it had run a while, with a growing delay if it keeps dying).
 echod adds to it the inherited sockets, waiting for workers to finish
-draining on stop, and a channel back: a worker writes its log events as
-JSON lines (Twisted's C{eventAsJSON}) and its totals every second, and the
-main process puts them into its own log (so one place has the log format,
-level and file) and its totals.
+draining on stop, and two channels.  Down, on a worker's standard input: the
+configuration the main process runs, at start and at each reload (a worker
+never reads the file, which its unprivileged user may not be allowed to).
+Up, on its standard output: its log events as JSON lines (Twisted's
+C{eventAsJSON}) and its totals every second, which the main process puts
+into its own log (so one place has the log format, level and file) and its
+totals.  Workers run as the user twistd switched to: echod refuses to start
+if that user cannot run the Python and read the echod they need.
 
 UDP listeners stay in the main process.  C{ssl:} listeners need their TLS
 context built in each worker and are refused with workers > 1.
@@ -45,6 +49,7 @@ context built in each worker and are refused with workers > 1.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -64,8 +69,8 @@ from twisted.runner.procmon import LoggingProtocol, ProcessMonitor
 
 from echod.config import Config
 from echod.echo import TCPTotals
-from echod.errors import ListenError
-from echod.worker import EVENT, STATS
+from echod.errors import ListenError, UserError
+from echod.worker import EVENT, STATS, configLine
 
 if TYPE_CHECKING:
     from echod.service import ListenerService
@@ -211,9 +216,10 @@ class WorkerMonitor(ProcessMonitor):
 
     log = Logger(namespace="echod.workers")
 
-    def __init__(self, reactor: Any, killTime: float) -> None:
+    def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__(reactor)
-        self.killTime = killTime  # type: ignore[assignment]
+        self.config = config
+        self.killTime = config.server.shutdown_timeout + 5  # type: ignore[assignment]
         self.childFDs: dict[str, dict[int, Any]] = {}
         self.sockets: dict[str, WorkerSockets] = {}
         self.stats: dict[str, TCPTotals] = {}
@@ -247,7 +253,7 @@ class WorkerMonitor(ProcessMonitor):
         self.log.info("starting {worker}", worker=name, event="worker.starting")
         self.sockets[name].resume()
         try:
-            self._reactor.spawnProcess(
+            transport = self._reactor.spawnProcess(
                 proto,
                 process.args[0],
                 process.args,
@@ -255,8 +261,27 @@ class WorkerMonitor(ProcessMonitor):
                 path=process.cwd,
                 childFDs=self.childFDs[name],
             )
-        except OSError:
-            self._monitoredProcessExited(name, Failure())
+            # Its configuration: the one running here, as it is now.
+            transport.write(configLine(self.config))
+        except OSError as e:
+            # ProcessMonitor's own log line for this cannot be formatted
+            # (Twisted 26.10): say it here, then let it retry, later and later.
+            self.sockets[name].pause()
+            hint = ""
+            if e.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
+                hint = (
+                    f" (workers run as uid {os.geteuid()}, the user echod switched to: install "
+                    "echod and its Python where that user can read and run them)"
+                )
+            self.log.error(
+                "cannot start {worker}: {program}: {reason}{hint}",
+                worker=name,
+                program=process.args[0],
+                reason=(e.strerror or str(e)).lower(),
+                hint=hint,
+                event="worker.failed",
+            )
+            self._monitoredProcessExited(name, None)
 
     def lineFromWorker(self, name: str, line: bytes) -> None:
         text = line.decode("utf-8", "replace")
@@ -292,6 +317,17 @@ class WorkerMonitor(ProcessMonitor):
         for waiter in self._exited.pop(name, []):
             waiter.callback(None)
 
+    def configure(self, config: Config) -> None:
+        """
+        Send C{config} to every running worker (and to those started later).
+        """
+        self.config = config
+        self.killTime = config.server.shutdown_timeout + 5  # type: ignore[assignment]
+        for proto in list(self.protocols.values()):
+            if proto.transport is not None:
+                with contextlib.suppress(Exception):
+                    proto.transport.write(configLine(config))
+
     def signalAll(self, signame: str) -> None:
         for proto in list(self.protocols.values()):
             if proto.transport is not None:
@@ -317,6 +353,27 @@ class WorkerMonitor(ProcessMonitor):
         for stats in self.stats.values():
             total.add(stats)
         return total
+
+
+def _checkWorkersCanRun() -> None:
+    """
+    Raise L{UserError} unless this process's user can run the Python and
+    read the echod that the workers need: otherwise every worker would fail
+    to start, again and again, with echod apparently up.
+    """
+    import echod
+
+    package = os.path.dirname(os.path.abspath(echod.__file__))
+    for path, mode, what in (
+        (sys.executable, os.X_OK, "run"),
+        (os.path.join(package, "worker.py"), os.R_OK, "read"),
+    ):
+        if not os.access(path, mode):
+            raise UserError(
+                f"workers = N: the workers cannot start: uid {os.getuid()} (the user echod runs "
+                f"as) cannot {what} {path}; install echod and its Python where that user can "
+                "read them (such as /opt), or use workers = 1"
+            )
 
 
 class WorkersService(MultiService):
@@ -394,9 +451,9 @@ class WorkersService(MultiService):
             else:
                 for fds in childFDs:
                     fds[index] = stream.fileno()
-        monitor = WorkerMonitor(self.reactor, self.config.server.shutdown_timeout + 5)
+        monitor = WorkerMonitor(self.reactor, self.config)
         monitor.threshold = 2
-        args = [sys.executable, "-m", "echod.worker", "--config", self.config.source or ""]
+        args = [sys.executable, "-m", "echod.worker"]
         for description in inherited:
             args += ["--listener", description]
         for worker in range(workers):
@@ -414,6 +471,15 @@ class WorkersService(MultiService):
             sibling.close()
         self._siblings = []
         return d
+
+    def startService(self) -> None:
+        # After twistd has switched to --uid: the workers will run as this user.
+        try:
+            _checkWorkersCanRun()
+        except UserError as e:
+            self.log.critical("{problem}", problem=e, event="workers.failed")
+            raise
+        super().startService()
 
     def whenListening(self) -> Deferred[list[IListeningPort]]:
         return self.listening.whenListening()
@@ -435,9 +501,10 @@ class WorkersService(MultiService):
         }
 
     def reconfigure(self, config: Config) -> None:
+        self.config = config
         self.listening.reconfigure(config)
         if self.monitor is not None:
-            self.monitor.signalAll("HUP")
+            self.monitor.configure(config)
 
     def abortAll(self) -> None:
         if self.monitor is not None:

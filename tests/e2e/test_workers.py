@@ -272,9 +272,13 @@ def test_deadWorkerIsRestarted(cluster: tuple[Twistd, int, int, Path]) -> None:
 
 def test_reloadReachesWorkers(cluster: tuple[Twistd, int, int, Path]) -> None:
     daemon, port, metricsPort, conf = cluster
-    conf.write_text(conf.read_text().replace("workers = 2", "workers = 2\ndeny = ['127.0.0.0/8']"))
+    conf.write_text(conf.read_text().replace("workers = 2", "workers = 3\ndeny = ['127.0.0.0/8']"))
     daemon.signal(signal.SIGHUP)
     daemon.waitFor('"config.reloaded"')
+    # The number of workers takes a restart; the ACL is applied in every worker.
+    (partial,) = [r for r in records(daemon) if r.get("event") == "config.reload_partial"]
+    assert partial["keys"] == "server.workers"
+    assert len(workerPids(daemon.pid)) == 2
     time.sleep(0.5)
     for _ in range(10):
         assert refused(port)
