@@ -15,9 +15,9 @@ How connections reach the workers:
     C{SO_REUSEPORT} (Twisted's C{makeBinding}), and N more sockets on the
     same address, one per worker: the kernel spreads new connections evenly
     over the sockets by a hash of the peer's address and port.  The main
-    process's own socket only holds the address, out of the group.  One socket shared by
-    all would go to whichever worker wakes first: 100 connections at once
-    went 20/80 between two workers that way.  While a worker is down (dead,
+    process's own socket only holds the address, out of the group.  One
+    socket shared by all would go to whichever worker wakes first: 100
+    connections at once went 20/80 between two workers that way.  While a worker is down (dead,
     waiting to be restarted), the main process takes its sockets out of the
     group (C{shutdown(SHUT_RD)} on a listening socket; connections queued
     there and not yet accepted are reset, or moved to another socket where
@@ -77,7 +77,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ReusePortReactor", "WorkerMonitor", "WorkersService"]
 
-# A listening socket's own attributes: what a sibling must copy.
+# None where the platform has no SO_REUSEPORT: every listener is then shared.
 _REUSE_PORT = getattr(socket, "SO_REUSEPORT", None)
 
 
@@ -218,8 +218,7 @@ class WorkerMonitor(ProcessMonitor):
 
     def __init__(self, reactor: Any, config: Config) -> None:
         super().__init__(reactor)
-        self.config = config
-        self.killTime = config.server.shutdown_timeout + 5  # type: ignore[assignment]
+        self.configure(config)
         self.childFDs: dict[str, dict[int, Any]] = {}
         self.sockets: dict[str, WorkerSockets] = {}
         self.stats: dict[str, TCPTotals] = {}
@@ -319,7 +318,8 @@ class WorkerMonitor(ProcessMonitor):
 
     def configure(self, config: Config) -> None:
         """
-        Send C{config} to every running worker (and to those started later).
+        Send C{config} to every running worker (and to those started later);
+        a worker not done draining after C{shutdown_timeout} + 5 s is killed.
         """
         self.config = config
         self.killTime = config.server.shutdown_timeout + 5  # type: ignore[assignment]
@@ -466,7 +466,8 @@ class WorkersService(MultiService):
 
     def stopService(self) -> Deferred[Any]:
         d: Deferred[Any] = super().stopService() or succeed(None)
-        # The listeners are closed by now; so are their siblings.
+        # The main process's listeners are closed now, and its copies of the
+        # workers' sockets go too (each worker closes its own as it stops).
         for sibling in self._siblings:
             sibling.close()
         self._siblings = []
