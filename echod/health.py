@@ -69,10 +69,34 @@ class Health:
         self._notify = notify
         self._pid = pid
         self._watchdog: LoopingCall | None = None
+        self._requirements: list[tuple[str, Callable[[], bool]]] = []
+
+    def require(self, missing: str, check: Callable[[], bool]) -> None:
+        """
+        While serving, also require C{check()}: when it is false, echod is not
+        serving, and C{missing} says why (the worker processes of C{workers =
+        N}, say, all down at once).
+        """
+        self._requirements.append((missing, check))
+
+    def missing(self) -> list[str]:
+        return [missing for missing, check in self._requirements if not check()]
 
     @property
     def serving(self) -> bool:
-        return self.state == self.SERVING
+        return self.state == self.SERVING and not self.missing()
+
+    @property
+    def status(self) -> str:
+        """
+        C{serving}, C{starting}, C{stopping}, or what is missing while the
+        listeners are up.
+        """
+        if self.state == self.SERVING:
+            missing = self.missing()
+            if missing:
+                return "degraded: " + ", ".join(missing)
+        return self.state
 
     def started(self, listening: Deferred[list[str]]) -> None:
         """

@@ -137,8 +137,9 @@ class EchodCollector:
 
         yield GaugeMetricFamily(
             "echod_up",
-            "1 while echod serves: every listener is up and shutdown has not begun "
-            "(when /healthz answers 200); 0 while starting and while draining.",
+            "1 while echod serves: every listener is up, at least one worker process runs "
+            "(workers = N), and shutdown has not begun (when /healthz answers 200); 0 while "
+            "starting, while draining, and while every worker is down.",
             value=1 if self.health.serving else 0,
         )
         yield InfoMetricFamily("echod", "The running echod.", value={"version": __version__})
@@ -313,7 +314,8 @@ class HealthResource(Resource):
     C{GET /healthz}: 200 C{ok} while echod serves; 503 with the state
     (C{starting}, C{stopping}) before every listener is up and from the moment
     shutdown begins, so that a load balancer stops sending new clients while
-    open connections drain.
+    open connections drain; 503 C{degraded: ...} while a part it needs is down
+    (every worker process at once).
     """
 
     isLeaf = True
@@ -328,7 +330,7 @@ class HealthResource(Resource):
         if self.health.serving:
             return b"ok\n"
         request.setResponseCode(503)
-        return f"{self.health.state}\n".encode()
+        return f"{self.health.status}\n".encode()
 
 
 class _Index(Resource):

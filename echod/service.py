@@ -664,7 +664,9 @@ def makeService(
         if config.server.workers > 1:
             from echod.workers import WorkersService
 
-            WorkersService(config, reactor).setServiceParent(root)
+            workers = WorkersService(config, reactor)
+            workers.setServiceParent(root)
+            root.health.require("no worker running", workers.workerRunning)
         else:
             EchoService(config, reactor).setServiceParent(root)
     if config.udp.listen:

@@ -488,6 +488,13 @@ class WorkersService(MultiService):
     def tcpTotals(self) -> TCPTotals | None:
         return self.monitor.totals() if self.monitor is not None else TCPTotals()
 
+    def workerRunning(self) -> bool:
+        """
+        Whether at least one worker runs and has reported (each reports at
+        once, then every second; a worker that exits is forgotten).
+        """
+        return self.monitor is not None and bool(self.monitor.stats)
+
     def workerTotals(self) -> dict[str, tuple[TCPTotals, int]]:
         """
         Each worker's last report and how many times it was restarted: how

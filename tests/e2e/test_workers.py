@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -229,6 +230,35 @@ def test_deadWorkersSocketLeavesTheGroupUntilItsRestart(
     values = metrics(metricsPort)
     (twiceDead,) = [w for w, n in workerLabels(values, "restarts_total").items() if n == 2]
     assert workerLabels(values, "connections_total")[twiceDead] > 0
+
+
+def health(port: int) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_healthSaysWhenNoWorkerRuns(dualStack: tuple[Twistd, int, int, Path]) -> None:
+    """
+    Every worker down at once (each killed twice in a row: the restarts
+    wait): /healthz answers 503 and echod_up is 0 until one is back.
+    """
+    daemon, _, metricsPort, _ = dualStack
+    waitUntil(lambda: health(metricsPort) == (200, b"ok\n"))
+    first = workerPids(daemon.pid)
+    for pid in first:
+        os.kill(pid, signal.SIGKILL)
+    waitUntil(
+        lambda: len(workerPids(daemon.pid)) == 2 and not set(workerPids(daemon.pid)) & set(first)
+    )
+    for pid in workerPids(daemon.pid):
+        os.kill(pid, signal.SIGKILL)
+    waitUntil(lambda: health(metricsPort) == (503, b"degraded: no worker running\n"), 5)
+    assert metrics(metricsPort)["echod_up"] == 0
+    waitUntil(lambda: health(metricsPort) == (200, b"ok\n"), 20)
+    assert metrics(metricsPort)["echod_up"] == 1
 
 
 def test_busyPortIsRefusedDespiteReusePort(

@@ -87,6 +87,25 @@ class HealthTests:
         assert notifications.sent[0].startswith("STATUS=a listener failed to start")
         assert state.state == Health.STARTING
 
+    def test_requirements(self) -> None:
+        """
+        While the listeners are up, a requirement that fails makes echod
+        not serving, its status saying what is missing; stopping wins.
+        """
+        state, _ = health()
+        workers = [True]
+        state.require("no worker running", lambda: workers[0])
+        state.started(succeed([]))
+        assert state.serving and state.status == "serving"
+        workers[0] = False
+        assert not state.serving
+        assert state.status == "degraded: no worker running"
+        workers[0] = True
+        assert state.serving
+        workers[0] = False
+        state.stopping()
+        assert state.status == "stopping"
+
     def test_stopping(self) -> None:
         """
         Shutdown: STOPPING=1 once, and unhealthy from then on.
