@@ -38,10 +38,12 @@ from twisted.python.failure import Failure
 from echod.config import Config
 
 __all__ = [
+    "ABORT",
     "CONFIG",
     "EVENT",
     "STATS",
     "STATS_INTERVAL",
+    "STOP",
     "AdoptedUNIXPort",
     "adoptStreamPort",
     "configLine",
@@ -52,8 +54,11 @@ __all__ = [
 EVENT = "event "
 STATS = "stats "
 STATS_INTERVAL = 1.0
-# The line the main process writes on a worker's standard input.
+# The lines the main process writes on a worker's standard input: its
+# configuration; stop (drain, then exit); abort (cut the connections now).
 CONFIG = b"config "
+STOP = b"stop"
+ABORT = b"abort"
 
 
 def configLine(config: Config) -> bytes:
@@ -110,20 +115,25 @@ def _jsonEvents(stream: Any, predicate: Any) -> Any:
 
 class ParentPipe(FileDescriptor):
     """
-    Standard input, the pipe from the main process: C{configured} with each
-    C{config} line, C{gone} when it is closed (end of file, or a hang-up
-    the reactor reports without a read), and when this worker's own reactor
-    shuts down.
+    Standard input, the pipe from the main process: C{received} with each
+    line, C{gone} when it is closed (end of file, or a hang-up the reactor
+    reports without a read), and when this worker's own reactor shuts down.
     """
 
-    def __init__(self, reactor: Any, configured: Any, gone: Any, pending: bytes = b"") -> None:
+    def __init__(self, reactor: Any, received: Any, gone: Any) -> None:
         super().__init__(reactor)
-        self._configured = configured
+        self._received = received
         self._gone = gone
-        self._buffer = pending
+        self._buffer = b""
 
     def fileno(self) -> int:
         return 0
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+        *lines, self._buffer = self._buffer.split(b"\n")
+        for line in lines:
+            self._received(line)
 
     def doRead(self) -> Any:
         try:
@@ -134,12 +144,7 @@ class ParentPipe(FileDescriptor):
             data = b""
         if not data:
             return CONNECTION_DONE
-        self._buffer += data
-        *lines, self._buffer = self._buffer.split(b"\n")
-        for line in lines:
-            config = _configFromLine(line)
-            if config is not None:
-                self._configured(config)
+        self.feed(data)
         return None
 
     def connectionLost(self, reason: Failure) -> None:
@@ -253,8 +258,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     stopping: list[bool] = []
 
     def stop() -> None:
+        # Once: under systemd (KillMode=control-group) a worker gets SIGTERM
+        # and the main process's stop line; neither means "at once".
         if stopping:
-            factory.abortAll("second SIGTERM")
             return
         stopping.append(True)
 
@@ -273,6 +279,17 @@ def main(argv: Sequence[str] | None = None) -> None:
         factory.reconfigure(fresh.server)
         factory.logConnections = logsConnections(fresh)
         predicate.defaultLogLevel = logLevel(fresh.log.level)
+
+    def received(line: bytes) -> None:
+        if line == STOP:
+            stop()
+        elif line == ABORT:
+            stop()
+            factory.abortAll("second SIGTERM")  # to the main process
+        else:
+            fresh = _configFromLine(line)
+            if fresh is not None:
+                reload(fresh)
 
     def handleSignals() -> None:
         # After the reactor's own handlers, which would stop at once.
@@ -294,7 +311,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         stop()
 
     os.set_blocking(0, False)
-    reactor.addReader(ParentPipe(reactor, reload, orphaned, pending))
+    pipe = ParentPipe(reactor, received, orphaned)
+    reactor.addReader(pipe)
+    reactor.callWhenRunning(pipe.feed, pending)
     reactor.run()
 
 

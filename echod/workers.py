@@ -70,7 +70,7 @@ from twisted.runner.procmon import LoggingProtocol, ProcessMonitor
 from echod.config import Config
 from echod.echo import TCPTotals
 from echod.errors import ListenError, UserError
-from echod.worker import EVENT, STATS, configLine
+from echod.worker import ABORT, EVENT, STATS, STOP, configLine
 
 if TYPE_CHECKING:
     from echod.service import ListenerService
@@ -323,16 +323,31 @@ class WorkerMonitor(ProcessMonitor):
         """
         self.config = config
         self.killTime = config.server.shutdown_timeout + 5  # type: ignore[assignment]
-        for proto in list(self.protocols.values()):
-            if proto.transport is not None:
-                with contextlib.suppress(Exception):
-                    proto.transport.write(configLine(config))
+        self.sendAll(configLine(config))
 
-    def signalAll(self, signame: str) -> None:
+    def sendAll(self, line: bytes) -> None:
         for proto in list(self.protocols.values()):
             if proto.transport is not None:
                 with contextlib.suppress(Exception):
-                    proto.transport.signalProcess(signame)
+                    proto.transport.write(line)
+
+    def stopProcess(self, name: str) -> None:
+        """
+        ProcessMonitor.stopProcess, but asking on the worker's standard input
+        rather than by SIGTERM: under systemd (KillMode=control-group) every
+        worker has had one already, and a second SIGTERM would be read as
+        "stop at once" by anything that escalates.  Killed after C{killTime}.
+        """
+        if name not in self._processes:
+            raise KeyError(f"Unrecognized process name: {name}")
+        proto = self.protocols.get(name)
+        if proto is None or proto.transport is None:
+            return
+        with contextlib.suppress(Exception):
+            proto.transport.write(STOP + b"\n")
+        self.murder[name] = self._clock.callLater(
+            self.killTime, self._forceStopProcess, proto.transport
+        )
 
     def stopService(self) -> Deferred[Any]:  # type: ignore[override]
         waiting = []
@@ -516,4 +531,4 @@ class WorkersService(MultiService):
 
     def abortAll(self) -> None:
         if self.monitor is not None:
-            self.monitor.signalAll("TERM")
+            self.monitor.sendAll(ABORT + b"\n")

@@ -39,12 +39,15 @@ class Twistd:
         env: dict[str, str] | None = None,
         stopTimeout: float = 20.0,
         passFds: tuple[int, ...] = (),
+        newSession: bool = False,
     ) -> None:
         self.directory = Path(directory)
         self.argv = [twistdPath(), *(twistdArgs or ["-n", "--pidfile="]), command, *args]
         self.env = {**os.environ, **(env or {})}
         self.stopTimeout = stopTimeout
         self.passFds = passFds
+        # In a session (and process group) of its own, as under systemd.
+        self.newSession = newSession
         self.logPath = self.directory / "out.log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -58,6 +61,7 @@ class Twistd:
             stdin=subprocess.DEVNULL,
             env=self.env,
             pass_fds=self.passFds,
+            start_new_session=self.newSession,
         )
         return self
 

@@ -364,6 +364,83 @@ def test_sigtermDrainsWorkersOnSharedSockets(dualStack: tuple[Twistd, int, int, 
     sigtermDrains(daemon, connect)
 
 
+def test_sigtermToTheWholeGroupDrains(tmp_path: Path) -> None:
+    """
+    systemd stops a service by sending SIGTERM to every process of it (the
+    default KillMode=control-group), the workers included, before the main
+    process tells them to stop too: a worker must drain once, not take the
+    second request for the "stop now" of a second SIGTERM.
+    """
+    port = freePort()
+    conf = tmp_path / "echod.toml"
+    conf.write_text(
+        f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\nworkers = 2\n"
+        "shutdown_timeout = 5\n[log]\nformat = 'json'\n"
+    )
+    with Twistd(tmp_path, ["--config", str(conf)], newSession=True) as daemon:
+        waitUntil(lambda: daemon.output().count('"worker.started"') == 2)
+        busy = []
+        for _ in range(10):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            s.sendall(b"in flight")
+            assert s.recv(100) == b"in flight"
+            busy.append(s)
+        os.killpg(daemon.pid, signal.SIGTERM)
+        for s in busy:
+            got = b""
+            while chunk := s.recv(100):
+                got += chunk
+            s.close()
+            assert got == b""  # drained: an orderly EOF, not a reset
+        assert daemon.wait(20) == 0
+        assert not [r for r in records(daemon) if r.get("level") in ("error", "critical")]
+        aborted = [r for r in records(daemon) if "second SIGTERM" in str(r.get("message"))]
+        assert not aborted
+
+
+def test_secondSigtermCutsWorkersConnections(tmp_path: Path) -> None:
+    """
+    A second SIGTERM to the main process: the workers cut the connections
+    still draining (a peer that never reads would otherwise hold them for
+    all of shutdown_timeout), and echod exits 0.
+    """
+    port = freePort()
+    conf = tmp_path / "echod.toml"
+    conf.write_text(
+        f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\nworkers = 2\n"
+        "shutdown_timeout = 600\n[log]\nformat = 'json'\n"
+    )
+    with Twistd(tmp_path, ["--config", str(conf)]) as daemon:
+        waitUntil(lambda: daemon.output().count('"worker.started"') == 2)
+        stuck = socket.create_connection(("127.0.0.1", port), timeout=10)
+        stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stuck.setblocking(False)
+        sent = 0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until echod stops reading it
+            try:
+                sent += stuck.send(b"x" * 65536)
+            except BlockingIOError:
+                time.sleep(0.2)
+                try:
+                    sent += stuck.send(b"x" * 65536)
+                except BlockingIOError:
+                    break
+        daemon.signal(signal.SIGTERM)
+        daemon.waitFor('"shutdown.requested"')
+        time.sleep(0.5)
+        assert daemon.process is not None and daemon.process.poll() is None  # draining
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(20) == 0
+        stuck.setblocking(True)
+        with pytest.raises(ConnectionResetError):
+            while stuck.recv(65536):
+                pass
+        stuck.close()
+        cut = [r for r in records(daemon) if "second SIGTERM" in str(r.get("message"))]
+        assert cut and all(r.get("worker") for r in cut), cut
+
+
 @pytest.mark.parametrize("attempt", range(3))
 def test_sigtermRightAfterTraffic(tmp_path: Path, attempt: int) -> None:
     """
