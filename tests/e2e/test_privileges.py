@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon import Twistd, twistdPath
+from tests.daemon import Twistd
 from tests.e2e.test_metrics import scrape, value
 from tests.e2e.test_systemd import udpEcho
-from tests.e2e.test_twistd import echo
+from tests.e2e.test_twistd import echo, runTwistd
 from tests.e2e.test_workers import listeningSockets, waitUntil, workerPids
 from tests.environment import freePort, need, requireRoot, requireTool
 
@@ -167,14 +167,7 @@ def test_workersThatCouldNotRunAreRefusedAtStart(tmp_path: Path) -> None:
     conf = tmp_path / "echod.toml"
     conf.write_text(f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\nworkers = 2\n")
     asNobody = ["-n", "--pidfile=", "--uid", "nobody", "--gid", "nogroup"]
-    done = subprocess.run(
-        [twistdPath(), *asNobody, "echod", "--config", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=tmp_path,
-        check=False,
-    )
+    done = runTwistd([*asNobody, "echod", "--config", str(conf)], tmp_path)
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1
     assert "the workers cannot start: uid 65534" in done.stderr

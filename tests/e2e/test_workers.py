@@ -15,12 +15,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.daemon import Twistd, twistdPath
+from tests.daemon import Twistd
+from tests.e2e.test_twistd import runTwistd
 from tests.environment import freePort
 
 pytestmark = pytest.mark.e2e
@@ -273,14 +275,7 @@ def test_busyPortIsRefusedDespiteReusePort(
     other.mkdir()
     conf = other / "echod.toml"
     conf.write_text(f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\nworkers = 2\n")
-    result = subprocess.run(
-        [twistdPath(), "-n", "--pidfile=", "echod", "--config", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=other,
-        check=False,
-    )
+    result = runTwistd(["-n", "--pidfile=", "echod", "--config", str(conf)], other)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert f"cannot listen on tcp:{port}:interface=127.0.0.1: address already in use" in (
@@ -364,6 +359,25 @@ def test_sigtermDrainsWorkersOnSharedSockets(dualStack: tuple[Twistd, int, int, 
     sigtermDrains(daemon, connect)
 
 
+@contextmanager
+def twoWorkers(
+    directory: Path, shutdownTimeout: float, newSession: bool = False
+) -> Iterator[tuple[Twistd, int]]:
+    """
+    echod with two workers on a tcp listener of 127.0.0.1, JSON logs at info
+    level, both workers started.
+    """
+    port = freePort()
+    conf = directory / "echod.toml"
+    conf.write_text(
+        f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\nworkers = 2\n"
+        f"shutdown_timeout = {shutdownTimeout}\n[log]\nformat = 'json'\n"
+    )
+    with Twistd(directory, ["--config", str(conf)], newSession=newSession) as daemon:
+        waitUntil(lambda: daemon.output().count('"worker.started"') == 2)
+        yield daemon, port
+
+
 def test_sigtermToTheWholeGroupDrains(tmp_path: Path) -> None:
     """
     systemd stops a service by sending SIGTERM to every process of it (the
@@ -371,14 +385,7 @@ def test_sigtermToTheWholeGroupDrains(tmp_path: Path) -> None:
     process tells them to stop too: a worker must drain once, not take the
     second request for the "stop now" of a second SIGTERM.
     """
-    port = freePort()
-    conf = tmp_path / "echod.toml"
-    conf.write_text(
-        f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\nworkers = 2\n"
-        "shutdown_timeout = 5\n[log]\nformat = 'json'\n"
-    )
-    with Twistd(tmp_path, ["--config", str(conf)], newSession=True) as daemon:
-        waitUntil(lambda: daemon.output().count('"worker.started"') == 2)
+    with twoWorkers(tmp_path, 5, newSession=True) as (daemon, port):
         busy = []
         for _ in range(10):
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
@@ -404,14 +411,7 @@ def test_secondSigtermCutsWorkersConnections(tmp_path: Path) -> None:
     still draining (a peer that never reads would otherwise hold them for
     all of shutdown_timeout), and echod exits 0.
     """
-    port = freePort()
-    conf = tmp_path / "echod.toml"
-    conf.write_text(
-        f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\nworkers = 2\n"
-        "shutdown_timeout = 600\n[log]\nformat = 'json'\n"
-    )
-    with Twistd(tmp_path, ["--config", str(conf)]) as daemon:
-        waitUntil(lambda: daemon.output().count('"worker.started"') == 2)
+    with twoWorkers(tmp_path, 600) as (daemon, port):
         stuck = socket.create_connection(("127.0.0.1", port), timeout=10)
         stuck.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stuck.setblocking(False)
@@ -448,14 +448,7 @@ def test_sigtermRightAfterTraffic(tmp_path: Path, attempt: int) -> None:
     its own (a worker once found its port closed under it and never
     drained, until the monitor killed it).
     """
-    port = freePort()
-    conf = tmp_path / "echod.toml"
-    conf.write_text(
-        f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\nworkers = 2\n"
-        "shutdown_timeout = 5\n[log]\nformat = 'json'\n"
-    )
-    with Twistd(tmp_path, ["--config", str(conf)]) as daemon:
-        waitUntil(lambda: daemon.output().count('"worker.started"') == 2)
+    with twoWorkers(tmp_path, 5) as (daemon, port):
         for i in range(20):
             assert echo(port, b"%d" % i) == b"%d" % i
         sigtermDrains(daemon, lambda: socket.create_connection(("127.0.0.1", port), timeout=10))
@@ -476,13 +469,7 @@ def test_workersDoNotOutliveTheirMain(cluster: tuple[Twistd, int, int, Path]) ->
 def test_sslWithWorkersIsRefused(tmp_path: Path) -> None:
     conf = tmp_path / "echod.toml"
     conf.write_text("[server]\nlisten = ['ssl:port=7443:privateKey=/etc/k.pem']\nworkers = 2\n")
-    result = subprocess.run(
-        [twistdPath(), "-n", "echod", "--config", str(conf)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = runTwistd(["-n", "echod", "--config", str(conf)], tmp_path)
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
     assert "server.listen[1]" in result.stderr
