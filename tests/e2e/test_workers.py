@@ -94,26 +94,44 @@ def waitUntil(condition: object, timeout: float = 15.0) -> None:
     raise AssertionError("condition not met in time")
 
 
+@contextmanager
+def withWorkers(
+    directory: Path,
+    listen: list[str],
+    shutdownTimeout: float = 5,
+    metricsPort: int | None = None,
+    newSession: bool = False,
+) -> Iterator[Twistd]:
+    """
+    echod with two workers on C{listen} (and metrics on C{metricsPort}),
+    JSON logs at info level, from C{directory}/echod.toml; both workers
+    started.
+    """
+    # TOML literal strings: the backslashes of \\:\\: stay as they are.
+    descriptions = ", ".join(f"'{d}'" for d in listen)
+    text = (
+        f"[server]\nlisten = [{descriptions}]\nworkers = 2\n"
+        f"shutdown_timeout = {shutdownTimeout}\n[log]\nformat = 'json'\n"
+    )
+    if metricsPort is not None:
+        text += f"[metrics]\nlisten = 'tcp:{metricsPort}:interface=127.0.0.1'\n"
+    conf = directory / "echod.toml"
+    conf.write_text(text)
+    with Twistd(directory, ["--config", str(conf)], newSession=newSession) as daemon:
+        waitUntil(
+            lambda: (
+                len(workerPids(daemon.pid)) == 2 and daemon.output().count('"worker.started"') == 2
+            )
+        )
+        yield daemon
+
+
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[tuple[Twistd, int, int, Path]]:
     port, metricsPort = freePort(), freePort()
-    conf = tmp_path / "echod.toml"
-    conf.write_text(
-        f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\n"
-        "workers = 2\nshutdown_timeout = 5\n"
-        f"[metrics]\nlisten = 'tcp:{metricsPort}:interface=127.0.0.1'\n"
-        "[log]\nformat = 'json'\n"
-    )
-    with Twistd(tmp_path, ["--config", str(conf)]) as daemon:
-        waitUntil(lambda: len(workerPids(daemon.pid)) == 2)
-        daemon.waitFor("(?s)worker-1 serving.*|worker-2 serving.*")
-        waitUntil(
-            lambda: (
-                '"worker.started"' in daemon.output()
-                and daemon.output().count('"worker.started"') == 2
-            )
-        )
-        yield daemon, port, metricsPort, conf
+    listen = [f"tcp:{port}:interface=127.0.0.1"]
+    with withWorkers(tmp_path, listen, metricsPort=metricsPort) as daemon:
+        yield daemon, port, metricsPort, tmp_path / "echod.toml"
 
 
 def test_workersServeAndLogThroughTheMain(cluster: tuple[Twistd, int, int, Path]) -> None:
@@ -138,16 +156,8 @@ def dualStack(tmp_path: Path) -> Iterator[tuple[Twistd, int, int, Path]]:
     Two workers on a dual-stack tcp6 listener and a unix one.
     """
     port, metricsPort = freePort(socket.AF_INET6), freePort()
-    conf = tmp_path / "echod.toml"
-    conf.write_text(
-        f"[server]\nlisten = ['tcp6:{port}:interface=\\:\\:', 'unix:{tmp_path}/echo.sock']\n"
-        "workers = 2\nshutdown_timeout = 5\n"
-        f"[metrics]\nlisten = 'tcp:{metricsPort}:interface=127.0.0.1'\n"
-        "[log]\nformat = 'json'\nlevel = 'warn'\n"
-    )
-    with Twistd(tmp_path, ["--config", str(conf)]) as daemon:
-        waitUntil(lambda: len(workerPids(daemon.pid)) == 2)
-        waitUntil(lambda: len(workerLabels(metrics(metricsPort), "connections_open")) == 2)
+    listen = [f"tcp6:{port}:interface=\\:\\:", f"unix:{tmp_path}/echo.sock"]
+    with withWorkers(tmp_path, listen, metricsPort=metricsPort) as daemon:
         yield daemon, port, metricsPort, tmp_path / "echo.sock"
 
 
@@ -363,18 +373,9 @@ def test_sigtermDrainsWorkersOnSharedSockets(dualStack: tuple[Twistd, int, int, 
 def twoWorkers(
     directory: Path, shutdownTimeout: float, newSession: bool = False
 ) -> Iterator[tuple[Twistd, int]]:
-    """
-    echod with two workers on a tcp listener of 127.0.0.1, JSON logs at info
-    level, both workers started.
-    """
     port = freePort()
-    conf = directory / "echod.toml"
-    conf.write_text(
-        f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\nworkers = 2\n"
-        f"shutdown_timeout = {shutdownTimeout}\n[log]\nformat = 'json'\n"
-    )
-    with Twistd(directory, ["--config", str(conf)], newSession=newSession) as daemon:
-        waitUntil(lambda: daemon.output().count('"worker.started"') == 2)
+    listen = [f"tcp:{port}:interface=127.0.0.1"]
+    with withWorkers(directory, listen, shutdownTimeout, newSession=newSession) as daemon:
         yield daemon, port
 
 
