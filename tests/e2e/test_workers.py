@@ -14,7 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -322,18 +322,32 @@ def test_reloadReachesWorkers(cluster: tuple[Twistd, int, int, Path]) -> None:
     )
 
 
-def sigtermDrains(daemon: Twistd, connect: object) -> None:
-    held: socket.socket = connect()  # type: ignore[operator]
-    held.settimeout(10)
-    held.sendall(b"in flight")
-    assert held.recv(100) == b"in flight"
+def sigtermDrains(
+    daemon: Twistd, connect: Callable[[], socket.socket], count: int = 1, group: bool = False
+) -> None:
+    """
+    C{count} connections with an echo done, then SIGTERM to the main
+    process (or to its whole process group, as systemd does): each gets an
+    orderly end of file, every process exits, the main with status 0.
+    """
+    held = []
+    for _ in range(count):
+        s = connect()
+        s.settimeout(10)
+        s.sendall(b"in flight")
+        assert s.recv(100) == b"in flight"
+        held.append(s)
     workers = workerPids(daemon.pid)
-    daemon.signal(signal.SIGTERM)
-    got = b""
-    while chunk := held.recv(100):
-        got += chunk
-    held.close()
-    assert got == b""  # drained: an orderly EOF, not a reset
+    if group:
+        os.killpg(daemon.pid, signal.SIGTERM)
+    else:
+        daemon.signal(signal.SIGTERM)
+    for s in held:
+        got = b""
+        while chunk := s.recv(100):
+            got += chunk
+        s.close()
+        assert got == b""  # drained: an orderly EOF, not a reset
     assert daemon.wait(20) == 0
     for pid in workers:
         assert (
@@ -387,21 +401,12 @@ def test_sigtermToTheWholeGroupDrains(tmp_path: Path) -> None:
     second request for the "stop now" of a second SIGTERM.
     """
     with twoWorkers(tmp_path, 5, newSession=True) as (daemon, port):
-        busy = []
-        for _ in range(10):
-            s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            s.sendall(b"in flight")
-            assert s.recv(100) == b"in flight"
-            busy.append(s)
-        os.killpg(daemon.pid, signal.SIGTERM)
-        for s in busy:
-            got = b""
-            while chunk := s.recv(100):
-                got += chunk
-            s.close()
-            assert got == b""  # drained: an orderly EOF, not a reset
-        assert daemon.wait(20) == 0
-        assert not [r for r in records(daemon) if r.get("level") in ("error", "critical")]
+        sigtermDrains(
+            daemon,
+            lambda: socket.create_connection(("127.0.0.1", port), timeout=10),
+            count=10,
+            group=True,
+        )
         aborted = [r for r in records(daemon) if "second SIGTERM" in str(r.get("message"))]
         assert not aborted
 
