@@ -39,6 +39,16 @@ SCENARIOS = {
 }
 
 
+def bench(script: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def test_quickRunMeasuresEveryScenarioOnEveryServer(tmp_path: Path) -> None:
     """
     C{bench/run.py --quick} completes and writes JSON holding a result for
@@ -47,13 +57,7 @@ def test_quickRunMeasuresEveryScenarioOnEveryServer(tmp_path: Path) -> None:
     requireTool("gcc")
     need(importlib.util.find_spec("uvloop") is not None, "uvloop is not installed")
     output = tmp_path / "bench.json"
-    done = subprocess.run(
-        [sys.executable, str(RUN), "--quick", "--json", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    done = bench(RUN, "--quick", "--json", str(output), timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     document = json.loads(output.read_text())
     assert document["mismatches"] == 0
@@ -83,13 +87,7 @@ def test_workerScalingQuickRun(tmp_path: Path) -> None:
     requireTool("gcc")
     need(scaling.canBudget() is None, str(scaling.canBudget()))
     output = tmp_path / "workers.json"
-    done = subprocess.run(
-        [sys.executable, str(WORKERS), "--quick", "--json", str(output)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = bench(WORKERS, "--quick", "--json", str(output), timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     document = json.loads(output.read_text())
     rows = {row["workers"]: row for row in document["rows"]}
@@ -107,13 +105,7 @@ def test_workerScalingQuickRun(tmp_path: Path) -> None:
 
 
 def test_workerScalingRefusesBudgetsLeavingNoRoomForTheLoad() -> None:
-    done = subprocess.run(
-        [sys.executable, str(WORKERS), "--workers", "1,4", "--budget", "0.9"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = bench(WORKERS, "--workers", "1,4", "--budget", "0.9")
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1
     assert "--budget 0.9 x 4 workers" in done.stderr
@@ -124,9 +116,8 @@ def test_listNamesEveryScenario() -> None:
     C{--list} names every scenario and server without building or running
     anything.
     """
-    done = subprocess.run(
-        [sys.executable, str(RUN), "--list"], capture_output=True, text=True, check=True
-    )
+    done = bench(RUN, "--list")
+    assert done.returncode == 0, done.stderr
     names = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
     assert names >= SCENARIOS
     assert {f"server: {s}" for s in SERVERS} <= set(done.stdout.splitlines())
