@@ -309,7 +309,7 @@ class WorkerMonitor(ProcessMonitor):
         if last is not None:
             self.retired.add(replace(last, open=0, limit=0))
         if self.running:
-            self.restarts[name] = self.restarts.get(name, 0) + 1
+            self.restarts[name] += 1
             self.log.warn(
                 "{worker} exited; it will be restarted", worker=name, event="worker.exited"
             )
@@ -519,8 +519,8 @@ class WorkersService(MultiService):
             return {}
         monitor = self.monitor
         return {
-            name: (monitor.stats.get(name, TCPTotals()), monitor.restarts.get(name, 0))
-            for name in sorted(monitor.sockets)
+            name: (monitor.stats.get(name, TCPTotals()), restarts)
+            for name, restarts in sorted(monitor.restarts.items())
         }
 
     def reconfigure(self, config: Config) -> None:
