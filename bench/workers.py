@@ -32,7 +32,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import statistics
@@ -48,6 +47,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 
 from bench import run as harness
 
@@ -141,24 +143,18 @@ def canBudget() -> str | None:
 # --- echod under budgets ----------------------------------------------------------------
 
 
-def metrics(port: int) -> dict[str, float]:
+def metrics(port: int) -> list[Sample]:
     with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    values = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            values[name] = float(value)
-    return values
+    return [sample for family in text_string_to_metric_families(text) for sample in family.samples]
 
 
-def perWorker(values: dict[str, float], family: str) -> dict[str, float]:
-    found = {}
-    for name, value in values.items():
-        match = re.fullmatch(rf'echod_worker_{family}\{{worker="([^"]+)"\}}', name)
-        if match:
-            found[match.group(1)] = value
-    return found
+def perWorker(samples: list[Sample], name: str) -> dict[str, float]:
+    return {s.labels["worker"]: s.value for s in samples if s.name == name}
+
+
+def total(samples: list[Sample], name: str) -> float:
+    return sum(s.value for s in samples if s.name == name)
 
 
 def workerPids(mainPid: int) -> list[int]:
@@ -221,7 +217,7 @@ class Echod:
                 if self.workers == 1:
                     return [self.process.pid]
                 pids = workerPids(self.process.pid)
-                if len(perWorker(values, "connections_open")) == self.workers and (
+                if len(perWorker(values, "echod_worker_connections_open")) == self.workers and (
                     len(pids) == self.workers
                 ):
                     return pids
@@ -233,8 +229,8 @@ class Echod:
 
     def connections(self) -> dict[str, float]:
         if self.workers == 1:
-            return {"echod": metrics(self.metricsPort).get("echod_connections_total", 0)}
-        return perWorker(metrics(self.metricsPort), "connections_total")
+            return {"echod": total(metrics(self.metricsPort), "echod_connections_total")}
+        return perWorker(metrics(self.metricsPort), "echod_worker_connections_total")
 
     def cpuSeconds(self) -> float:
         return sum(harness.cpuSeconds(pid) for pid in self.serving)
