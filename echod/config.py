@@ -486,10 +486,22 @@ class ServerConfig:
         "abort a connection that sent nothing for this long (checked four times per "
         "period: within 1.25 times it); 0: never",
     )
+    pressure_idle_timeout: float = setting(
+        10.0,
+        _durations,
+        "when max_connections or max_connections_per_peer is reached, a newcomer takes the "
+        "place of the connection idle longest, if idle at least this long; 0: any idle one",
+    )
     shutdown_timeout: float = setting(
         10.0,
         _durations,
         "on SIGTERM, how long open connections may finish echoing before they are cut",
+    )
+    drain_quiet: float = setting(
+        2.0,
+        _Float(0.1, 3600, " of seconds"),
+        "on SIGTERM, a connection silent for this long is done and closed in order "
+        "(within shutdown_timeout)",
     )
     user: str = setting(
         "",
@@ -517,6 +529,12 @@ class ServerConfig:
         5.0,
         _Float(0.001, 3600, " of seconds"),
         "on haproxy: listeners, how long the PROXY header may take to arrive",
+    )
+    trusted_proxies: tuple[str, ...] = setting(
+        ("127.0.0.0/8", "::1/128"),
+        _List(_Str(check=_network, what="a CIDR network"), "CIDR networks"),
+        "on haproxy: listeners, only connections from these networks may send a PROXY "
+        "header; others are refused before a byte is read",
     )
     allow: tuple[str, ...] = setting(
         (),
@@ -624,6 +642,16 @@ class MetricsConfig:
         "",
         _Str(check=_optionalStreamServer, what="an endpoint string"),
         'endpoint for /metrics and /healthz, such as "tcp:9107:interface=127.0.0.1"; empty: off',
+    )
+    max_connections: int = setting(
+        16,
+        _Int(1, 10000),
+        "open connections to the metrics listener at most; more are closed at once",
+    )
+    request_timeout: float = setting(
+        10.0,
+        _Float(0.1, 3600, " of seconds"),
+        "a metrics connection must send its request within this long; then it is closed",
     )
 
 
