@@ -482,6 +482,10 @@ class EchodService(MultiService):
         self.logObserver = logObserver
         self.handleSignals = handleSignals
         self._reload = reload
+        # What runs: keys that take a restart are compared with these, not
+        # with the last configuration reloaded.
+        self._started = config
+        self._restartPending: list[str] = []
         self._stopping = False
         self.health = Health(reactor)
 
@@ -571,15 +575,16 @@ class EchodService(MultiService):
                 error=str(e),
             )
             return False
+        running = self._started
         fixed = [
             name
             for name, old, new in (
-                ("server.listen", self.config.server.listen, config.server.listen),
-                ("server.backlog", self.config.server.backlog, config.server.backlog),
-                ("server.workers", self.config.server.workers, config.server.workers),
-                ("udp.listen", self.config.udp.listen, config.udp.listen),
-                ("metrics.listen", self.config.metrics.listen, config.metrics.listen),
-                ("sniff", self.config.sniff, config.sniff),
+                ("server.listen", running.server.listen, config.server.listen),
+                ("server.backlog", running.server.backlog, config.server.backlog),
+                ("server.workers", running.server.workers, config.server.workers),
+                ("udp.listen", running.udp.listen, config.udp.listen),
+                ("metrics.listen", running.metrics.listen, config.metrics.listen),
+                ("sniff", running.sniff, config.sniff),
             )
             if old != new
         ]
@@ -589,6 +594,13 @@ class EchodService(MultiService):
                 event="config.reload_partial",
                 keys=", ".join(fixed),
             )
+        elif self._restartPending:
+            self.log.info(
+                "{keys} in the file match what runs again: no restart needed",
+                event="config.reload_matches",
+                keys=", ".join(self._restartPending),
+            )
+        self._restartPending = fixed
         for child in self:
             reconfigure = getattr(child, "reconfigure", None)
             if reconfigure is not None:

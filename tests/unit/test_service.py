@@ -112,3 +112,37 @@ class ListenerServiceTests:
             f"cannot listen on tcp:{port}:interface=127.0.0.1: address already in use"
         )
         assert caught.value.errno == errno.EADDRINUSE
+
+
+class ReloadTests:
+    """
+    What takes a restart is compared with what runs, not with the last
+    configuration reloaded.
+    """
+
+    def test_restoringTheRunningListenWarnsNoMore(self) -> None:
+        """
+        SIGHUP with a changed C{listen} warns; restoring the original file
+        and SIGHUP again does not warn again, but says the file matches what
+        runs; a third identical reload says nothing about it.
+        """
+        from echod.service import makeService
+
+        original = config.Config(server=config.ServerConfig(listen=("tcp:7007",)))
+        changed = config.Config(server=config.ServerConfig(listen=("tcp:7008",)))
+        files = [changed, original, original]
+        root = makeService(original, MemoryReactorClock(), reload=lambda: files.pop(0))
+
+        def reload() -> list[LogEvent]:
+            with capturedLogs() as events:
+                assert root.reload()
+            return [e for e in events if e.get("event", "").startswith("config.reload_")]
+
+        (warned,) = reload()
+        assert warned["event"] == "config.reload_partial"
+        assert warned["keys"] == "server.listen"
+        (matches,) = reload()
+        assert matches["event"] == "config.reload_matches"
+        assert matches["log_level"].name == "info"
+        assert matches["keys"] == "server.listen"
+        assert reload() == []
