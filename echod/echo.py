@@ -49,6 +49,7 @@ from echod.limits import (
     DatagramGuard,
     IPAddress,
     LogBudget,
+    NetworkList,
     Refusal,
     describePeer,
     peerIP,
@@ -65,9 +66,15 @@ __all__ = [
     "TCPTotals",
 ]
 
-# While draining for shutdown, how often connections are checked for having gone
-# quiet (nothing received since the last check): quiet ones are closed then.
+# While draining for shutdown, how often connections are checked for having been
+# quiet for drain_quiet seconds: those are closed then.
 DRAIN_TICK = 0.1
+# How often open connections are looked at to tell which are idle, so that a
+# newcomer can take the place of one idle for pressure_idle_timeout when the
+# server is full: pressure_idle_timeout / PRESSURE_CHECKS, within these bounds.
+# Nothing is done per message; one pass over the connections per check.
+PRESSURE_CHECKS = 4
+PRESSURE_TICK_MIN, PRESSURE_TICK_MAX = 0.25, 1.0
 # The idle timeout is checked this many times per idle_timeout, instead of
 # being pushed back at every message: a connection is aborted between
 # idle_timeout and (1 + 1/IDLE_CHECKS) x idle_timeout after its last byte.
@@ -114,7 +121,9 @@ class EchoProtocol(Protocol, TimeoutMixin):
     _admitted = False
     _closing = False
     _closeReason: str | None = None
-    _drainMark = -1
+    # What L{received} was when the factory last looked (L{EchoFactory}'s
+    # activity checks): a different count means activity since.
+    _activeMark = 0
     # Idle-check state: class defaults until they change, so that an idle
     # connection carries no instance entries for them (memory per connection).
     _idleMark = 0
@@ -135,8 +144,7 @@ class EchoProtocol(Protocol, TimeoutMixin):
         self.proxyAddress = self.transport.getPeer()
         refusal = self.factory.awaitHeader(self)
         if refusal is not None:
-            self._closeReason = f"refused ({refusal})"
-            self.transport.loseConnection()
+            self._refuse(refusal)
             return
         self.dataReceived = self._readProxyHeader  # type: ignore[method-assign]
         self._headerTimeout = self.factory.clock.callLater(
@@ -198,8 +206,7 @@ class EchoProtocol(Protocol, TimeoutMixin):
         self.peer = peerIP(address) if self.factory.limits.needsPeer() else None
         refusal = self.factory.admit(self)
         if refusal is not None:
-            self._closeReason = f"refused ({refusal})"
-            self.transport.loseConnection()
+            self._refuse(refusal)
             return
         self._admitted = True
         if self.factory.noDelay and ITCPTransport.providedBy(self.transport):
@@ -227,8 +234,20 @@ class EchoProtocol(Protocol, TimeoutMixin):
                 proxy=describePeer(self.proxyAddress),
             )
 
+    def _refuse(self, refusal: str) -> None:
+        """
+        Close at once, unserved: not a byte is echoed, whatever the transport
+        had already read.
+        """
+        self._closeReason = f"refused ({refusal})"
+        self.dataReceived = self._ignore  # type: ignore[method-assign]
+        self.transport.loseConnection()
+
+    def _ignore(self, data: bytes) -> None:
+        pass
+
     def dataReceived(self, data: bytes) -> None:
-        # The hot path: the byte count is also what the idle check looks at.
+        # The hot path: the byte count is also what the idle checks look at.
         self.transport.write(data)
         self.received += len(data)
 
@@ -374,6 +393,7 @@ class TCPTotals:
 
     opened: int = 0
     refused: Counter[str] = field(default_factory=Counter)
+    evicted: int = 0
     sent: int = 0
     discarded: int = 0
     open: int = 0
@@ -382,6 +402,7 @@ class TCPTotals:
     def add(self, other: TCPTotals) -> None:
         self.opened += other.opened
         self.refused.update(other.refused)
+        self.evicted += other.evicted
         self.sent += other.sent
         self.discarded += other.discarded
         self.open += other.open
@@ -406,6 +427,8 @@ class EchoStats:
     opened: int = 0
     closed: int = 0
     refused: Counter[str] = field(default_factory=Counter)
+    # Idle connections aborted to make room for a newcomer.
+    evicted: int = 0
     bytesClosed: int = 0
     # Read and not echoed (discarded while closing at shutdown), by closed
     # connections: with bytesClosed, all that closed connections received.
@@ -417,6 +440,13 @@ class EchoFactory(Factory[EchoProtocol]):
     """
     Builds L{EchoProtocol}s, admits their peers, tracks the open ones, and
     drains them on shutdown.
+
+    Which connections are idle is known without any work per message: every
+    so often (L{PRESSURE_CHECKS} per C{pressure_idle_timeout}, and every
+    L{DRAIN_TICK} while draining) one pass compares each connection's byte
+    count with the one seen last time.  Connections are kept in the order
+    they were last seen active, oldest first, overall and per peer: the one
+    idle longest is the first, found without a search.
 
     @param clock: the reactor's time interface; everything time-related in the
         protocols goes through it.
@@ -432,7 +462,10 @@ class EchoFactory(Factory[EchoProtocol]):
         self.stats = EchoStats()
         self.draining = False
         self.limits = ConnectionLimits(0, 0, AccessList())
+        self.trustedProxies = NetworkList()
         self.idleTimeout = 0.0
+        self.pressureIdleTimeout = 10.0
+        self.drainQuiet = 2.0
         self.proxyHeaderTimeout = 5.0
         # Whether connections log their opening and closing ([log] level info
         # or debug): at a higher level their log events are not even built.
@@ -444,6 +477,12 @@ class EchoFactory(Factory[EchoProtocol]):
         # their peer is unknown, but they hold a descriptor, so they count
         # against max_connections.
         self.awaitingHeader: set[EchoProtocol] = set()
+        # Open connections by the time they were last seen active, oldest
+        # first (insertion order; an active one is moved to the end), overall
+        # and per peer address (for max_connections_per_peer).
+        self._lastActive: dict[EchoProtocol, float] = {}
+        self._peerLastActive: dict[IPAddress, dict[EchoProtocol, float]] = {}
+        self._activityLoop: LoopingCall | None = None
         self.reconfigure(settings)
         self._refusals = LogBudget(clock, self._refusalsSuppressed)
         self._drained: Deferred[None] | None = None
@@ -453,36 +492,51 @@ class EchoFactory(Factory[EchoProtocol]):
 
     def reconfigure(self, settings: ServerConfig) -> None:
         """
-        Apply new limits, ACLs and idle timeout; open connections are kept
-        (new idle timeouts apply from their next activity).
+        Apply new limits, ACLs, trusted proxies and timeouts; open connections
+        are kept (new idle timeouts apply from their next activity).
         """
         self.limits.reconfigure(
             settings.max_connections,
             settings.max_connections_per_peer,
             AccessList.fromStrings(settings.allow, settings.deny),
         )
+        self.trustedProxies = NetworkList.fromStrings(settings.trusted_proxies)
         self.idleTimeout = settings.idle_timeout
+        self.pressureIdleTimeout = settings.pressure_idle_timeout
+        self.drainQuiet = settings.drain_quiet
         self.proxyHeaderTimeout = settings.proxy_header_timeout
         for connection in self.connections:
             if not connection._closing:
                 connection.armIdleTimeout()
+        self._stopActivityChecks()
+        if self.connections and not self.draining:
+            self._startActivityChecks()
 
     def awaitHeader(self, protocol: EchoProtocol) -> str | None:
         """
-        A connection behind a proxy is waiting for its PROXY header: hold its
-        place under C{max_connections}, or say why it is refused.
+        A connection to a PROXY listener, from C{protocol.proxyAddress}: refuse
+        it at once unless that address is a trusted proxy (no header byte is
+        read: anyone else could claim any address), else hold its place under
+        C{max_connections} while its header comes, or say why it is refused.
         """
+        proxy = peerIP(protocol.proxyAddress)
         if self.draining:
             refusal = Refusal.SHUTTING_DOWN
-        elif self.limits.maxTotal and (
-            self.limits.total + len(self.awaitingHeader) >= self.limits.maxTotal
-        ):
+        elif proxy is not None and proxy not in self.trustedProxies:
+            # Peers without an IP address (Unix sockets) are governed by the
+            # socket file's permissions.
+            refusal = Refusal.UNTRUSTED_PROXY
+        elif self._full() and not self._evict(None, protocol):
             refusal = Refusal.MAX_CONNECTIONS
         else:
             self.awaitingHeader.add(protocol)
             return None
         self._refused(protocol, refusal)
         return refusal
+
+    def _full(self) -> bool:
+        maxTotal = self.limits.maxTotal
+        return bool(maxTotal) and self.limits.total + len(self.awaitingHeader) >= maxTotal
 
     def headerDone(self, protocol: EchoProtocol) -> None:
         self.awaitingHeader.discard(protocol)
@@ -502,12 +556,22 @@ class EchoFactory(Factory[EchoProtocol]):
     def admit(self, protocol: EchoProtocol) -> str | None:
         """
         Count C{protocol} in, or return why it is refused (and log that, within
-        a budget).
+        a budget).  When a cap is reached, the connection idle longest (for
+        at least C{pressure_idle_timeout}) gives its place to the newcomer.
         """
-        refusal = Refusal.SHUTTING_DOWN if self.draining else self.limits.admit(protocol.peer)
+        if self.draining:
+            refusal: str | None = Refusal.SHUTTING_DOWN
+        else:
+            peer = protocol.peer
+            refusal = self.limits.admit(peer)
+            if refusal == Refusal.MAX_CONNECTIONS_PER_PEER and self._evict(peer, protocol):
+                refusal = self.limits.admit(peer)
+            if refusal == Refusal.MAX_CONNECTIONS and self._evict(None, protocol):
+                refusal = self.limits.admit(peer)
         if refusal is None:
             self.connections.add(protocol)
             self.stats.opened += 1
+            self._noteAdmitted(protocol)
             return None
         self._refused(protocol, refusal)
         return refusal
@@ -524,15 +588,21 @@ class EchoFactory(Factory[EchoProtocol]):
 
     def release(self, protocol: EchoProtocol) -> None:
         """
-        An admitted connection is gone.
+        An admitted connection is gone (or evicted: then this comes before its
+        transport has closed, and again when it has, which changes nothing).
         """
+        if protocol not in self.connections:
+            return
         self.connections.discard(protocol)
+        self._forget(protocol)
         self.limits.release(protocol.peer)
         self.stats.closed += 1
         self.stats.bytesClosed += protocol.received - protocol.discarded
         self.stats.bytesDiscarded += protocol.discarded
-        if self.draining and not self.connections:
-            self._drainFinished()
+        if not self.connections:
+            self._stopActivityChecks()
+            if self.draining:
+                self._drainFinished()
 
     def totals(self) -> TCPTotals:
         """
@@ -541,6 +611,7 @@ class EchoFactory(Factory[EchoProtocol]):
         return TCPTotals(
             opened=self.stats.opened,
             refused=Counter(self.stats.refused),
+            evicted=self.stats.evicted,
             sent=self.bytesEchoed(),
             discarded=self.stats.bytesDiscarded + sum(c.discarded for c in self.connections),
             open=len(self.connections),
@@ -562,6 +633,110 @@ class EchoFactory(Factory[EchoProtocol]):
             counts=", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
         )
 
+    # --- activity: who is idle, and who gives way under pressure ----------------
+
+    def _noteAdmitted(self, protocol: EchoProtocol) -> None:
+        now = self.clock.seconds()
+        protocol._activeMark = protocol.received
+        self._lastActive[protocol] = now
+        if protocol.peer is not None:
+            self._peerLastActive.setdefault(protocol.peer, {})[protocol] = now
+        if self._activityLoop is None and not self.draining:
+            self._startActivityChecks()
+
+    def _forget(self, protocol: EchoProtocol) -> None:
+        self._lastActive.pop(protocol, None)
+        peer = protocol.peer
+        if peer is not None:
+            ofPeer = self._peerLastActive.get(peer)
+            if ofPeer is not None:
+                ofPeer.pop(protocol, None)
+                if not ofPeer:
+                    del self._peerLastActive[peer]
+
+    def _noteActivity(self) -> None:
+        """
+        One pass: connections that received anything since the last pass are
+        active now, and move to the end of the order.
+        """
+        now = self.clock.seconds()
+        active = [c for c in self._lastActive if c.received != c._activeMark]
+        for connection in active:
+            self._touched(connection, now)
+
+    def _touched(self, connection: EchoProtocol, now: float) -> None:
+        connection._activeMark = connection.received
+        del self._lastActive[connection]
+        self._lastActive[connection] = now
+        peer = connection.peer
+        if peer is not None:
+            ofPeer = self._peerLastActive[peer]
+            del ofPeer[connection]
+            ofPeer[connection] = now
+
+    def _idleLongest(self, order: dict[EchoProtocol, float], quiet: float) -> EchoProtocol | None:
+        """
+        The first connection of C{order} that has received nothing for at
+        least C{quiet} seconds, if any.  Those found active on the way move to
+        the end; the search stops at the first one seen active too recently
+        (all after it were seen later), so it costs no pass over the rest.
+        """
+        now = self.clock.seconds()
+        for _ in range(len(order)):
+            connection, seen = next(iter(order.items()))
+            if connection.received != connection._activeMark:
+                self._touched(connection, now)
+            elif seen < now and now - seen >= quiet:
+                return connection
+            else:
+                return None
+        return None
+
+    def _evict(self, peer: IPAddress | None, newcomer: EchoProtocol) -> bool:
+        """
+        Make room for C{newcomer}: abort the connection idle longest, overall
+        (C{peer} L{None}) or of C{peer}, if it has been idle for at least
+        C{pressure_idle_timeout}.  Its place is free on return.
+        """
+        if peer is None:
+            order: dict[EchoProtocol, float] | None = self._lastActive
+        else:
+            order = self._peerLastActive.get(peer)
+        if not order:
+            return False
+        victim = self._idleLongest(order, self.pressureIdleTimeout)
+        if victim is None:
+            return False
+        idle = self.clock.seconds() - order[victim]
+        cap = Refusal.MAX_CONNECTIONS if peer is None else Refusal.MAX_CONNECTIONS_PER_PEER
+        self.stats.evicted += 1
+        if self._refusals.allow("evicted"):
+            self.log.warn(
+                "{peer} evicted after {idle:.1f}s idle to admit {newcomer} ({cap} reached)",
+                event="connection.evicted",
+                peer=describePeer(victim.peerAddress),
+                idle=idle,
+                newcomer=describePeer(newcomer.peerAddress or newcomer.proxyAddress),
+                cap=cap,
+            )
+        self.release(victim)
+        victim.abort(f"evicted after {idle:.1f}s idle: {cap} reached")
+        return True
+
+    def _startActivityChecks(self) -> None:
+        if not (self.limits.maxTotal or self.limits.maxPerPeer):
+            return
+        period = self.pressureIdleTimeout / PRESSURE_CHECKS
+        period = min(PRESSURE_TICK_MAX, max(PRESSURE_TICK_MIN, period))
+        loop = self._activityLoop = LoopingCall(self._noteActivity)
+        loop.clock = self.clock
+        loop.start(period, now=False)
+
+    def _stopActivityChecks(self) -> None:
+        loop, self._activityLoop = self._activityLoop, None
+        if loop is not None and loop.running:
+            loop.stop()
+
     # --- shutdown ---------------------------------------------------------------
 
     def drain(self, timeout: float) -> Deferred[None]:
@@ -570,11 +745,13 @@ class EchoFactory(Factory[EchoProtocol]):
         result fires when none is left.
 
         A connection is closed in order (flush, FIN, discard until the peer
-        closes) as soon as it has gone quiet, or at half the timeout if it
-        keeps talking; at the timeout, whatever is left is aborted.  Listening
-        must have stopped before this is called.
+        closes) once it has received nothing for C{drain_quiet} seconds (a
+        ping client between two messages is not done), or at half the
+        timeout if it keeps talking; at the timeout, whatever is left is
+        aborted.  Listening must have stopped before this is called.
         """
         self.draining = True
+        self._stopActivityChecks()
         self._refusals.flush()
         for waiting in list(self.awaitingHeader):
             waiting.abort("shutdown before the PROXY header")
@@ -589,22 +766,24 @@ class EchoFactory(Factory[EchoProtocol]):
             timeout=timeout,
         )
         self._drained = Deferred()
-        for connection in self.connections:
-            connection._drainMark = connection.received
         self._finishAllAt = self.clock.seconds() + timeout / 2
         loop = self._drainLoop = LoopingCall(self._drainTick)
         loop.clock = self.clock
-        loop.start(min(DRAIN_TICK, timeout / 2) or DRAIN_TICK, now=timeout == 0)
+        loop.start(min(DRAIN_TICK, timeout / 2) or DRAIN_TICK, now=True)
         self._drainDeadline = self.clock.callLater(timeout, self.abortAll, "shutdown timeout")
         return self._drained
 
     def _drainTick(self) -> None:
-        late = self.clock.seconds() >= self._finishAllAt
-        for connection in list(self.connections):
-            if late or connection.received == connection._drainMark:
+        if self.clock.seconds() >= self._finishAllAt:
+            for connection in list(self.connections):
                 connection.finish("shutdown")
-            else:
-                connection._drainMark = connection.received
+            return
+        self._noteActivity()
+        while (quiet := self._idleLongest(self._lastActive, self.drainQuiet)) is not None:
+            # Finished connections leave the order: what they still receive
+            # is discarded, not activity.
+            self._forget(quiet)
+            quiet.finish("shutdown")
 
     def abortAll(self, reason: str) -> None:
         """

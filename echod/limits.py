@@ -29,6 +29,7 @@ __all__ = [
     "DatagramGuard",
     "IPAddress",
     "LogBudget",
+    "NetworkList",
     "Refusal",
     "TokenBucket",
     "describePeer",
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def peerIP(address: IAddress | None) -> IPAddress | None:
@@ -85,6 +87,28 @@ class Refusal:
     MAX_CONNECTIONS_PER_PEER = "max_connections_per_peer"
     SHUTTING_DOWN = "shutting_down"
     PROXY_HEADER = "proxy_header"
+    UNTRUSTED_PROXY = "untrusted_proxy"
+
+
+@dataclass(frozen=True)
+class NetworkList:
+    """
+    A list of networks, as the config writes them (CIDR strings); an IPv4
+    address is found in IPv4 networks whether it came as itself or mapped
+    into IPv6 (L{peerIP} unmaps it).  An empty list contains nothing.
+    """
+
+    networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def fromStrings(cls, networks: Iterable[str]) -> NetworkList:
+        return cls(tuple(ipaddress.ip_network(n) for n in networks))
+
+    def __contains__(self, ip: object) -> bool:
+        return any(ip in network for network in self.networks)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
 
 
 @dataclass(frozen=True)
@@ -95,22 +119,19 @@ class AccessList:
     always pass.
     """
 
-    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    deny: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    allow: NetworkList = NetworkList()
+    deny: NetworkList = NetworkList()
 
     @classmethod
     def fromStrings(cls, allow: Iterable[str], deny: Iterable[str]) -> AccessList:
-        return cls(
-            tuple(ipaddress.ip_network(n) for n in allow),
-            tuple(ipaddress.ip_network(n) for n in deny),
-        )
+        return cls(NetworkList.fromStrings(allow), NetworkList.fromStrings(deny))
 
     def permits(self, ip: IPAddress | None) -> bool:
         if ip is None:
             return True
-        if any(ip in network for network in self.deny):
+        if ip in self.deny:
             return False
-        return not self.allow or any(ip in network for network in self.allow)
+        return not self.allow or ip in self.allow
 
 
 class ConnectionLimits:

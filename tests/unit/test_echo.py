@@ -4,6 +4,7 @@ Tests for L{echod.echo} with in-memory transports and a fake clock.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -133,7 +134,8 @@ class EchoProtocolTests:
         """
         from echod.echo import IDLE_CHECKS
 
-        factory, clock = makeFactory(idle_timeout=40.0)
+        # No connection caps: no pressure checks (PressureTests count those).
+        factory, clock = makeFactory(idle_timeout=40.0, max_connections=0)
         protocol, transport = connect(factory)
         (call,) = clock.getDelayedCalls()
         assert call.getTime() == 40.0 / IDLE_CHECKS
@@ -157,7 +159,7 @@ class EchoProtocolTests:
         assert factory.stats.closed == 1
 
     def test_noIdleTimeoutWhenZero(self) -> None:
-        factory, clock = makeFactory(idle_timeout=0.0)
+        factory, clock = makeFactory(idle_timeout=0.0, max_connections=0)
         _, transport = connect(factory)
         clock.advance(10**6)
         assert not transport.disconnecting
@@ -272,22 +274,54 @@ class DrainTests:
         factory.drain(10).addCallback(fired.append)
         assert fired == [None]
 
-    def test_quietConnectionIsClosedAfterOneTick(self) -> None:
+    def test_quietConnectionIsClosedAfterDrainQuiet(self) -> None:
         """
-        A connection with nothing arriving is closed in order at the first
-        check; the drain fires when it is gone.
+        A connection with nothing arriving is closed in order once it has been
+        quiet for drain_quiet seconds (counted from the SIGTERM at the
+        latest); the drain fires when it is gone.
         """
-        factory, clock = makeFactory()
+        factory, clock = makeFactory(drain_quiet=2.0)
         protocol, transport = connect(factory)
+        protocol.dataReceived(b"just now")
         fired: list[object] = []
         factory.drain(10).addCallback(fired.append)
-        clock.advance(0.1)
+        tick(clock, 1.9, 0.1)
+        assert not transport.disconnecting
+        tick(clock, 0.2, 0.1)
         assert transport.disconnecting
         assert transport.producer is None
         assert not fired
         lose(protocol)
         assert fired == [None]
         assert not clock.getDelayedCalls()
+
+    def test_slowTalkerKeepsItsConnection(self) -> None:
+        """
+        A ping client with 1 s between messages is not done between two of
+        them: every message sent during the drain is echoed, and the
+        connection closes drain_quiet after the last one.
+        """
+        factory, clock = makeFactory(drain_quiet=2.0)
+        protocol, transport = connect(factory)
+        factory.drain(10)
+        for n in range(4):
+            protocol.dataReceived(b"ping %d\n" % n)
+            tick(clock, 1.0, 0.1)
+            assert not transport.disconnecting
+        tick(clock, 1.1, 0.1)
+        assert transport.disconnecting
+        assert transport.value() == b"".join(b"ping %d\n" % n for n in range(4))
+
+    def test_longQuietBeforeSigtermClosesAtOnce(self) -> None:
+        """
+        A connection already known to be quiet for drain_quiet before the
+        drain starts is closed at the first check.
+        """
+        factory, clock = makeFactory(drain_quiet=2.0)
+        _, transport = connect(factory)
+        tick(clock, 5)
+        factory.drain(10)
+        assert transport.disconnecting
 
     def test_busyConnectionEchoesUntilHalfTime(self) -> None:
         """
@@ -337,6 +371,14 @@ class DrainTests:
         assert factory.bytesEchoed() == 5
 
 
+def proxiedFactory(**settings: object) -> tuple[EchoFactory, Clock]:
+    """
+    A factory whose proxies (10.0.0.0/8 in these tests) are trusted.
+    """
+    settings.setdefault("trusted_proxies", ("10.0.0.0/8",))
+    return makeFactory(**settings)
+
+
 def connectProxied(
     factory: EchoFactory, proxyHost: str = "10.0.0.1"
 ) -> tuple[EchoProtocol, StringTransport]:
@@ -358,7 +400,7 @@ class ProxiedTests:
         The header may arrive a byte at a time; the bytes after it are echoed,
         and the peer logged is the one the header names.
         """
-        factory, _ = makeFactory()
+        factory, _ = proxiedFactory()
         protocol, transport = connectProxied(factory)
         for i in range(len(self.HEADER)):
             protocol.dataReceived(self.HEADER[i : i + 1])
@@ -370,7 +412,7 @@ class ProxiedTests:
         assert opened[0]["proxy"] == "10.0.0.1:50000"
 
     def test_restOfFirstSegmentEchoed(self) -> None:
-        factory, _ = makeFactory()
+        factory, _ = proxiedFactory()
         protocol, transport = connectProxied(factory)
         protocol.dataReceived(self.HEADER + b"same segment")
         assert transport.value() == b"same segment"
@@ -380,7 +422,7 @@ class ProxiedTests:
         """
         ACLs and per-peer caps see the client, not the proxy.
         """
-        factory, _ = makeFactory(deny=("192.0.2.44/32",), max_connections_per_peer=1)
+        factory, _ = proxiedFactory(deny=("192.0.2.44/32",), max_connections_per_peer=1)
         denied, deniedTransport = connectProxied(factory)
         denied.dataReceived(self.HEADER + b"x")
         assert deniedTransport.disconnecting
@@ -395,7 +437,7 @@ class ProxiedTests:
         assert factory.stats.refused == {"acl": 1, "max_connections_per_peer": 1}
 
     def test_badHeaderAborts(self, events: Sequence[LogEvent]) -> None:
-        factory, _ = makeFactory()
+        factory, _ = proxiedFactory()
         protocol, transport = connectProxied(factory)
         protocol.dataReceived(b"GET / HTTP/1.0\r\n\r\n")
         assert transport.disconnecting
@@ -406,7 +448,7 @@ class ProxiedTests:
         assert not factory.awaitingHeader
 
     def test_headerTimeout(self) -> None:
-        factory, clock = makeFactory(proxy_header_timeout=2.0)
+        factory, clock = proxiedFactory(proxy_header_timeout=2.0)
         protocol, transport = connectProxied(factory)
         protocol.dataReceived(b"PROXY TCP4 ")
         clock.advance(2)
@@ -418,14 +460,14 @@ class ProxiedTests:
     def test_localCommandIsTheProxyItself(self) -> None:
         from tests.unit.test_proxyprotocol import v2
 
-        factory, _ = makeFactory()
+        factory, _ = proxiedFactory()
         protocol, transport = connectProxied(factory)
         protocol.dataReceived(v2(0, 0, b"") + b"check")
         assert transport.value() == b"check"
         assert protocol.peerAddress == IPv4Address("TCP", "10.0.0.1", 50000)
 
     def test_halfCloseAfterHeader(self) -> None:
-        factory, _ = makeFactory()
+        factory, _ = proxiedFactory()
         protocol, transport = connectProxied(factory)
         protocol.dataReceived(self.HEADER + b"bye")
         protocol.readConnectionLost()
@@ -433,7 +475,7 @@ class ProxiedTests:
         assert transport.value() == b"bye"
 
     def test_waitingForHeaderCountsAgainstMaxConnections(self) -> None:
-        factory, _ = makeFactory(max_connections=2)
+        factory, _ = proxiedFactory(max_connections=2)
         connectProxied(factory)
         connectProxied(factory)
         _, third = connectProxied(factory)
@@ -441,7 +483,7 @@ class ProxiedTests:
         assert factory.stats.refused["max_connections"] == 1
 
     def test_drainAbortsConnectionsStillWaitingForHeader(self) -> None:
-        factory, _ = makeFactory()
+        factory, _ = proxiedFactory()
         _, transport = connectProxied(factory)
         factory.drain(10)
         assert transport.disconnecting
@@ -451,7 +493,7 @@ class ProxiedTests:
         Connect-and-close (a port probe, a plain TCP health check) is not a
         broken proxy: nothing is counted as refused.
         """
-        factory, clock = makeFactory()
+        factory, clock = proxiedFactory()
         protocol, transport = connectProxied(factory)
         protocol.readConnectionLost()
         assert transport.disconnecting
@@ -459,7 +501,7 @@ class ProxiedTests:
         assert not clock.getDelayedCalls()
 
     def test_partialHeaderThenCloseIsABadHeader(self) -> None:
-        factory, _ = makeFactory()
+        factory, _ = proxiedFactory()
         protocol, _ = connectProxied(factory)
         protocol.dataReceived(b"PROXY TCP4 1.2")
         protocol.readConnectionLost()
@@ -468,10 +510,194 @@ class ProxiedTests:
     def test_healthCheckConnectionsLoggedAtDebug(self, events: Sequence[LogEvent]) -> None:
         from tests.unit.test_proxyprotocol import v2
 
-        factory, _ = makeFactory()
+        factory, _ = proxiedFactory()
         protocol, _ = connectProxied(factory)
         protocol.dataReceived(v2(0, 0, b""))
         lose(protocol)
         levels = {e["event"]: e["log_level"] for e in events if "event" in e}
         assert levels["connection.opened"] == LogLevel.debug
         assert levels["connection.closed"] == LogLevel.debug
+
+
+class TrustedProxyTests:
+    HEADER = b"PROXY TCP4 198.51.100.7 10.0.0.9 40404 7\r\n"
+
+    def test_untrustedProxyRefusedBeforeReading(self, events: Sequence[LogEvent]) -> None:
+        """
+        A direct client of a PROXY listener that is not a trusted proxy is
+        refused at once: it cannot become the address its header claims.
+        """
+        factory, clock = makeFactory(trusted_proxies=("10.0.0.0/8",))
+        protocol, transport = connectProxied(factory, "192.0.2.66")
+        assert transport.disconnecting
+        assert factory.stats.refused == {Refusal.UNTRUSTED_PROXY: 1}
+        assert not factory.awaitingHeader
+        protocol.dataReceived(self.HEADER + b"hello")
+        assert transport.value() == b""
+        assert protocol.peerAddress is None
+        assert not factory.connections
+        refused = [e for e in events if e.get("event") == "connection.refused"]
+        assert refused[0]["peer"] == "192.0.2.66:50000"
+        assert refused[0]["reason"] == "untrusted_proxy"
+        lose(protocol)
+        assert not clock.getDelayedCalls()
+
+    def test_defaultTrustsLoopbackOnly(self) -> None:
+        factory, _ = makeFactory()
+        _, v4 = connectProxied(factory, "127.0.0.5")
+        _, remote = connectProxied(factory, "10.0.0.1")
+        assert not v4.disconnecting
+        assert remote.disconnecting
+
+    def test_mappedAndIPv6Proxies(self) -> None:
+        """
+        A dual-stack listener sees an IPv4 proxy as ::ffff:a.b.c.d: it is
+        trusted by the IPv4 network; ::1 by ::1/128.
+        """
+        from echod.echo import ProxiedEchoFactory
+
+        factory, _ = makeFactory()
+        for host, trusted in (("::ffff:127.0.0.1", True), ("::1", True), ("2001:db8::1", False)):
+            address = IPv6Address("TCP", host, 50000)
+            protocol = ProxiedEchoFactory(factory).buildProtocol(address)
+            assert protocol is not None
+            transport = StringTransport(peerAddress=address)
+            protocol.makeConnection(transport)
+            assert transport.disconnecting is not trusted, host
+
+    def test_emptyListTrustsNobody(self) -> None:
+        factory, _ = makeFactory(trusted_proxies=())
+        _, transport = connectProxied(factory, "127.0.0.1")
+        assert transport.disconnecting
+
+    def test_reloadChangesTrust(self) -> None:
+        factory, _ = makeFactory()
+        _, before = connectProxied(factory, "10.0.0.1")
+        factory.reconfigure(ServerConfig(trusted_proxies=("10.0.0.0/8",)))
+        _, after = connectProxied(factory, "10.0.0.1")
+        assert before.disconnecting and not after.disconnecting
+
+    def test_spoofedHeadersCannotExhaustAThirdPartysSlots(self) -> None:
+        """
+        Untrusted clients claiming 192.0.2.44 use none of its per-peer slots:
+        the genuine 192.0.2.44 arriving through the trusted proxy is served.
+        """
+        factory, _ = makeFactory(trusted_proxies=("10.0.0.1/32",), max_connections_per_peer=2)
+        claim = b"PROXY TCP4 192.0.2.44 10.0.0.9 40404 7\r\n"
+        for _ in range(5):
+            spoofer, _ = connectProxied(factory, "10.0.0.66")
+            spoofer.dataReceived(claim)
+        genuine, transport = connectProxied(factory, "10.0.0.1")
+        genuine.dataReceived(claim + b"hi")
+        assert transport.value() == b"hi"
+        assert factory.stats.refused == {Refusal.UNTRUSTED_PROXY: 5}
+
+
+class PressureTests:
+    """
+    When the server is full, a connection idle for pressure_idle_timeout
+    gives its place to a newcomer; one exchanging data never does.
+    """
+
+    def test_idleOneGivesWayToNewcomer(self, events: Sequence[LogEvent]) -> None:
+        factory, clock = makeFactory(max_connections=3, pressure_idle_timeout=10.0)
+        idle = [connect(factory, "192.0.2.1", 40000 + n) for n in range(2)]
+        busy, busyTransport = connect(factory, "192.0.2.2")
+        for _ in range(44):
+            busy.dataReceived(b"x")
+            tick(clock, 0.25)
+        assert clock.seconds() == 11
+        newcomer, transport = connect(factory, "203.0.113.5")
+        assert not transport.disconnecting
+        newcomer.dataReceived(b"hello")
+        assert transport.value() == b"hello"
+        # The one idle longest (the first) went; the other idle one and the
+        # busy one stay.
+        assert idle[0][1].disconnecting and not idle[1][1].disconnecting
+        assert not busyTransport.disconnecting
+        assert factory.stats.evicted == 1
+        assert factory.totals().evicted == 1
+        assert factory.limits.total == 3
+        evicted = [e for e in events if e.get("event") == "connection.evicted"]
+        assert evicted[0]["peer"] == "192.0.2.1:40000"
+        assert evicted[0]["newcomer"] == "203.0.113.5:40000"
+        # Its transport closes later; its place was released at once, once.
+        lose(idle[0][0])
+        assert factory.limits.total == 3
+        assert factory.stats.closed == 1
+
+    def test_nobodyIdleLongEnoughMeansRefusal(self) -> None:
+        factory, clock = makeFactory(max_connections=2, pressure_idle_timeout=10.0)
+        connect(factory, "192.0.2.1", 1)
+        connect(factory, "192.0.2.1", 2)
+        tick(clock, 8)
+        _, transport = connect(factory, "203.0.113.5")
+        assert transport.disconnecting
+        assert factory.stats.refused == {Refusal.MAX_CONNECTIONS: 1}
+        assert factory.stats.evicted == 0
+
+    def test_activeConnectionsAreNeverEvicted(self) -> None:
+        """
+        Connections that keep sending stay, however long they have been
+        open; activity since the last check counts too.
+        """
+        factory, clock = makeFactory(max_connections=2, pressure_idle_timeout=1.0)
+        one, oneT = connect(factory, "192.0.2.1", 1)
+        two, twoT = connect(factory, "192.0.2.1", 2)
+        for _ in range(40):
+            one.dataReceived(b"a")
+            two.dataReceived(b"b")
+            tick(clock, 0.25)
+        # Between two checks: each just sent a byte.
+        one.dataReceived(b"a")
+        two.dataReceived(b"b")
+        _, newT = connect(factory, "203.0.113.5")
+        assert newT.disconnecting
+        assert not oneT.disconnecting and not twoT.disconnecting
+
+    def test_perPeerCapEvictsThatPeersIdleConnection(self) -> None:
+        factory, clock = makeFactory(max_connections_per_peer=2, pressure_idle_timeout=2.0)
+        _, other = connect(factory, "192.0.2.9")
+        _, first = connect(factory, "192.0.2.1", 1)
+        tick(clock, 1)
+        _, secondT = connect(factory, "192.0.2.1", 2)
+        tick(clock, 1.5)
+        _, third = connect(factory, "192.0.2.1", 3)
+        assert first.disconnecting and not third.disconnecting
+        assert not other.disconnecting and not secondT.disconnecting
+        assert factory.limits.openFrom(ipaddress.ip_address("192.0.2.1")) == 2
+
+    def test_proxiedNewcomerEvictsWhileAwaitingHeader(self) -> None:
+        factory, clock = proxiedFactory(max_connections=1, pressure_idle_timeout=1.0)
+        _, idle = connect(factory, "192.0.2.1")
+        tick(clock, 2)
+        protocol, transport = connectProxied(factory)
+        assert idle.disconnecting and not transport.disconnecting
+        protocol.dataReceived(b"PROXY TCP4 192.0.2.44 10.0.0.9 40404 7\r\nhi")
+        assert transport.value() == b"hi"
+
+    def test_oneTimerPerFactoryNotPerConnection(self) -> None:
+        from echod.echo import PRESSURE_TICK_MAX
+
+        factory, clock = makeFactory(idle_timeout=0.0, pressure_idle_timeout=10.0)
+        protocols = [connect(factory, "192.0.2.1", n)[0] for n in range(50)]
+        (loop,) = clock.getDelayedCalls()
+        assert loop.getTime() == PRESSURE_TICK_MAX
+        for protocol in protocols:
+            lose(protocol)
+        assert not clock.getDelayedCalls()
+
+    def test_noChecksWithoutCaps(self) -> None:
+        factory, clock = makeFactory(idle_timeout=0.0, max_connections=0)
+        connect(factory)
+        assert not clock.getDelayedCalls()
+
+    def test_evictionsLoggedWithinTheRefusalBudget(self, events: Sequence[LogEvent]) -> None:
+        factory, clock = makeFactory(max_connections=1, pressure_idle_timeout=0.5, idle_timeout=0)
+        connect(factory, "192.0.2.1", 0)
+        for n in range(1, 40):
+            tick(clock, 1)
+            connect(factory, "192.0.2.1", n)
+        assert factory.stats.evicted == 39
+        lines = [e for e in events if e.get("event") == "connection.evicted"]
+        assert 0 < len(lines) <= 10 * 4
