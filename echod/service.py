@@ -429,12 +429,17 @@ class MetricsService(ListenerService):
 
     A L{ListenerService}: a busy port stops start-up with one line.  The
     root stops it after everything else, so that C{/healthz} answers 503 and
-    C{/metrics} keeps answering while connections drain.
+    C{/metrics} keeps answering while connections drain.  Its connection cap
+    and request timeout (C{root.config.metrics}) are reloadable.
     """
 
     def __init__(self, description: str, root: EchodService, reactor: Any) -> None:
-        super().__init__(description, metricsSite(root, root.health, reactor), reactor)
+        self.site = metricsSite(root, root.health, reactor, root.config.metrics)
+        super().__init__(description, self.site, reactor)
         self.setName("metrics")
+
+    def reconfigure(self, config: Config) -> None:
+        self.site.reconfigure(config.metrics)
 
     def startService(self) -> None:
         super().startService()

@@ -12,7 +12,15 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
-from twisted.internet.testing import FakeDatagramTransport, MemoryReactorClock, StringTransport
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import (
+    EventLoggingObserver,
+    FakeDatagramTransport,
+    MemoryReactorClock,
+    StringTransport,
+)
+from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 
@@ -23,9 +31,16 @@ from echod.metrics import (
     HealthResource,
     ICaptureStatistics,
     MetricsResource,
+    MetricsSite,
     metricsRegistry,
 )
-from echod.service import EchodService, EchoService, UDPEchoService
+from echod.service import (
+    EchodService,
+    EchoService,
+    MetricsService,
+    UDPEchoService,
+    makeService,
+)
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -246,3 +261,273 @@ class ResourceTests:
         assert HealthResource(health).render_GET(request) == body  # type: ignore[arg-type]
         assert (request.responseCode or 200) == code
         assert request.responseHeaders.getRawHeaders(b"cache-control") == [b"no-store"]
+
+
+def metricsListener(
+    **settings: object,
+) -> tuple[EchodService, MetricsSite, MemoryReactorClock]:
+    """
+    A service tree with only the metrics listener (not listening), as
+    C{makeService} builds it, and the site that serves its connections.
+    """
+    reactor = MemoryReactorClock()
+    cfg = config.Config(
+        server=config.ServerConfig(listen=()),
+        metrics=config.MetricsConfig(
+            listen="tcp:9107:interface=127.0.0.1",
+            **settings,  # type: ignore[arg-type]
+        ),
+    )
+    root = makeService(cfg, reactor)
+    service = root.getServiceNamed("metrics")
+    assert isinstance(service, MetricsService)
+    return root, service.site, reactor
+
+
+def listenerScrape(root: EchodService, site: MetricsSite) -> Samples:
+    text = generate_latest(metricsRegistry(root, root.health, site)).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+class Client:
+    """
+    One connection to the metrics site, over a L{StringTransport}.
+    """
+
+    def __init__(self, site: MetricsSite, port: int = 40000) -> None:
+        address = IPv4Address("TCP", "192.0.2.7", port)
+        self.channel = site.buildProtocol(address)
+        self.transport = StringTransport(peerAddress=address)
+        if self.channel is not None:
+            self.channel.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        assert self.channel is not None
+        self.channel.dataReceived(data)
+
+    def lose(self) -> None:
+        assert self.channel is not None
+        self.channel.connectionLost(Failure(ConnectionDone()))
+
+    @property
+    def aborted(self) -> bool:
+        return self.transport.disconnected
+
+    @property
+    def closing(self) -> bool:
+        return self.transport.disconnecting or self.transport.disconnected
+
+
+REQUEST = b"GET /healthz HTTP/1.1\r\nHost: echod\r\n\r\n"
+
+
+class ListenerBoundsTests:
+    """
+    The metrics listener cannot be held open, or filled, by clients that
+    never finish a request (issue 11, point 4).
+    """
+
+    def test_familiesFromTheFirstScrape(self) -> None:
+        """
+        The listener's own gauge and every refusal reason exist (at 0) from
+        the first scrape.
+        """
+        root, site, _ = metricsListener()
+        samples = listenerScrape(root, site)
+        assert value(samples, "echod_metrics_connections_open") == 0
+        assert value(samples, "echod_metrics_connections_max") == 16
+        for reason in ("max_connections", "request_timeout", "request_too_large"):
+            assert value(samples, "echod_metrics_connections_refused_total", reason=reason) == 0
+
+    def test_refusedBeyondMaxConnections(self) -> None:
+        """
+        Beyond max_connections, buildProtocol returns None (the connection
+        is closed at accept, holding no descriptor) and counts it; a place
+        freed is taken again.
+        """
+        root, site, _ = metricsListener(max_connections=2)
+        first, second = Client(site), Client(site)
+        third = Client(site)
+        assert first.channel is not None and second.channel is not None
+        assert third.channel is None
+        samples = listenerScrape(root, site)
+        assert value(samples, "echod_metrics_connections_open") == 2
+        assert (
+            value(samples, "echod_metrics_connections_refused_total", reason="max_connections") == 1
+        )
+        first.lose()
+        assert Client(site).channel is not None
+        assert Client(site).channel is None
+        samples = listenerScrape(root, site)
+        assert value(samples, "echod_metrics_connections_open") == 2
+        assert (
+            value(samples, "echod_metrics_connections_refused_total", reason="max_connections") == 2
+        )
+
+    def test_deadlineNotResetByTrickle(self) -> None:
+        """
+        A byte every half second does not keep a connection open past
+        request_timeout from its start: it is aborted then, and counted.
+        """
+        root, site, reactor = metricsListener(request_timeout=2)
+        client = Client(site)
+        for byte in REQUEST[:3]:
+            reactor.advance(0.5)
+            client.send(bytes([byte]))
+        assert not client.closing
+        reactor.advance(0.5)
+        assert client.aborted
+        samples = listenerScrape(root, site)
+        assert (
+            value(samples, "echod_metrics_connections_refused_total", reason="request_timeout") == 1
+        )
+
+    def test_silentConnectionTimesOut(self) -> None:
+        root, site, reactor = metricsListener(request_timeout=2)
+        client = Client(site)
+        reactor.advance(1.9)
+        assert not client.closing
+        reactor.advance(0.1)
+        assert client.aborted
+        client.lose()
+        samples = listenerScrape(root, site)
+        assert value(samples, "echod_metrics_connections_open") == 0
+        assert (
+            value(samples, "echod_metrics_connections_refused_total", reason="request_timeout") == 1
+        )
+
+    def test_keptAliveGetsTheDeadlineAgain(self) -> None:
+        """
+        A request complete in time is answered; a kept-alive connection then
+        has request_timeout again for its next request.  If it sends nothing
+        more it is closed in order (FIN, not counted), and aborted a
+        request_timeout later if it does not go.
+        """
+        root, site, reactor = metricsListener(request_timeout=2)
+        client = Client(site)
+        reactor.advance(1.9)
+        client.send(REQUEST)
+        assert client.transport.value().startswith(b"HTTP/1.1 503 ")
+        reactor.advance(1.9)
+        assert not client.closing
+        client.transport.clear()
+        client.send(REQUEST)
+        assert client.transport.value().startswith(b"HTTP/1.1 503 ")
+        reactor.advance(2)
+        assert client.transport.disconnecting
+        assert not client.aborted
+        reactor.advance(2)
+        assert client.aborted
+        samples = listenerScrape(root, site)
+        assert (
+            value(samples, "echod_metrics_connections_refused_total", reason="request_timeout") == 0
+        )
+
+    def test_keptAliveLateWithItsNextRequest(self) -> None:
+        root, site, reactor = metricsListener(request_timeout=2)
+        client = Client(site)
+        client.send(REQUEST)
+        reactor.advance(1)
+        client.send(b"GET /metr")
+        reactor.advance(1)
+        assert client.aborted
+        samples = listenerScrape(root, site)
+        assert (
+            value(samples, "echod_metrics_connections_refused_total", reason="request_timeout") == 1
+        )
+
+    @pytest.mark.parametrize(
+        "request_, status",
+        [
+            (b"GET / HTTP/1.1\r\nX-Long: " + b"a" * 9000 + b"\r\n\r\n", b"431"),
+            (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\n\r\n", b"431"),
+            (
+                b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(65)) + b"\r\n",
+                b"431",
+            ),
+            (
+                b"POST /metrics HTTP/1.1\r\nContent-Length: 10000\r\n\r\n" + b"x" * 10000,
+                b"413",
+            ),
+        ],
+        ids=["header", "request-line", "headers", "body"],
+    )
+    def test_requestTooLarge(self, request_: bytes, status: bytes) -> None:
+        """
+        A request over the size limits is answered 431 (request line and
+        headers) or 413 (body), closed, and counted.
+        """
+        root, site, _ = metricsListener()
+        client = Client(site)
+        client.send(request_)
+        assert client.transport.value().startswith(b"HTTP/1.1 " + status + b" ")
+        assert client.closing
+        samples = listenerScrape(root, site)
+        assert (
+            value(samples, "echod_metrics_connections_refused_total", reason="request_too_large")
+            == 1
+        )
+
+    def test_scrapeWithinTheLimits(self) -> None:
+        """
+        An ordinary scrape (with the headers a scraper sends) is answered,
+        and sees its own connection.
+        """
+        _, site, _ = metricsListener()
+        client = Client(site)
+        client.send(
+            b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:9107\r\nUser-Agent: Prometheus/2.45\r\n"
+            b"Accept: text/plain;version=0.0.4;q=0.5,*/*;q=0.1\r\nAccept-Encoding: gzip\r\n"
+            b"X-Prometheus-Scrape-Timeout-Seconds: 10\r\n\r\n"
+        )
+        response = client.transport.value()
+        assert response.startswith(b"HTTP/1.1 200 ")
+        assert b"\nechod_metrics_connections_open 1.0\n" in response
+
+    def test_refusalsLoggedWithinBudget(self) -> None:
+        """
+        Refusals are logged, ten per interval, then summed up in one line.
+        """
+        _, site, reactor = metricsListener(max_connections=1, request_timeout=60)
+        events = EventLoggingObserver()
+        site.logger = Logger(observer=events)
+        Client(site)
+        for port in range(25):
+            assert Client(site, 50000 + port).channel is None
+        refused = [e for e in events if e.get("event") == "metrics.refused"]
+        assert len(refused) == 10
+        assert refused[0]["peer"] == "192.0.2.7:50000"
+        assert refused[0]["reason"] == "max_connections"
+        reactor.advance(10)
+        summaries = [e for e in events if e.get("event") == "metrics.refused.summary"]
+        assert [s["total"] for s in summaries] == [15]
+
+    def test_reload(self) -> None:
+        """
+        A reload applies max_connections and request_timeout to connections
+        opened from then on.
+        """
+        reactor = MemoryReactorClock()
+        listen = "tcp:9107:interface=127.0.0.1"
+        old = config.Config(
+            server=config.ServerConfig(listen=()), metrics=config.MetricsConfig(listen=listen)
+        )
+        new = config.Config(
+            server=config.ServerConfig(listen=()),
+            metrics=config.MetricsConfig(listen=listen, max_connections=1, request_timeout=5),
+        )
+        root = makeService(old, reactor, reload=lambda: new)
+        service = root.getServiceNamed("metrics")
+        assert isinstance(service, MetricsService)
+        site = service.site
+        assert root.reload()
+        client = Client(site)
+        assert Client(site).channel is None
+        reactor.advance(4.9)
+        assert not client.closing
+        reactor.advance(0.1)
+        assert client.aborted
