@@ -14,7 +14,10 @@ from __future__ import annotations
 import sys
 from types import TracebackType
 
-__all__ = ["ListenError", "UserError", "reportUserErrors"]
+__all__ = ["MAX_LINE", "ListenError", "UserError", "oneLine", "reportUserErrors"]
+
+# The longest line a user error prints, whatever it quotes.
+MAX_LINE = 1000
 
 
 class UserError(Exception):
@@ -35,6 +38,47 @@ class ListenError(UserError):
         self.errno = errno
 
 
+def _escape(char: str) -> str:
+    code = ord(char)
+    if char in "\t\n\r":
+        return {"\t": "\\t", "\n": "\\n", "\r": "\\r"}[char]
+    if 0xDC80 <= code <= 0xDCFF:
+        # A byte that was not UTF-8, kept by surrogateescape (file names, argv).
+        return f"\\x{code - 0xDC00:02x}"
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+def oneLine(text: str, limit: int = MAX_LINE, quote: bool = False) -> str:
+    """
+    C{text} as it can be shown on one line of a terminal or a log: every
+    character that is not printable (controls, line and paragraph separators,
+    format characters, bytes that were not UTF-8) is escaped as in Python, and
+    the result is cut at C{limit} characters with an ellipsis.  With C{quote},
+    backslashes and double quotes are escaped too, for a value shown between
+    double quotes.
+    """
+    pieces: list[str] = []
+    length = 0
+    for char in text:
+        if char.isprintable():
+            piece = "\\" + char if quote and char in '"\\' else char
+        else:
+            piece = _escape(char)
+        if length + len(piece) > limit:
+            # Too long: drop what does not leave room for the ellipsis.
+            while pieces and length > limit - 1:
+                length -= len(pieces.pop())
+            pieces.append("\u2026")
+            break
+        pieces.append(piece)
+        length += len(piece)
+    return "".join(pieces)
+
+
 def reportUserErrors(prog: str = "echod") -> None:
     """
     Make an uncaught L{UserError} print C{PROG: MESSAGE} on stderr (status 1)
@@ -49,7 +93,7 @@ def reportUserErrors(prog: str = "echod") -> None:
         if isinstance(value, UserError):
             # Not sys.stderr: once twistd has begun logging, that feeds the log.
             stderr = sys.__stderr__ or sys.stderr
-            stderr.write(f"{prog}: {value}\n")
+            stderr.write(f"{prog}: {oneLine(str(value))}\n")
             stderr.flush()
         else:
             previous(kind, value, tb)
