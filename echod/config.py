@@ -23,12 +23,14 @@ import json
 import math
 import os
 import re
+import stat
+import sys
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
-from echod.errors import UserError
+from echod.errors import UserError, oneLine
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -37,6 +39,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DatagramEndpoint",
+    "FileProblem",
     "LogConfig",
     "MetricsConfig",
     "ServerConfig",
@@ -49,6 +52,7 @@ __all__ = [
     "loads",
     "override",
     "parseDatagramEndpoint",
+    "readRegularFile",
     "sections",
     "setting",
     "withBacklog",
@@ -56,6 +60,26 @@ __all__ = [
 
 DEFAULT_LISTEN = r"tcp6:port=7007:interface=\:\:"
 DEFAULT_LISTEN_IPV4 = "tcp:port=7007"
+
+# Bounds on what echod reads, so that no input costs more than a moment and a
+# few megabytes: the config file's size, how deep arrays and inline tables
+# nest, how many parts a dotted key has, how long a number is written.
+MAX_CONFIG_BYTES = 1024 * 1024
+MAX_NESTING = 32
+MAX_KEY_PARTS = 32
+MAX_NUMBER_CHARS = 100
+# Files named in endpoint strings (keys, certificates, DH parameters) and the
+# directories of CA certificates Twisted reads when it parses the string.
+MAX_PEM_BYTES = 1024 * 1024
+MAX_CA_FILES = 1000
+MAX_ENDPOINT_CHARS = 8192
+# sun_path is 108 bytes on Linux (104 on the BSDs and macOS), with its NUL.
+MAX_UNIX_PATH_BYTES = 107 if sys.platform.startswith("linux") else 103
+# How much of a value, a key and a file name an error message quotes.
+_SHOW_VALUE = 80
+_SHOW_KEY = 100
+_SHOW_SOURCE = 200
+_SHOW_PROBLEM = 600
 
 T = TypeVar("T")
 
@@ -85,33 +109,68 @@ class ConfigError(UserError):
         self.value = value
 
     def __str__(self) -> str:
+        """
+        One line of bounded length, whatever the file name, key and value
+        are: each is shortened, and escaped where it is not printable.
+        """
         parts = []
         if self.source is not None:
-            parts.append(self.source)
+            parts.append(_showSource(self.source))
         if self.line is not None:
             parts.append(f"line {self.line}")
         if self.key is not None:
+            key = oneLine(self.key, _SHOW_KEY)
             if self.value is dataclasses.MISSING:
-                parts.append(self.key)
+                parts.append(key)
             else:
-                parts.append(f"{self.key} = {_show(self.value)}")
-        parts.append(self.problem)
+                parts.append(f"{key} = {_show(self.value)}")
+        parts.append(oneLine(self.problem, _SHOW_PROBLEM))
         return ": ".join(parts)
 
 
-def _show(value: object) -> str:
+def _showSource(source: str) -> str:
     """
-    Render a value the way it is written in TOML, so the user recognises it.
+    A file name, escaped; a long one keeps its end, where its name is.
+    """
+    if len(source) > _SHOW_SOURCE:
+        source = "\u2026" + source[-(_SHOW_SOURCE - 1) :]
+    return oneLine(source, 2 * _SHOW_SOURCE)
+
+
+def _show(value: object, limit: int = _SHOW_VALUE, depth: int = 0) -> str:
+    """
+    Render a value the way it is written in TOML, so the user recognises it:
+    at most about C{limit} characters, escaped, a long string followed by its
+    length.
     """
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k} = {_show(v)}" for k, v in value.items()) + "}"
-    return str(value)
+        shown = oneLine(value, limit, quote=True)
+        cut = len(value) > limit or (shown.endswith("\u2026") and not value.endswith("\u2026"))
+        return f'"{shown}" ({len(value)} characters)' if cut else f'"{shown}"'
+    if isinstance(value, int):
+        if value.bit_length() > 3 * limit:
+            # str() of an integer over 4,300 digits raises ValueError.
+            return f"(an integer of about {int(value.bit_length() * math.log10(2)) + 1} digits)"
+        return oneLine(str(value), limit)
+    if isinstance(value, list | tuple | dict):
+        if depth > 3:
+            return "[\u2026]" if not isinstance(value, dict) else "{\u2026}"
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        pieces, length = [], 0
+        for key, item in items:
+            piece = _show(item, limit, depth + 1)
+            if isinstance(value, dict):
+                piece = f"{oneLine(str(key), limit)} = {piece}"
+            if length + len(piece) > limit:
+                pieces.append("\u2026")
+                break
+            pieces.append(piece)
+            length += len(piece) + 2
+        opening, closing = ("{", "}") if isinstance(value, dict) else ("[", "]")
+        return opening + ", ".join(pieces) + closing
+    return oneLine(str(value), limit)
 
 
 class _Invalid(ValueError):
@@ -154,19 +213,31 @@ class _Int(_Kind[int]):
 
 
 class _Float(_Kind[float]):
-    def __init__(self, low: float, high: float, unit: str = "") -> None:
-        self.low, self.high, self.unit = low, high, unit
+    """
+    A number from C{low} to C{high}; with C{zeroOr}, 0 (off) or a number
+    from C{low} (an interval that small would be a busy loop).
+    """
+
+    def __init__(self, low: float, high: float, unit: str = "", zeroOr: bool = False) -> None:
+        self.low, self.high, self.unit, self.zeroOr = low, high, unit, zeroOr
 
     def __call__(self, value: object) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _Invalid(self.allowed())
+        if isinstance(value, int) and not -(2**64) < value < 2**64:
+            raise _Invalid(self.allowed())
         number = float(value)
+        if self.zeroOr and number == 0:
+            return number
         if math.isnan(number) or not self.low <= number <= self.high:
             raise _Invalid(self.allowed())
         return number
 
     def allowed(self) -> str:
-        return f"expected a number{self.unit} from {_number(self.low)} to {_number(self.high)}"
+        zero = ": 0, or" if self.zeroOr else ""
+        return (
+            f"expected a number{self.unit}{zero} from {_number(self.low)} to {_number(self.high)}"
+        )
 
 
 class _Bool(_Kind[bool]):
@@ -238,7 +309,7 @@ def _portRange(value: object) -> tuple[int, int]:
         if 0 <= value <= 65535:
             return (value, value)
     elif isinstance(value, str):
-        match = re.fullmatch(r"\s*(\d{1,5})\s*-\s*(\d{1,5})\s*", value)
+        match = re.fullmatch(r"\s*([0-9]{1,5})\s*-\s*([0-9]{1,5})\s*", value)
         if match:
             low, high = int(match.group(1)), int(match.group(2))
             if low <= high <= 65535:
@@ -287,7 +358,7 @@ def endpointParameters(description: str) -> tuple[str, list[str], dict[str, str]
     endpoint description, with any C{haproxy:} prefixes removed.
     """
     pieces = _splitDescription(description)
-    while pieces and pieces[0] == "haproxy":
+    while pieces and pieces[0].lower() == "haproxy":
         pieces = pieces[1:]
     kind = pieces[0] if pieces else ""
     args, kwargs = [], {}
@@ -300,11 +371,201 @@ def endpointParameters(description: str) -> tuple[str, list[str], dict[str, str]
     return kind, args, kwargs
 
 
+def _quoted(text: str) -> str:
+    return "'" + oneLine(text, _SHOW_VALUE) + "'"
+
+
 def _checkPort(text: str | None, kind: str) -> None:
     if text is None:
         raise _Invalid(f"a {kind}: endpoint needs a port, such as {kind}:port=7007")
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise _Invalid(f"port {text!r} is not a port number from 0 to 65535")
+    # Not str.isdigit() or int() alone: both take digits of every script.
+    if not re.fullmatch(r"[0-9]{1,5}", text) or not 0 <= int(text) <= 65535:
+        raise _Invalid(f"port {_quoted(text)} is not a port number from 0 to 65535")
+
+
+class FileProblem(ValueError):
+    """
+    A named file echod will not read: missing, unreadable, not a regular file
+    (a FIFO would block, a device never end), or too large.
+    """
+
+
+def _fileKind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _openRegular(path: str, limit: int) -> int:
+    """
+    Open C{path} for reading only if it is a regular file of at most C{limit}
+    bytes, without blocking on a FIFO or touching a device: it is looked at
+    first, opened non-blocking, and looked at again through the descriptor.
+    """
+    try:
+        if stat.S_ISREG(os.stat(path).st_mode):
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+        else:
+            fd = -1
+    except OSError as e:
+        raise FileProblem(e.strerror or str(e)) from None
+    except ValueError:
+        raise FileProblem("not a possible file name (a NUL character?)") from None
+    if fd < 0:
+        raise FileProblem(f"it is {_fileKind(os.stat(path).st_mode)}, not a regular file")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        os.close(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise FileProblem(f"it is {_fileKind(info.st_mode)}, not a regular file")
+        raise FileProblem(f"it is larger than {_size(limit)} ({info.st_size} bytes)")
+    return fd
+
+
+def _size(count: int) -> str:
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if count >= factor and count % factor == 0:
+            return f"{count // factor} {unit}"
+    return f"{count} bytes"
+
+
+def readRegularFile(path: str, limit: int) -> bytes:
+    """
+    The contents of C{path}, if it is a regular file of at most C{limit}
+    bytes (a file that grows while it is read is cut off at C{limit + 1}).
+
+    @raise FileProblem: otherwise; the text says why, without the name.
+    """
+    fd = _openRegular(path, limit)
+    try:
+        with os.fdopen(fd, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise FileProblem(e.strerror or str(e)) from None
+    if len(data) > limit:
+        raise FileProblem(f"it is larger than {_size(limit)}")
+    return data
+
+
+def _checkFile(text: str, name: str) -> None:
+    try:
+        os.close(_openRegular(text, MAX_PEM_BYTES))
+    except FileProblem as e:
+        raise _Invalid(f"{name}={_quoted(text)}: {e}") from None
+
+
+def _checkDirectory(text: str, name: str) -> None:
+    """
+    Twisted reads every C{*.pem} file of a CA directory when it parses the
+    endpoint string: each must be a file echod would read, and not too many.
+    """
+    try:
+        if not stat.S_ISDIR(os.stat(text).st_mode):
+            raise _Invalid(f"{name}={_quoted(text)}: not a directory")
+        with os.scandir(text) as entries:
+            pems = []
+            for index, entry in enumerate(entries):
+                if index >= 10 * MAX_CA_FILES:
+                    break
+                if entry.name.split(".")[-1].lower() == "pem":
+                    pems.append(entry.path)
+    except OSError as e:
+        raise _Invalid(f"{name}={_quoted(text)}: {e.strerror or e}") from None
+    except ValueError:
+        raise _Invalid(f"{name}={_quoted(text)}: not a possible file name") from None
+    if index >= 10 * MAX_CA_FILES or len(pems) > MAX_CA_FILES:
+        raise _Invalid(f"{name}={_quoted(text)}: more than {MAX_CA_FILES} certificates")
+    for path in pems:
+        _checkFile(path, name)
+
+
+# The parameters of Twisted's endpoint strings, in the order positional
+# arguments take them.
+_SERVER_PARAMETERS = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "backlog", "interface"),
+    "ssl": (
+        "port",
+        "privateKey",
+        "certKey",
+        "sslmethod",
+        "interface",
+        "backlog",
+        "extraCertChain",
+        "dhParameters",
+    ),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+}
+_CLIENT_PARAMETERS = {
+    "tcp": ("host", "port"),
+    "ssl": ("host", "port"),
+    "unix": ("path",),
+    "tls": ("host", "port", "timeout", "bindAddress", "certificate", "privateKey", "trustRoots"),
+}
+# Parameters that name a file, or a directory of files, Twisted reads while it
+# parses the string.
+_FILES = ("privateKey", "certKey", "extraCertChain", "dhParameters", "certificate")
+_DIRECTORIES = ("caCertsDir", "trustRoots")
+
+
+def _named(kind: str, table: Mapping[str, Sequence[str]], description: str) -> dict[str, str]:
+    """
+    Every argument of an endpoint description under its parameter's name.
+    """
+    _, args, kwargs = endpointParameters(description)
+    names = table.get(kind, ())
+    if table is _CLIENT_PARAMETERS and len(args) == 1 and "host" in kwargs:
+        names = ("port",)  # tcp:host=H:PORT, as Twisted reads it
+    named = dict(zip(names, args, strict=False))
+    named.update(kwargs)
+    return named
+
+
+def _checkParameters(kind: str, named: Mapping[str, str]) -> None:
+    """
+    What Twisted leaves to C{int()} (which takes any script's digits and any
+    size) or to the moment of listening: numbers are ASCII and in range, a
+    unix socket's path fits the kernel's limit, the files it reads are
+    regular files of sane size.
+    """
+    if "port" in named:
+        _checkPort(named["port"], kind)
+    numbers = {"backlog": (1, 65535), "timeout": (1, 86400), "lockfile": (0, 1)}
+    for name, (low, high) in numbers.items():
+        text = named.get(name)
+        if text is not None and (
+            not re.fullmatch(r"[0-9]{1,6}", text) or not low <= int(text) <= high
+        ):
+            raise _Invalid(f"{name}={_quoted(text)} is not a whole number from {low} to {high}")
+    mode = named.get("mode")
+    if mode is not None and not re.fullmatch(r"[0-7]{1,4}", mode):
+        raise _Invalid(f"mode={_quoted(mode)} is not an octal file mode such as 660")
+    for name in ("address", "path"):
+        path = named.get(name)
+        if kind == "unix" and path is not None:
+            # A leading NUL is Linux's abstract namespace.
+            try:
+                size = len(os.fsencode(path)) if "\0" not in path[1:] else -1
+            except UnicodeError:
+                size = -1
+            if not 0 < size <= MAX_UNIX_PATH_BYTES:
+                raise _Invalid(
+                    f"a unix socket path must be 1 to {MAX_UNIX_PATH_BYTES} bytes "
+                    "without NUL (the kernel's limit)"
+                )
+    for name in _FILES:
+        if name in named:
+            _checkFile(named[name], name)
+    for name in _DIRECTORIES:
+        if name in named:
+            _checkDirectory(named[name], name)
 
 
 def _checkInterface(text: str | None, version: int) -> None:
@@ -313,10 +574,12 @@ def _checkInterface(text: str | None, version: int) -> None:
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        raise _Invalid(f"interface {text!r} is not an IPv{version} address") from None
+        raise _Invalid(f"interface {_quoted(text)} is not an IPv{version} address") from None
     if address.version != version:
         family = "tcp6:" if address.version == 6 else "tcp:"
-        raise _Invalid(f"interface {text!r} is not an IPv{version} address (use {family} for it)")
+        raise _Invalid(
+            f"interface {_quoted(text)} is not an IPv{version} address (use {family} for it)"
+        )
 
 
 class _NoReactor:
@@ -334,12 +597,16 @@ def _streamServer(description: str) -> str:
     """
     from twisted.internet.endpoints import serverFromString
 
-    kind, args, kwargs = endpointParameters(description)
+    if len(description) > MAX_ENDPOINT_CHARS:
+        raise _Invalid(f"an endpoint string is at most {MAX_ENDPOINT_CHARS} characters")
+    kind, _, kwargs = endpointParameters(description)
+    kind = kind.lower()
+    named = _named(kind, _SERVER_PARAMETERS, description)
     if kind in ("tcp", "tcp6", "ssl"):
-        _checkPort(kwargs.get("port", args[0] if args else None), kind)
-        _checkInterface(kwargs.get("interface"), 6 if kind == "tcp6" else 4)
+        _checkPort(named.get("port"), kind)
+        _checkInterface(named.get("interface"), 6 if kind == "tcp6" else 4)
     elif kind == "unix":
-        if not kwargs.get("address", args[0] if args else ""):
+        if not named.get("address"):
             raise _Invalid("a unix: endpoint needs a path, such as unix:/run/echod.sock")
     elif kind == "systemd":
         # Whether systemd passed the named socket is known only where echod
@@ -348,7 +615,15 @@ def _streamServer(description: str) -> str:
             raise _Invalid("a systemd: endpoint needs domain=INET, INET6 or UNIX")
         if "name" not in kwargs and "index" not in kwargs:
             raise _Invalid("a systemd: endpoint needs name=NAME (as in FileDescriptorName=)")
+        index = kwargs.get("index")
+        if index is not None and not re.fullmatch(r"[0-9]{1,4}", index):
+            raise _Invalid(f"index={_quoted(index)} is not a whole number from 0 to 9999")
         return description
+    if kind == "ssl":
+        # Twisted's defaults, read when the string is parsed.
+        named.setdefault("privateKey", "server.pem")
+        named.setdefault("certKey", named["privateKey"])
+    _checkParameters(kind, named)
     try:
         serverFromString(_NoReactor(), description)
     except Exception as e:
@@ -407,7 +682,7 @@ def parseDatagramEndpoint(description: str) -> DatagramEndpoint:
     try:
         ipaddress.ip_address(interface)
     except ValueError:
-        raise _Invalid(f"interface {interface!r} is not an IP address") from None
+        raise _Invalid(f"interface {_quoted(interface)} is not an IP address") from None
     return DatagramEndpoint(int(kwargs.get("port", args[0] if args else "0")), interface)
 
 
@@ -424,9 +699,23 @@ def _datagramServer(description: str) -> str:
     return description
 
 
+def _checkClientParameters(description: str, depth: int = 0) -> None:
+    if len(description) > MAX_ENDPOINT_CHARS:
+        raise _Invalid(f"an endpoint string is at most {MAX_ENDPOINT_CHARS} characters")
+    kind = _splitDescription(description)[0].lower()
+    named = _named(kind, _CLIENT_PARAMETERS, description)
+    _checkParameters(kind, named)
+    inner = named.get("endpoint")
+    if kind == "tls" and inner is not None:
+        if depth >= 4:
+            raise _Invalid("tls: endpoints nest at most 4 deep")
+        _checkClientParameters(inner, depth + 1)
+
+
 def _streamClient(description: str) -> str:
     from twisted.internet.endpoints import clientFromString
 
+    _checkClientParameters(description)
     try:
         clientFromString(_NoReactor(), description)
     except Exception as e:
@@ -452,6 +741,20 @@ def setting(default: Any, kind: _Kind[Any], doc: str) -> Any:
 
 
 _durations = _Float(0, 86400 * 365, " of seconds")
+
+
+def _account(text: str) -> str:
+    """
+    A user or group name, or a number written in ASCII digits (C{isdigit()}
+    and C{int()} would take any script's digits and pick the wrong account).
+    """
+    if text.isdigit() and not (text.isascii() and int(text) < 2**32 - 1):
+        raise _Invalid("expected a name, or a number from 0 to 4294967294 in ASCII digits")
+    if "\0" in text or len(text) > 256:
+        raise _Invalid("expected a name of at most 256 characters, without NUL")
+    return text
+
+
 _PORT = _Int(0, 65535)
 
 
@@ -482,7 +785,7 @@ class ServerConfig:
     )
     idle_timeout: float = setting(
         300.0,
-        _durations,
+        _Float(0.1, 86400 * 365, " of seconds", zeroOr=True),
         "abort a connection that sent nothing for this long (checked four times per "
         "period: within 1.25 times it); 0: never",
     )
@@ -505,12 +808,12 @@ class ServerConfig:
     )
     user: str = setting(
         "",
-        _Str(what="a user name or number"),
+        _Str(check=_account, what="a user name or number"),
         "after opening its sockets, run as this user (as twistd --uid does); empty: stay",
     )
     group: str = setting(
         "",
-        _Str(what="a group name or number"),
+        _Str(check=_account, what="a group name or number"),
         "after opening its sockets, run as this group (twistd --gid); empty: the user's",
     )
     workers: int = setting(
@@ -798,7 +1101,9 @@ class SniffConfig:
     )
     count: int = setting(0, _Int(0, 2**62), "stop after this many packets; 0: never")
     stats_interval: float = setting(
-        60.0, _Float(0, 86400, " of seconds"), "log capture statistics this often; 0: only at exit"
+        60.0,
+        _Float(1, 86400, " of seconds", zeroOr=True),
+        "log capture statistics this often; 0: only at exit",
     )
     buffer_bytes: int = setting(
         8 * 1024 * 1024,
@@ -850,18 +1155,22 @@ def _locate(text: str, table: str, key: str | None = None) -> int | None:
     """
     current = ""
     tableLine = None
-    header = re.compile(r"\s*\[\s*([^\[\]]+?)\s*\]\s*(#.*)?$")
-    for number, line in enumerate(text.splitlines(), 1):
+    # Both patterns run in linear time, whatever the line holds.
+    header = re.compile(r"[ \t]*\[([^\[\]\n]*)\][ \t]*(#.*)?$")
+    keyPart = re.compile(r'[A-Za-z0-9_.\-" \t]+')
+    for number, line in enumerate(text.split("\n"), 1):
         match = header.match(line)
         if match:
-            current = match.group(1).replace('"', "").replace(" ", "")
+            current = re.sub(r'["\s]', "", match.group(1))
             if current == table and tableLine is None:
                 tableLine = number
             continue
-        assign = re.match(r'\s*("?)([A-Za-z0-9_.\-" ]+?)\1\s*=', line)
-        if not assign:
+        equals = line.find("=", 0, 1000)
+        if equals < 0 or not keyPart.fullmatch(line, 0, equals):
             continue
-        name = assign.group(2).replace('"', "").replace(" ", "")
+        name = re.sub(r'["\s]', "", line[:equals])
+        if not name:
+            continue
         full = f"{current}.{name}" if current else name
         if key is None and (full == table or full.startswith(table + ".")):
             return number
@@ -952,6 +1261,88 @@ def _checkSniff(config: Config) -> None:
         raise ConfigError(text, source=config.source, key=key, value=value)
 
 
+_TOKEN = re.compile(
+    r"""
+    (?P<multiline>\"\"\"|''')
+    | (?P<string>"(?:[^"\\\n]|\\.)*"?|'[^'\n]*'?)
+    | (?P<comment>\#[^\n]*)
+    | (?P<newline>\n)
+    | (?P<bare>[A-Za-z0-9_+\-.:]+)
+    | (?P<space>[ \t\r]+)
+    | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def _screen(text: str, where: str) -> None:
+    """
+    Refuse, before L{tomllib} reads it, TOML that would cost it more than a
+    moment or a few megabytes, or end in an exception of Python's own: arrays
+    and inline tables nested deeper than L{MAX_NESTING} (RecursionError),
+    dotted keys of more than L{MAX_KEY_PARTS} parts (time and memory grow with
+    the square of their depth), numbers longer than L{MAX_NUMBER_CHARS}
+    characters (ValueError past 4,300 digits).
+
+    A small scanner: it knows strings, comments, brackets and where keys are,
+    which is all these limits need; everything else is L{tomllib}'s to judge.
+    """
+    line, position = 1, 0
+    nesting: list[str] = []
+    expectKey, header, lineStart = True, False, True
+    keyParts, keyStart = 1, 0
+    table = key = ""
+
+    def refuse(problem: str) -> ConfigError:
+        name = ".".join(part for part in (table, key) if part) or None
+        return ConfigError(problem, source=where, line=line, key=name)
+
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        assert match is not None  # the last alternative takes any character
+        kind, token, position = match.lastgroup, match.group(), match.end()
+        atLineStart, lineStart = lineStart, kind == "space" and lineStart
+        if kind == "newline":
+            line += 1
+            lineStart = True
+            if not nesting:
+                expectKey, header, keyParts, keyStart = True, False, 1, position
+        elif kind == "multiline":
+            end = text.find(token, position)
+            end = len(text) if end < 0 else end + 3
+            line += text.count("\n", position, end)
+            position = end
+        elif kind == "bare":
+            if expectKey or header:
+                keyParts += token.count(".")
+                if keyParts > MAX_KEY_PARTS:
+                    raise refuse(f"a dotted key has more than {MAX_KEY_PARTS} parts")
+            elif len(token) > MAX_NUMBER_CHARS:
+                raise refuse(f"a number or date is longer than {MAX_NUMBER_CHARS} characters")
+        elif kind == "other":
+            if token == "[" and atLineStart and not nesting:
+                header, expectKey, keyParts, keyStart = True, False, 1, position
+            elif token == "]" and header:
+                if text[keyStart : keyStart + 1] == "[":
+                    keyStart += 1
+                table = text[keyStart : match.start()].strip()
+                key, header = "", False
+            elif token == "=":
+                if not nesting:
+                    key = text[keyStart : match.start()].strip()
+                expectKey = False
+            elif token in "[{" and not header:
+                nesting.append(token)
+                if len(nesting) > MAX_NESTING:
+                    raise refuse(f"arrays and inline tables nest more than {MAX_NESTING} deep")
+                expectKey, keyParts = token == "{", 1
+            elif token in "]}" and nesting:
+                nesting.pop()
+                expectKey = False
+            elif token == "," and nesting and nesting[-1] == "{":
+                expectKey, keyParts = True, 1
+
+
 def loads(text: str, source: str | None = None) -> Config:
     """
     Parse and validate TOML text.
@@ -959,6 +1350,9 @@ def loads(text: str, source: str | None = None) -> Config:
     @param source: the file name used in error messages.
     """
     where = source or "<config>"
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"the config is larger than {_size(MAX_CONFIG_BYTES)}", source=where)
+    _screen(text, where)
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -974,6 +1368,10 @@ def loads(text: str, source: str | None = None) -> Config:
             lastLine = max(1, len(text.rstrip().splitlines()))
             raise ConfigError(problem, source=where, line=lastLine) from None
         raise ConfigError(f"invalid TOML: {message}", source=where) from None
+    except (RecursionError, ValueError, MemoryError) as e:
+        # Not reached by anything the screen above lets through; kept so that
+        # no input can end in a traceback.
+        raise ConfigError(f"cannot be read: {type(e).__name__}: {e}", source=where) from None
     sections: dict[str, object] = {}
     tables = {s.table: s for s in _SECTIONS}
     for name, values in document.items():
@@ -1002,10 +1400,9 @@ def load(path: str | None) -> Config:
     if path is None:
         return Config()
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
-        raise ConfigError(f"cannot read the config file: {e.strerror}", source=path) from None
+        data = readRegularFile(path, MAX_CONFIG_BYTES)
+    except FileProblem as e:
+        raise ConfigError(f"cannot read the config file: {e}", source=path) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -1035,10 +1432,11 @@ def errorAt(config: Config, table: str, key: str, value: object, problem: str) -
     line = None
     if config.source is not None:
         try:
-            with open(config.source, encoding="utf-8") as f:
-                line = _locate(f.read(), table, key)
-        except OSError:
+            text = readRegularFile(config.source, MAX_CONFIG_BYTES).decode("utf-8")
+        except (FileProblem, UnicodeDecodeError):
             pass
+        else:
+            line = _locate(text, table, key)
     return ConfigError(
         problem,
         source=config.source or "command line",
