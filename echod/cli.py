@@ -13,6 +13,7 @@ from twisted.python import usage
 
 from echod import __version__
 from echod import config as _config
+from echod.errors import oneLine
 
 __all__ = ["main"]
 
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"echod: {e}\n")
             status = 1
         else:
-            sys.stdout.write(f"{path}: OK ({_summary(loaded)})\n")
+            sys.stdout.write(f"{oneLine(path)}: OK ({oneLine(_summary(loaded))})\n")
     return status
 
 

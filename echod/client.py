@@ -58,8 +58,8 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echod.config import ClientConfig, ConfigError
-from echod.errors import UserError
+from echod.config import ClientConfig, ConfigError, FileProblem, readRegularFile
+from echod.errors import UserError, oneLine
 from echod.limits import describePeer
 from echod.logs import offerToTwistd
 
@@ -214,11 +214,12 @@ def _readPayload(path: str, stdin: IO[bytes] | None) -> bytes:
             source = stdin if stdin is not None else sys.stdin.buffer
             data = source.read(_MAX_PAYLOAD + 1)
         else:
-            with open(path, "rb") as f:
-                data = f.read(_MAX_PAYLOAD + 1)
-    except OSError as e:
+            # A regular file only: a FIFO would block, a device never end.
+            data = readRegularFile(path, _MAX_PAYLOAD)
+    except (OSError, FileProblem) as e:
+        reason = (e.strerror if isinstance(e, OSError) else None) or str(e)
         raise ConfigError(
-            f"cannot read the payload: {e.strerror or e}", key="client.file", value=path
+            f"cannot read the payload: {reason}", key="client.file", value=path
         ) from None
     if len(data) > _MAX_PAYLOAD:
         raise ConfigError(
@@ -1281,8 +1282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))
     except (usage.UsageError, UserError) as e:
-        sys.stderr.write(f"{PROG}: {e}\n")
-        if isinstance(e, usage.UsageError):
+        sys.stderr.write(f"{PROG}: {oneLine(str(e))}\n")
+        if isinstance(e, usage.UsageError) and not isinstance(e, UserError):
             sys.stderr.write(f"{PROG}: try {PROG} --help\n")
         return int(ExitStatus.USAGE)
 

@@ -21,10 +21,10 @@ from twisted.python import usage
 
 from echod import config as _config
 from echod.client import PROG, EchoClientService, ExitStatus, Plan, makePlan
-from echod.errors import UserError
+from echod.errors import UserError, oneLine
 from echod.logs import observerForTwistd
 
-__all__ = ["Options", "makeService"]
+__all__ = ["OptionValueError", "Options", "makeService"]
 
 _UNITS = {
     "": 1,
@@ -48,18 +48,18 @@ def _bytes(text: str) -> int:
     C{1500}, C{64K}, C{100M}, C{1G} (powers of 1024; C{KB}, C{MB}, C{GB} are
     powers of 1000, as dd has them).
     """
-    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    # ASCII digits only: \d and int() take every script's digits.
+    match = re.fullmatch(r"[ \t]*([0-9]{1,20})[ \t]*([A-Za-z]{0,3})[ \t]*", text)
     unit = match.group(2).lower() if match else None
     if match is None or unit not in _UNITS:
-        raise ValueError(f"{text!r} is not a number of bytes (such as 1500, 64K, 100M, 1G)")
+        raise ValueError("not a number of bytes (such as 1500, 64K, 100M, 1G)")
     return int(match.group(1)) * _UNITS[unit]
 
 
 def _integer(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number") from None
+    if not re.fullmatch(r"[0-9]{1,20}", text):
+        raise ValueError("not a whole number")
+    return int(text)
 
 
 def _seconds(text: str) -> float | int:
@@ -67,14 +67,18 @@ def _seconds(text: str) -> float | int:
     A number of seconds; whole numbers stay integers, so that an error
     shows the value as it was typed.
     """
-    try:
+    if re.fullmatch(r"[0-9]{1,20}", text):
         return int(text)
-    except ValueError:
-        pass
-    try:
+    if re.fullmatch(r"[0-9]{0,20}\.[0-9]{1,20}|[0-9]{1,20}\.", text):
         return float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
+    raise ValueError("not a number of seconds")
+
+
+class OptionValueError(usage.UsageError, UserError):
+    """
+    An option's text is not what it must be: a usage error, and a user
+    error that is one line (no "try --help" after it).
+    """
 
 
 class Options(usage.Options):
@@ -174,7 +178,7 @@ class Options(usage.Options):
         except (usage.UsageError, UserError) as e:
             if getattr(self, "parent", None) is None:
                 raise
-            sys.stderr.write(f"{PROG}: {e}\n")
+            sys.stderr.write(f"{PROG}: {oneLine(str(e))}\n")
             sys.stderr.flush()
             raise SystemExit(int(ExitStatus.USAGE)) from None
 
@@ -201,8 +205,9 @@ class Options(usage.Options):
         overrides: list[tuple[str, str, object]] = []
         for name, value in self._positional.items():
             if self[name] is not None and self[name] != value:
+                first, second = oneLine(value, 80), oneLine(self[name], 80)
                 raise usage.UsageError(
-                    f"{name.upper()} is given twice: {value!r} and --{name} {self[name]!r}"
+                    f"{name.upper()} is given twice: '{first}' and --{name} '{second}'"
                 )
             self[name] = value
         for option, (key, parse) in self._keys.items():
@@ -212,7 +217,7 @@ class Options(usage.Options):
             try:
                 value = parse(text)
             except ValueError as e:
-                raise usage.UsageError(f"--{option}: {e}") from None
+                raise OptionValueError(f"--{option}: '{oneLine(text, 80)}' is {e}") from None
             overrides.append((option, key, value))
         if self["ipv4"] and self["ipv6"]:
             raise usage.UsageError("-4 and -6 exclude each other")

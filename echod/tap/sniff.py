@@ -5,6 +5,7 @@ C{twistd echod-sniff}: capture packets, print them or write a pcap file.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +14,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from echod import config as _config
-from echod.errors import reportUserErrors
+from echod.errors import oneLine, reportUserErrors
 from echod.logs import EchodLogObserver, observerForTwistd
 from echod.service import EchodService
 from echod.sniff.service import SniffService, checkSniffing, standardOutput
@@ -36,6 +37,28 @@ _KEYS = {
 }
 
 
+# Options whose text is a number: parsed here, not by usage.Options' coercion,
+# whose failure is twistd's usage text; ASCII digits only (int() and float()
+# take every script's digits), the range is the [sniff] key's.
+_NUMBERS = {
+    "snaplen": int,
+    "rotate-bytes": int,
+    "rotate-count": int,
+    "count": int,
+    "stats-interval": float,
+    "buffer-bytes": int,
+}
+
+
+def _number(option: str, text: str) -> int | float:
+    if re.fullmatch(r"[0-9]{1,20}", text):
+        return int(text)
+    if _NUMBERS[option] is float and re.fullmatch(r"[0-9]{0,20}\.[0-9]{1,20}|[0-9]{1,20}\.", text):
+        return float(text)
+    what = "a number" if _NUMBERS[option] is float else "a whole number"
+    raise usage.UsageError(f"--{option}: '{oneLine(text, 80)}' is not {what} in ASCII digits")
+
+
 class Options(usage.Options):
     """
     Options override the [sniff] section of the config file.  Everything a
@@ -56,14 +79,14 @@ class Options(usage.Options):
         ["config", "c", None, "TOML config file; its [sniff] table gives the defaults."],
         ["interface", "i", None, 'Interface to capture on; "any": all of them.'],
         ["filter", "f", None, "tcpdump filter expression, such as 'tcp port 7007'."],
-        ["snaplen", "s", None, "Bytes kept of each packet (64-262144).", int],
+        ["snaplen", "s", None, "Bytes kept of each packet (64-262144)."],
         ["format", None, None, "Output format: text, json or pcap."],
         ["output", "o", None, 'File to write packets to; "-": standard output.'],
-        ["rotate-bytes", "C", None, "Start a new file before it passes N bytes.", int],
-        ["rotate-count", "W", None, "With --rotate-bytes, keep N files, reusing the oldest.", int],
-        ["count", None, None, "Stop after N packets.", int],
-        ["stats-interval", None, None, "Log statistics every N seconds (0: at exit).", float],
-        ["buffer-bytes", "B", None, "Size of the kernel capture ring in bytes.", int],
+        ["rotate-bytes", "C", None, "Start a new file before it passes N bytes."],
+        ["rotate-count", "W", None, "With --rotate-bytes, keep N files, reusing the oldest."],
+        ["count", None, None, "Stop after N packets."],
+        ["stats-interval", None, None, "Log statistics every N seconds (0: at exit)."],
+        ["buffer-bytes", "B", None, "Size of the kernel capture ring in bytes."],
         ["precision", None, None, "pcap timestamps: micro or nano."],
     ]
     optFlags = [
@@ -72,12 +95,28 @@ class Options(usage.Options):
 
     config: _config.Config
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Under twistd, a usage mistake is one line on stderr and exit status
+        1, not twistd's usage text (which L{usage.UsageError} gets there).
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as e:
+            if getattr(self, "parent", None) is None:
+                raise
+            stderr = sys.__stderr__ or sys.stderr
+            stderr.write(f"echod-sniff: {oneLine(str(e))}\n")
+            stderr.flush()
+            raise SystemExit(1) from None
+
     def postOptions(self) -> None:
         reportUserErrors("echod-sniff")
         config = _config.load(self["config"])
         for option, key in _KEYS.items():
             if self[option] is not None:
-                config = _config.override(config, "sniff", {key: self[option]}, f"--{option}")
+                value = _number(option, self[option]) if option in _NUMBERS else self[option]
+                config = _config.override(config, "sniff", {key: value}, f"--{option}")
         if self["promiscuous"]:
             config = _config.override(config, "sniff", {"promiscuous": True}, "--promiscuous")
         checkSniffing(config.sniff, getattr(self, "parent", None))
