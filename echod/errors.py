@@ -79,18 +79,29 @@ def oneLine(text: str, limit: int = MAX_LINE, quote: bool = False) -> str:
     return "".join(pieces)
 
 
-def reportUserErrors(prog: str = "echod") -> None:
+def reportUserErrors(prog: str = "echod", alsoLog: bool = False) -> None:
     """
     Make an uncaught L{UserError} print C{PROG: MESSAGE} on stderr (status 1)
     instead of a traceback.  Idempotent; other exceptions keep the hook that
     was there before.
+
+    @param alsoLog: log it as well (critical), for a log that is not where
+        stderr goes (C{twistd -n --logfile=FILE}); a log on standard output
+        would show the same line twice.  A later call changes it.
     """
     previous = sys.excepthook
     if getattr(previous, "_echodHook", False):
+        previous._alsoLog = alsoLog  # type: ignore[attr-defined]
         return
 
     def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
         if isinstance(value, UserError):
+            if hook._alsoLog:  # type: ignore[attr-defined]
+                from twisted.logger import Logger
+
+                Logger(namespace=prog).critical(
+                    "{problem}", problem=str(value), event="start.failed"
+                )
             # Not sys.stderr: once twistd has begun logging, that feeds the log.
             stderr = sys.__stderr__ or sys.stderr
             stderr.write(f"{prog}: {oneLine(str(value))}\n")
@@ -99,4 +110,5 @@ def reportUserErrors(prog: str = "echod") -> None:
             previous(kind, value, tb)
 
     hook._echodHook = True  # type: ignore[attr-defined]
+    hook._alsoLog = alsoLog  # type: ignore[attr-defined]
     sys.excepthook = hook

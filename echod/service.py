@@ -134,7 +134,7 @@ class ListenerService(Service):
         try:
             self._service.privilegedStartService()
         except CannotListenError as e:
-            raise _listenFailed(self.log, self.description, e) from None
+            raise _listenFailed(self.description, e) from None
 
     def startService(self) -> None:
         Service.startService(self)
@@ -145,10 +145,12 @@ class ListenerService(Service):
         return self._service.stopService()  # type: ignore[no-any-return]
 
 
-def _listenFailed(log: Logger, description: str, error: CannotListenError) -> ListenError:
+def _listenFailed(description: str, error: CannotListenError) -> ListenError:
     """
-    The one-line L{ListenError} for a listener that could not open, logged as
-    well: in daemon mode stderr is gone by now, and the log file must say it.
+    The one-line L{ListenError} for a listener that could not open.  Not
+    logged here: twistd stops, and echod's report of a start-up error (see
+    L{echod.tap.server}) prints it once and logs it once where the log is
+    not on the terminal.
     """
     cause = error.socketError
     if isinstance(cause, OSError) and cause.strerror:
@@ -157,12 +159,10 @@ def _listenFailed(log: Logger, description: str, error: CannotListenError) -> Li
             reason += " (ports below 1024 need root or CAP_NET_BIND_SERVICE)"
     else:
         reason = str(cause)
-    problem = ListenError(
+    return ListenError(
         f"cannot listen on {description}: {reason}",
         errno=cause.errno if isinstance(cause, OSError) else None,
     )
-    log.critical("{problem}", problem=problem, event="listener.failed")
-    return problem
 
 
 def logsConnections(config: Config) -> bool:
@@ -322,7 +322,7 @@ class DatagramListenerService(Service):
         try:
             self.port = self._open()
         except CannotListenError as e:
-            raise _listenFailed(self.log, self.description, e) from None
+            raise _listenFailed(self.description, e) from None
         _enlargeReceiveBuffer(self.port.getHandle())
         self.log.info(
             "UDP echo listening on {address} ({description})",

@@ -490,11 +490,8 @@ class WorkersService(MultiService):
 
     def startService(self) -> None:
         # After twistd has switched to --uid: the workers will run as this user.
-        try:
-            _checkWorkersCanRun()
-        except UserError as e:
-            self.log.critical("{problem}", problem=e, event="workers.failed")
-            raise
+        # A UserError stops twistd; echod's report of it prints and logs it.
+        _checkWorkersCanRun()
         super().startService()
 
     def whenListening(self) -> Deferred[list[IListeningPort]]:

@@ -8,16 +8,19 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import select
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.util import untilConcludes
 
 from echod import config as _config
 from echod import fastpath, service
-from echod.errors import reportUserErrors
+from echod.errors import UserError, oneLine, reportUserErrors
 from echod.logs import observerForTwistd
 from echod.sniff.service import checkSniffing
 
@@ -58,13 +61,15 @@ class Options(usage.Options):
     opt_l = opt_listen
 
     def postOptions(self) -> None:
-        reportUserErrors("echod")
+        twistd = getattr(self, "parent", None)
+        reportUserErrors("echod", alsoLog=_logsAwayFromStderr(twistd))
+        if twistd is not None:
+            _reportDaemonStartErrorsPlainly("echod")
         if self["config"] is not None:
             # twistd may change directory (--rundir); SIGHUP must find the file.
             self["config"] = os.path.abspath(self["config"])
         config = self.loadConfig()
         _config.checkInheritedSockets(config)
-        twistd = getattr(self, "parent", None)
         if config.sniff.enabled:
             checkSniffing(config.sniff, twistd)
         if twistd is not None:
@@ -82,6 +87,72 @@ class Options(usage.Options):
             listen = {"listen": list(self["listen"])}
             config = _config.override(config, "server", listen, "--listen")
         return config
+
+
+def _logsAwayFromStderr(twistd: Mapping[str, Any] | None) -> bool:
+    """
+    Whether a start-up error must be logged besides its line on stderr: in
+    the foreground with the log in a file or syslog.  A log on standard
+    output (C{-n} alone) would show it twice; a daemon logs it as it tells
+    the waiting parent (L{_reportDaemonStartErrorsPlainly}).
+    """
+    if twistd is None or not (twistd.get("nodaemon") or twistd.get("debug")):
+        return False
+    logfile = twistd.get("logfile")
+    return bool(twistd.get("logger") or twistd.get("syslog") or (logfile and logfile != "-"))
+
+
+# What echod's daemon writes before its one line on twistd's status pipe.
+_PLAIN_LINE = b"1 \x1eechod "
+
+
+def _reportDaemonStartErrorsPlainly(prog: str) -> None:
+    """
+    In daemon mode a start-up failure happens in twistd's forked child, which
+    tells the waiting parent over a pipe; the parent prints C{An error has
+    occurred: b'echod.errors.ListenError: ...'} (cut at 100 bytes) and
+    points to the log.  For a L{UserError} the child now logs it and sends
+    C{PROG: MESSAGE}, which the parent prints as it is: the same line as in
+    the foreground.  Twisted has no hook for this: the two methods of its
+    C{UnixApplicationRunner} (Twisted 26.10) are replaced, before the fork;
+    a Twisted without them keeps its own message.
+    """
+    try:
+        from twisted.scripts._twistd_unix import UnixApplicationRunner as runner
+    except ImportError:  # not on a Unix
+        return
+    formatChild = getattr(runner, "_formatChildException", None)
+    waitForStart = getattr(runner, "_waitForStart", None)
+    if formatChild is None or waitForStart is None or getattr(formatChild, "_echod", False):
+        return
+
+    def _formatChildException(self: Any, exception: BaseException) -> bytes:
+        if not isinstance(exception, UserError):
+            return formatChild(self, exception)  # type: ignore[no-any-return]
+        Logger(namespace=prog).critical("{problem}", problem=str(exception), event="start.failed")
+        line = f"{prog}: {oneLine(str(exception))}".encode("utf-8", "backslashreplace")
+        # One write of at most PIPE_BUF bytes: the parent reads it whole.
+        return _PLAIN_LINE + line[: select.PIPE_BUF - len(_PLAIN_LINE)]
+
+    def _waitForStart(self: Any, readPipe: int) -> int:
+        data = untilConcludes(os.read, readPipe, select.PIPE_BUF)
+        if data == b"0":
+            return 0
+        stderr = sys.__stderr__ or sys.stderr
+        if data.startswith(_PLAIN_LINE):
+            message = data[len(_PLAIN_LINE) :].decode("utf-8", "replace") + "\n"
+        else:  # Twisted's own message
+            message = (
+                f"An error has occurred: {data[2:]!r}\n"
+                "Please look at log file for more information.\n"
+            )
+        untilConcludes(stderr.write, message)
+        stderr.flush()
+        return 1
+
+    _formatChildException._echod = True  # type: ignore[attr-defined]
+    runner._formatChildException = _formatChildException  # type: ignore[method-assign]
+    runner._waitForStart = _waitForStart  # type: ignore[method-assign]
 
 
 def _switchUser(config: _config.Config, twistd: MutableMapping[str, Any]) -> None:
