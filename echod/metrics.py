@@ -40,6 +40,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 from twisted.application.service import IService, IServiceCollection
 from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.protocol import Protocol as _Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
@@ -548,13 +549,32 @@ class MetricsChannel(http.HTTPChannel):
         transport.abortConnection()
 
 
+class _ClosedAtOnce(_Protocol):
+    """
+    A connection over C{max_connections} behind a wrapping factory (TLS,
+    PROXY), which cannot take L{None} from C{buildProtocol}: aborted as soon
+    as it is made.
+    """
+
+    def connectionMade(self) -> None:
+        transport: Any = self.transport
+        transport.abortConnection()
+
+
+# Endpoints whose listening ports close a connection themselves, before
+# making a transport for it, when the factory builds no protocol.
+_CLOSE_AT_ACCEPT = frozenset({"tcp", "tcp6", "unix", "systemd"})
+
+
 class MetricsSite(Site):
     """
     A L{Site} without an access log (a scrape or health check every few
     seconds is not news), serving L{MetricsChannel}s, at most
-    C{max_connections} at once: more are closed at accept (C{buildProtocol}
-    returns L{None}, so they cost no descriptor), counted in L{refused} and
-    logged within a budget.
+    C{max_connections} at once: more are closed at accept, counted in
+    L{refused} and logged within a budget.  On a plain endpoint
+    (L{_CLOSE_AT_ACCEPT}) C{buildProtocol} returns L{None} for them, and they
+    cost no descriptor beyond the accept; behind a wrapping factory (C{ssl:},
+    C{haproxy:}) they are aborted at once (L{_ClosedAtOnce}) instead.
     """
 
     noisy = False
@@ -566,6 +586,7 @@ class MetricsSite(Site):
         self.channels: set[MetricsChannel] = set()
         self.refused: Counter[str] = Counter(dict.fromkeys(_reasons(MetricsRefusal), 0))
         self.maxConnections = settings.max_connections
+        self.closeAtAccept = settings.listen.split(":", 1)[0].lower() in _CLOSE_AT_ACCEPT
         self._refusals = LogBudget(reactor, self._refusalsSuppressed)
 
     def reconfigure(self, settings: MetricsConfig) -> None:
@@ -575,10 +596,12 @@ class MetricsSite(Site):
         self.maxConnections = settings.max_connections
         self.timeOut = settings.request_timeout
 
-    def buildProtocol(self, addr: IAddress | None) -> MetricsChannel | None:  # type: ignore[override]
+    def buildProtocol(  # type: ignore[override]
+        self, addr: IAddress | None
+    ) -> MetricsChannel | _ClosedAtOnce | None:
         if len(self.channels) >= self.maxConnections:
             self.refuse(MetricsRefusal.MAX_CONNECTIONS, addr)
-            return None
+            return None if self.closeAtAccept else _ClosedAtOnce()
         channel: MetricsChannel = super().buildProtocol(addr)
         return channel
 

@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
+from twisted.internet.task import Clock
 from twisted.internet.testing import (
     EventLoggingObserver,
     FakeDatagramTransport,
@@ -20,6 +21,7 @@ from twisted.internet.testing import (
     StringTransport,
 )
 from twisted.logger import Logger
+from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
@@ -33,6 +35,7 @@ from echod.metrics import (
     MetricsResource,
     MetricsSite,
     metricsRegistry,
+    metricsSite,
 )
 from echod.service import (
     EchodService,
@@ -366,6 +369,29 @@ class ListenerBoundsTests:
         assert value(samples, "echod_metrics_connections_open") == 2
         assert (
             value(samples, "echod_metrics_connections_refused_total", reason="max_connections") == 2
+        )
+
+    @pytest.mark.parametrize(
+        "listen", ["haproxy:tcp:9107:interface=127.0.0.1", "ssl:9107:privateKey=k.pem"]
+    )
+    def test_refusedBehindAWrappingFactory(self, listen: str) -> None:
+        """
+        Behind a wrapping factory (PROXY, TLS), which cannot take None from
+        buildProtocol, a connection over the cap is aborted as it is made.
+        """
+        root = EchodService(config.Config(server=config.ServerConfig(listen=())), Clock())
+        settings = config.MetricsConfig(listen=listen, max_connections=1)
+        site = metricsSite(root, root.health, Clock(), settings)
+        wrapper = WrappingFactory(site)
+        transports = [StringTransport(), StringTransport()]
+        for transport in transports:
+            protocol = wrapper.buildProtocol(IPv4Address("TCP", "192.0.2.7", 40000))
+            protocol.makeConnection(transport)
+        assert [t.disconnected for t in transports] == [False, True]
+        samples = listenerScrape(root, site)
+        assert value(samples, "echod_metrics_connections_open") == 1
+        assert (
+            value(samples, "echod_metrics_connections_refused_total", reason="max_connections") == 1
         )
 
     def test_deadlineNotResetByTrickle(self) -> None:
