@@ -1,17 +1,21 @@
 """
 echod behind a real HAProxy (send-proxy-v2): the original client address is
 the one logged, counted per peer and checked against ACLs; half-close works
-through the proxy; HAProxy's health checks are not errors.
+through the proxy; HAProxy's health checks are not errors.  Clients that
+reach the PROXY listener directly, from addresses that are not trusted
+proxies, are refused whatever header they send.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import struct
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -34,9 +38,14 @@ def waitForPort(host: str, port: int, timeout: float = 15) -> None:
 
 class Stack:
     def __init__(
-        self, frontend: int, echods: list[Twistd], haproxy: subprocess.Popen[bytes]
+        self,
+        frontend: int,
+        backends: list[int],
+        echods: list[Twistd],
+        haproxy: subprocess.Popen[bytes],
     ) -> None:
         self.frontend = frontend
+        self.backends = backends
         self.echods = echods
         self.haproxy = haproxy
 
@@ -47,6 +56,19 @@ class Stack:
                 if line.startswith("{"):
                     out.append(json.loads(line))
         return out
+
+    def waitForRecords(
+        self, match: Callable[[dict[str, object]], bool], count: int = 1, timeout: float = 10
+    ) -> list[dict[str, object]]:
+        """
+        The log records that C{match}, once there are at least C{count}.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [r for r in self.records() if match(r)]
+            if len(found) >= count or time.monotonic() > deadline:
+                return found
+            time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +82,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         conf.write_text(
             f"[server]\nlisten = ['haproxy:tcp:{port}:interface=127.0.0.1']\n"
             "max_connections_per_peer = 1\ndeny = ['127.0.0.4/32']\n"
+            # HAProxy connects from 127.0.0.1; other 127.x clients are not proxies.
+            "trusted_proxies = ['127.0.0.1/32', '::1/128']\n"
             '[log]\nformat = "json"\n'
         )
         workdir = directory / f"e{index}"
@@ -86,7 +110,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     try:
         waitForPort("127.0.0.1", frontend)
         time.sleep(1.0)  # a few health checks
-        yield Stack(frontend, echods, haproxy)
+        yield Stack(frontend, backends, echods, haproxy)
     finally:
         haproxy.terminate()
         haproxy.wait(10)
@@ -222,3 +246,76 @@ def test_healthChecksAreNotErrors(stack: Stack) -> None:
         r.get("event") == "connection.opened" and str(r["peer"]).startswith("127.0.0.1:")
         for r in records
     )
+
+
+def spoofedHeader(version: int, claimed: str) -> bytes:
+    """
+    The header a direct client writes to pass as C{claimed}.
+    """
+    if version == 1:
+        return f"PROXY TCP4 {claimed} 127.0.0.1 40404 7\r\n".encode()
+    return (
+        b"\r\n\r\n\x00\r\nQUIT\n"
+        + struct.pack("!BBH", 0x21, 0x11, 12)
+        + socket.inet_aton(claimed)
+        + socket.inet_aton("127.0.0.1")
+        + struct.pack("!HH", 40404, 7)
+    )
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_directClientCannotSpoofItsAddress(stack: Stack, version: int) -> None:
+    """
+    A client from a denied address that reaches the PROXY listener directly
+    and claims 198.51.100.7 is refused, unserved, as untrusted_proxy: it is
+    never admitted or logged as the address it claims.
+    """
+    port = stack.backends[0]
+    with connectFrom("127.0.0.4", port) as s:
+        s.sendall(spoofedHeader(version, "198.51.100.7") + b"let me in")
+        assert readAll(s) == b""
+    refused = stack.waitForRecords(
+        lambda r: (
+            r.get("reason") == "untrusted_proxy" and str(r.get("peer", "")).startswith("127.0.0.4:")
+        )
+    )
+    assert refused, "no untrusted_proxy refusal logged"
+    assert not [r for r in stack.records() if "198.51.100.7" in str(r.get("peer", ""))]
+
+
+def test_spoofedAddressesCannotDodgeThePerPeerCap(stack: Stack) -> None:
+    """
+    300 connections from one untrusted host, each claiming another address,
+    under max_connections_per_peer = 1: none is served.
+    """
+    port = stack.backends[1]
+    served = 0
+    for n in range(300):
+        with connectFrom("127.0.0.9", port) as s:
+            try:
+                s.sendall(spoofedHeader(1 + n % 2, f"198.51.{n // 250}.{n % 250 + 1}") + b"x")
+                served += readAll(s) != b""
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+    assert served == 0
+
+
+def test_spoofersCannotLockOutTheGenuineClient(stack: Stack) -> None:
+    """
+    Direct connections claiming 127.0.0.8 used to take 127.0.0.8's only
+    slot (max_connections_per_peer = 1), so that the genuine 127.0.0.8,
+    coming through HAProxy, was refused.  Now they are refused and the
+    genuine client is served.
+    """
+    spoofers = []
+    for port in stack.backends:
+        s = connectFrom("127.0.0.7", port)
+        with contextlib.suppress(OSError):
+            s.sendall(spoofedHeader(2, "127.0.0.8"))
+        spoofers.append(s)
+    with connectFrom("127.0.0.8", stack.frontend) as genuine:
+        genuine.sendall(b"genuine")
+        assert genuine.recv(10) == b"genuine"
+    for s in spoofers:
+        assert readAll(s) == b""
+        s.close()
