@@ -73,7 +73,9 @@ __all__ = [
 class CaptureCounts(Protocol):
     """
     Counters of one packet capture since it opened (the sniffer's
-    C{ReaderStatistics} has this shape).
+    C{ReaderStatistics} has this shape).  A capture that writes an output
+    may also count C{notWritten}: packets a failed write lost (not in
+    C{passed}).
     """
 
     @property
@@ -82,7 +84,7 @@ class CaptureCounts(Protocol):
 
     @property
     def passed(self) -> int:
-        """Packets handed to the output."""
+        """Packets written to the output."""
 
     @property
     def dropped(self) -> int | None:
@@ -295,9 +297,17 @@ def _captureMetrics(captures: list[CaptureCounts]) -> Iterator[Metric]:
     )
     yield CounterMetricFamily(
         "echod_sniff_packets_passed",
-        "Captured packets handed to the sniffer's output.",
+        "Captured packets written to the sniffer's output.",
         value=sum(c.passed for c in captures),
     )
+    notWritten = [n for c in captures if (n := getattr(c, "notWritten", None)) is not None]
+    if notWritten:
+        yield CounterMetricFamily(
+            "echod_sniff_packets_not_written",
+            "Captured packets lost because the output could not be written (a full disk, "
+            "an I/O error, a closed pipe): the capture stops at the first such failure.",
+            value=sum(notWritten),
+        )
     counted = [c.dropped for c in captures if c.dropped is not None]
     if counted:
         yield CounterMetricFamily(

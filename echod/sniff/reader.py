@@ -84,13 +84,17 @@ class ReaderStatistics:
     Counters of one capture: packets the kernel let through the filter
     (C{seen}, including those it then dropped), packets it C{dropped}
     because the buffer was full (L{None} where the platform does not count),
-    packets C{passed} to the consumer, and packets the consumer C{failed} on.
+    packets C{passed} to the consumer (by L{SniffService}: written to the
+    output), packets the consumer C{failed} on, and packets the output lost
+    because it could not write them (C{notWritten}: a full disk, an I/O
+    error, a closed pipe).
     """
 
     seen: int
     dropped: int | None
     passed: int
     failed: int
+    notWritten: int = 0
 
 
 @implementer(IReadDescriptor)

@@ -18,6 +18,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import IO, Any
 
 from twisted.application.service import Service
@@ -37,7 +38,7 @@ from echod.sniff.capture import (
     checkRequest,
     openCapture,
 )
-from echod.sniff.reader import IPacketConsumer, RawReader, ReaderStatistics
+from echod.sniff.reader import RawReader, ReaderStatistics
 from echod.sniff.sinks import OutputError, PcapSink, RotatingOutput, SummarySink
 
 __all__ = ["SniffService", "captureRequest", "checkSniffing", "makeConsumer", "standardOutput"]
@@ -62,7 +63,7 @@ def captureRequest(config: SniffConfig) -> CaptureRequest:
     )
 
 
-def makeConsumer(config: SniffConfig, stdout: IO[bytes] | None) -> IPacketConsumer:
+def makeConsumer(config: SniffConfig, stdout: IO[bytes] | None) -> PcapSink | SummarySink:
     """
     The sink the [sniff] section asks for (nothing is opened yet).
     """
@@ -167,19 +168,29 @@ class SniffService(Service):
         self.logStatistics(final=True)
 
     def statistics(self) -> ReaderStatistics:
-        return self.reader.statistics()
+        """
+        The reader's counters, with C{passed} what the output really wrote:
+        what a failed write lost is C{notWritten} instead.
+        """
+        output = self.consumer.output
+        return replace(
+            self.reader.statistics(), passed=output.written, notWritten=output.notWritten
+        )
 
     def logStatistics(self, final: bool = False) -> None:
         stats = self.statistics()
         dropped = "unknown" if stats.dropped is None else stats.dropped
+        lost = f", {stats.notWritten} not written (the output failed)" if stats.notWritten else ""
         self.log.info(
-            "capture on {interface}{state}: {seen} packets seen, {passed} passed to output, "
-            "{dropped} dropped by the kernel",
+            "capture on {interface}{state}: {seen} packets seen, {passed} passed to output"
+            "{lost}, {dropped} dropped by the kernel",
             event="sniff.statistics",
             interface=self.config.interface,
             state=" stopped" if final else "",
             seen=stats.seen,
             passed=stats.passed,
+            lost=lost,
+            not_written=stats.notWritten,
             dropped=dropped,
             failed=stats.failed,
             final=final,

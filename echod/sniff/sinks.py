@@ -82,6 +82,14 @@ class RotatingOutput:
 
     Records are never split across files; a file gets at least one record
     even if that alone is larger than C{rotateBytes}.
+
+    A failed write (a full disk, an I/O error, a closed pipe) ends the
+    output: the first L{flush} after it raises the L{OutputError}, once;
+    from then on records are dropped.
+
+    @ivar written: records written (in files or on standard output).
+    @ivar notWritten: records lost to a failed write, or added after one.
+    @ivar error: the failure that ended the output, if any.
     """
 
     def __init__(
@@ -101,6 +109,11 @@ class RotatingOutput:
         self._header = b""
         self._buffer: list[bytes] = []
         self._pending = 0
+        self._records = 0
+        self.written = 0
+        self.notWritten = 0
+        self.error: OutputError | None = None
+        self._reported = False
         self._size = 0
         self._number = 0
         self.names: list[str] = []
@@ -137,40 +150,68 @@ class RotatingOutput:
     def add(self, record: bytes) -> None:
         """
         Queue one record, starting the next file first if it would not fit.
+        Never raises: a failure is raised by the next L{flush}.
         """
-        if self.rotateBytes:
+        if self.error is None and self.rotateBytes:
             used = self._size + self._pending
             if used + len(record) > self.rotateBytes and used > len(self._header):
                 self._rotate()
+        if self.error is not None:
+            self.notWritten += 1
+            return
         self._buffer.append(record)
         self._pending += len(record)
+        self._records += 1
         if self._pending >= _FLUSH_BYTES:
-            self.flush()
+            self._write()
 
     def _rotate(self) -> None:
-        self.flush()
-        self._closeFile()
-        self._number += 1
-        if self.rotateCount:
-            self._number %= self.rotateCount
-        self._openFile()
+        self._write()
+        try:
+            self._closeFile()
+            self._number += 1
+            if self.rotateCount:
+                self._number %= self.rotateCount
+            self._openFile()
+        except OutputError as e:
+            self.error = self.error or e
 
-    def flush(self) -> None:
+    def _write(self) -> None:
         """
-        Write what is queued.
+        Write what is queued; a failure is kept in L{error}, and what was
+        queued counted as not written.
         """
-        if not self._buffer or self._file is None:
-            return
         data = b"".join(self._buffer)
+        records, self._records = self._records, 0
         self._buffer.clear()
         self._pending = 0
+        if self.error is not None or self._file is None:
+            self.notWritten += records
+            return
+        if not data:
+            return
         try:
             self._file.write(data)
             self._file.flush()
         except OSError as e:
             where = "standard output" if self.path == "-" else self._name()
-            raise OutputError(f"cannot write {where}: {_reason(e)}") from None
+            self.error = OutputError(f"cannot write {where}: {_reason(e)}")
+            self.notWritten += records
+            return
+        self.written += records
         self._size += len(data)
+
+    def flush(self) -> None:
+        """
+        Write what is queued.
+
+        @raise OutputError: the output failed (now or since the last call);
+            raised once.
+        """
+        self._write()
+        if self.error is not None and not self._reported:
+            self._reported = True
+            raise self.error
 
     def _closeFile(self) -> None:
         file, self._file = self._file, None
@@ -178,7 +219,8 @@ class RotatingOutput:
             try:
                 file.close()
             except OSError as e:
-                raise OutputError(f"cannot write {self._name()}: {_reason(e)}") from None
+                if self.error is None:  # else: what it still holds failed already
+                    raise OutputError(f"cannot write {self._name()}: {_reason(e)}") from None
 
     def close(self) -> None:
         """

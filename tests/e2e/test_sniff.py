@@ -343,6 +343,33 @@ def test_count(server: tuple[int, int | None], tmp_path: Path) -> None:
     assert "3 packets captured: stopping the capture" in sniffer.stderr()
 
 
+def test_fullDisk(server: tuple[int, int | None], tmp_path: Path) -> None:
+    """
+    An output on a full disk (/dev/full, ENOSPC): the sniffer says once, in
+    one line, that the output failed, exits 1, and its summary counts the
+    packets it could not write as not written, never as passed to output.
+    """
+    port, _ = server
+    args = ["-i", "lo", "-f", f"tcp port {port}", "--format", "pcap", "-o", "/dev/full"]
+    with Sniffer(tmp_path, args) as sniffer:
+        sniffer.waitUntilCapturing()
+        echo(port)
+        status = sniffer.wait(20)
+    log = sniffer.both()
+    assert status == 1, log
+    assert log.count("no space left on device") == 1, log
+    (line,) = [x for x in log.splitlines() if "cannot write /dev/full" in x]
+    assert line.endswith("capture on lo failed: cannot write /dev/full: no space left on device")
+    summary = re.search(
+        r"capture on lo stopped: (\d+) packets seen, 0 passed to output, "
+        r"(\d+) not written \(the output failed\), 0 dropped by the kernel",
+        log,
+    )
+    assert summary is not None, log
+    assert int(summary[2]) > 0
+    assert "Traceback" not in log
+
+
 def test_rotation(server: tuple[int, int | None], tmp_path: Path) -> None:
     """
     --rotate-bytes/--rotate-count: files like tcpdump -C/-W, each a pcap

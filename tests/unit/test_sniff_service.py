@@ -9,19 +9,21 @@ import atexit
 import dataclasses
 import errno
 import io
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 from twisted.internet.error import ConnectionLost
 from twisted.internet.testing import MemoryReactorClock
-from twisted.logger import LogEvent, capturedLogs
+from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from echod import config as _config
 from echod import service as echodService
 from echod.config import SniffConfig
+from echod.metrics import _captureMetrics
 from echod.sniff.capture import CapturePermissionError
 from echod.sniff.service import SniffService
 from echod.sniff.sinks import OutputError
@@ -176,6 +178,37 @@ class SniffServiceTests(SynchronousTestCase):
         assert self.reactor.hasStopped
         assert len(registered) == 1
         assert service.failed
+
+    def test_fullDisk(self) -> None:
+        """
+        An output on a full disk (/dev/full): the packets it could not
+        write are counted as not written, not as passed, in the statistics
+        and in the summary line; the failure is said once, in one line.
+        """
+        if not os.path.exists("/dev/full"):
+            raise pytest.skip("no /dev/full here")
+        service = self.service(standalone=False, output="/dev/full", format="pcap")
+        self.start(service)
+        self.arrive(3)
+        with capturedLogs() as logged:
+            why = service.reader.doRead()
+            assert isinstance(why, Failure)
+            service.reader.connectionLost(why)
+            service.stopService()
+        stats = service.statistics()
+        assert (stats.seen, stats.passed, stats.notWritten) == (3, 0, 3)
+        errors = [e for e in logged if e["log_level"] >= LogLevel.warn]
+        assert [e["event"] for e in errors] == ["sniff.failed"], errors
+        assert errors[0]["reason"] == "cannot write /dev/full: no space left on device"
+        (last,) = events(logged, "sniff.statistics")
+        assert last["final"] and (last["passed"], last["not_written"]) == (0, 3)
+        assert (
+            "3 packets seen, 0 passed to output, 3 not written (the output failed), "
+            "0 dropped by the kernel"
+        ) in formatEvent(last)
+        metrics = {m.name: m.samples[0].value for m in _captureMetrics([stats])}
+        assert metrics["echod_sniff_packets_passed"] == 0
+        assert metrics["echod_sniff_packets_not_written"] == 3
 
     def test_stop(self) -> None:
         """

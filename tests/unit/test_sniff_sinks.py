@@ -230,6 +230,56 @@ class OutputErrorTests(Directory, SynchronousTestCase):
         with pytest.raises(OutputError):
             output.open()
 
+    def test_fullDiskIsNotCountedAsWritten(self) -> None:
+        """
+        On a full disk (/dev/full: ENOSPC, a real file) the records are
+        counted as not written, never as written; the failure is raised
+        once, by the next flush, and the output then drops what comes.
+        """
+        if not os.path.exists("/dev/full"):
+            raise pytest.skip("no /dev/full here")
+        output = RotatingOutput("/dev/full")
+        output.open(b"header")
+        for _ in range(3):
+            output.add(b"record")
+        with pytest.raises(OutputError, match=r"^cannot write /dev/full: no space left on device$"):
+            output.flush()
+        assert (output.written, output.notWritten) == (0, 3)
+        output.add(b"record")
+        output.flush()
+        output.close()
+        assert (output.written, output.notWritten) == (0, 4)
+
+    def test_failedWriteInABatchRaisesAtFlushOnly(self) -> None:
+        """
+        A batch larger than the write threshold fails in C{add}, which does
+        not raise (the reader would count a failure per packet): the flush
+        at the end of the batch raises, once.
+        """
+        if not os.path.exists("/dev/full"):
+            raise pytest.skip("no /dev/full here")
+        output = RotatingOutput("/dev/full")
+        output.open()
+        record = b"x" * 65536
+        for _ in range(40):  # 2.5 MiB
+            output.add(record)
+        with pytest.raises(OutputError):
+            output.flush()
+        output.close()
+        assert (output.written, output.notWritten) == (0, 40)
+
+    def test_writtenCountsRecords(self) -> None:
+        """
+        What was written is counted in records (the header is not one).
+        """
+        stream = io.BytesIO()
+        output = RotatingOutput("-", stdout=stream)
+        output.open(b"header")
+        for _ in range(5):
+            output.add(b"record")
+        output.flush()
+        assert (output.written, output.notWritten) == (5, 0)
+
 
 class SummaryTests(SynchronousTestCase):
     def sink(self, form: str) -> tuple[SummarySink, io.BytesIO]:
