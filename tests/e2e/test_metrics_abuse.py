@@ -7,8 +7,10 @@ way of the echo service (issue 11, point 4).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import selectors
+import signal
 import socket
 import time
 from dataclasses import dataclass
@@ -193,4 +195,52 @@ def test_slowMetricsClientsCannotStarveEcho(tmp_path: Path) -> None:
         assert daemon.openFiles() <= baseline
         roundTrip(echo, b"after")
         echo.close()
+    assert "Traceback" not in daemon.output()
+
+
+def ask(port: int) -> bytes:
+    """
+    One GET /healthz on a connection of its own: the whole answer, or
+    C{b""} if the connection was closed unanswered.
+    """
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        got = b""
+        try:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: echod\r\nConnection: close\r\n\r\n")
+            while chunk := s.recv(4096):
+                got += chunk
+        except (ConnectionResetError, BrokenPipeError):
+            pass
+        return got
+
+
+def test_sighupAppliesMetricsLimits(tmp_path: Path) -> None:
+    """
+    SIGHUP applies a new max_connections and request_timeout to metrics
+    connections opened from then on.
+    """
+    port, metricsPort = freePort(), freePort()
+    conf = tmp_path / "echod.toml"
+    head = (
+        f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1']\n"
+        f"[metrics]\nlisten = 'tcp:{metricsPort}:interface=127.0.0.1'\n"
+    )
+    conf.write_text(head + "max_connections = 2\nrequest_timeout = 30\n")
+    with Twistd(tmp_path, ["--config", str(conf)]) as daemon:
+        daemon.waitFor(rf"metrics listening on 127\.0\.0\.1:{metricsPort} ")
+        held = [socket.create_connection(("127.0.0.1", metricsPort), timeout=5) for _ in range(2)]
+        assert ask(metricsPort) == b""
+
+        conf.write_text(head + "max_connections = 3\nrequest_timeout = 1\n")
+        daemon.signal(signal.SIGHUP)
+        daemon.waitFor("configuration reloaded")
+        assert ask(metricsPort).startswith(b"HTTP/1.1 200 ")
+        # A silent newcomer now has 1 s.
+        with socket.create_connection(("127.0.0.1", metricsPort), timeout=5) as silent:
+            began = time.monotonic()
+            with contextlib.suppress(ConnectionResetError):
+                assert silent.recv(10) == b""
+            assert time.monotonic() - began < 3
+        for s in held:
+            s.close()
     assert "Traceback" not in daemon.output()
