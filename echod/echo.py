@@ -345,23 +345,37 @@ class EchoProtocol(Protocol, TimeoutMixin):
         if not self.factory.logConnections:
             return
         duration = self.factory.clock.seconds() - self.opened
-        how = self._closeReason
-        if how is None:
-            if reason.check(ConnectionDone):
-                how = "closed"
-            elif reason.check(ConnectionAborted):
-                how = "aborted"
-            else:
-                how = f"lost: {reason.getErrorMessage()}"
+        how = self._closeReason or describeLoss(reason)
         self.log.emit(
             LogLevel.debug if self._quiet else LogLevel.info,
             "{peer} disconnected after {duration:.3f}s, {bytes} bytes echoed ({how})",
             event="connection.closed",
             peer=describePeer(self.peerAddress),
-            duration=duration,
+            # Microseconds: JSON logs would show the float's every digit.
+            duration=round(duration, 6),
             bytes=self.received - self.discarded,
             how=how,
         )
+
+
+def describeLoss(reason: Failure) -> str:
+    """
+    How a connection ended, as a phrase for a log line: C{closed}, C{aborted},
+    C{TLS failed: tlsv1 alert unknown ca}, or C{lost: ...} with the error's
+    own message.
+    """
+    if reason.check(ConnectionDone):
+        return "closed"
+    if reason.check(ConnectionAborted):
+        return "aborted"
+    value = reason.value
+    if type(value).__module__.startswith("OpenSSL"):
+        # pyOpenSSL's errors carry OpenSSL's queue: [(library, function,
+        # reason), ...]; the reasons are what a person can read.
+        queue = value.args[0] if value.args and isinstance(value.args[0], list) else []
+        problems = [str(entry[-1]) for entry in queue if isinstance(entry, tuple) and entry]
+        return "TLS failed: " + ("; ".join(problems) or type(value).__name__)
+    return f"lost: {reason.getErrorMessage()}"
 
 
 @implementer(IInPlaceEcho)

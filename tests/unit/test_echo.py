@@ -701,3 +701,27 @@ class PressureTests:
         assert factory.stats.evicted == 39
         lines = [e for e in events if e.get("event") == "connection.evicted"]
         assert 0 < len(lines) <= 10 * 4
+
+
+class CloseReasonTests:
+    def test_tlsFailureIsAReadablePhrase(self) -> None:
+        """
+        A failed TLS handshake is logged as OpenSSL's reason, not as the
+        repr of its error queue.
+        """
+        from OpenSSL import SSL
+
+        from echod.echo import describeLoss
+
+        failure = Failure(SSL.Error([("SSL routines", "", "tlsv1 alert unknown ca")]))
+        assert describeLoss(failure) == "TLS failed: tlsv1 alert unknown ca"
+        assert describeLoss(Failure(SSL.Error([]))) == "TLS failed: Error"
+        assert describeLoss(Failure(ConnectionDone())) == "closed"
+
+    def test_durationRoundedToMicroseconds(self, events: Sequence[LogEvent]) -> None:
+        factory, clock = makeFactory()
+        protocol, _ = connect(factory)
+        clock.advance(0.0008974075317382812)
+        lose(protocol)
+        (closed,) = [e for e in events if e.get("event") == "connection.closed"]
+        assert closed["duration"] == 0.000897
