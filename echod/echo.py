@@ -369,7 +369,7 @@ def describeLoss(reason: Failure) -> str:
     if reason.check(ConnectionAborted):
         return "aborted"
     value = reason.value
-    if type(value).__module__.startswith("OpenSSL"):
+    if value is not None and type(value).__module__.startswith("OpenSSL"):
         # pyOpenSSL's errors carry OpenSSL's queue: [(library, function,
         # reason), ...]; the reasons are what a person can read.
         queue = value.args[0] if value.args and isinstance(value.args[0], list) else []
