@@ -69,3 +69,19 @@ class ReadmeTests:
         assert expected in README, (
             "README's configuration reference is stale; expected:\n" + expected
         )
+
+    def test_metricsTableNamesEveryMetric(self) -> None:
+        """
+        README's metrics table has a row for every family echod's collector
+        can yield (as the scraper sees it: counters end in _total), and no
+        row for one it does not.
+        """
+        source = (ROOT / "echod" / "metrics.py").read_text()
+        suffixes = {"Counter": "_total", "Gauge": "", "Info": "_info"}
+        exported = {
+            name + suffixes[kind]
+            for kind, name in re.findall(r'(Counter|Gauge|Info)MetricFamily\(\s*"(\w+)"', source)
+        }
+        documented = set(re.findall(r"^\| `(echod_\w+)", README, flags=re.M))
+        assert exported - documented == set(), "not in README's metrics table"
+        assert documented - exported == set(), "in README's metrics table, not exported"
