@@ -52,6 +52,7 @@ import contextlib
 import errno
 import json
 import os
+import signal
 import socket
 import sys
 from dataclasses import dataclass, replace
@@ -204,7 +205,24 @@ class WorkerProtocol(LoggingProtocol):
 
     def processEnded(self, reason: Failure) -> None:
         super().processEnded(reason)
-        self.service.workerEnded(self.name)
+        self.service.workerEnded(self.name, reason)
+
+
+def howItEnded(reason: Failure) -> str:
+    """
+    How a worker process ended, for the log: C{exited with status 3},
+    C{killed by signal 9 (SIGKILL)}.
+    """
+    value = reason.value
+    signum = getattr(value, "signal", None)
+    if signum is not None:
+        try:
+            name = signal.Signals(signum).name
+        except ValueError:
+            return f"killed by signal {signum}"
+        return f"killed by signal {signum} ({name})"
+    status = getattr(value, "exitCode", None)
+    return f"exited with status {status}" if status is not None else f"ended: {value}"
 
 
 class WorkerMonitor(ProcessMonitor):
@@ -225,6 +243,8 @@ class WorkerMonitor(ProcessMonitor):
         # What workers that have exited had counted: the totals stay monotonic.
         self.retired = TCPTotals()
         self.restarts: dict[str, int] = {}
+        # The pid of each running worker, for the line that says it ended.
+        self.pids: dict[str, int] = {}
         self._exited: dict[str, list[Deferred[None]]] = {}
 
     def addWorker(
@@ -260,6 +280,7 @@ class WorkerMonitor(ProcessMonitor):
                 path=process.cwd,
                 childFDs=self.childFDs[name],
             )
+            self.pids[name] = transport.pid
             # Its configuration: the one running here, as it is now.
             transport.write(configLine(self.config))
         except OSError as e:
@@ -302,16 +323,38 @@ class WorkerMonitor(ProcessMonitor):
         if text.strip():
             self.log.warn("[{worker}] {line}", worker=name, line=text, event="worker.output")
 
-    def workerEnded(self, name: str) -> None:
+    def workerEnded(self, name: str, reason: Failure) -> None:
         # Its connections died with it; new ones go to the other workers.
         self.sockets[name].pause()
         last = self.stats.pop(name, None)
+        pid = self.pids.pop(name, None)
         if last is not None:
             self.retired.add(replace(last, open=0, limit=0))
+        value = reason.value
+        fields = {
+            "worker": name,
+            "pid": pid,
+            "how": howItEnded(reason),
+            "status": getattr(value, "exitCode", None),
+            "signal": getattr(value, "signal", None),
+            "event": "worker.exited",
+        }
         if self.running:
             self.restarts[name] += 1
+            self.log.warn("{worker} (pid {pid}) {how}; it will be restarted", **fields)
+        elif fields["status"] == 0:
+            self.log.info("{worker} (pid {pid}) {how}", **fields)
+        else:
+            self.log.warn("{worker} (pid {pid}) {how}", **fields)
+        if last is not None and last.open:
+            # Their close lines died with it: say at least how many.
             self.log.warn(
-                "{worker} exited; it will be restarted", worker=name, event="worker.exited"
+                "{worker} (pid {pid}) died with {count} connections open (as it last "
+                "reported): the kernel closed them",
+                worker=name,
+                pid=pid,
+                count=last.open,
+                event="worker.connections_lost",
             )
         for waiter in self._exited.pop(name, []):
             waiter.callback(None)

@@ -309,6 +309,76 @@ def test_deadWorkerIsRestarted(cluster: tuple[Twistd, int, int, Path]) -> None:
     assert any(r.get("event") == "worker.exited" for r in records(daemon))
 
 
+def test_killedWorkerSaysHowItEndedAndWhatItHeld(
+    cluster: tuple[Twistd, int, int, Path],
+) -> None:
+    """
+    A worker killed with SIGKILL cannot log the close of its connections:
+    the main process says how it ended (signal, pid) and how many
+    connections it held as it last reported, in one line; the open gauge
+    drops by as many.
+    """
+    daemon, port, metricsPort, _ = cluster
+    held = []
+    try:
+        for i in range(30):
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            held.append(s)
+            s.sendall(b"%d" % i)
+            assert s.recv(100) == b"%d" % i
+        waitUntil(
+            lambda: sum(workerLabels(metrics(metricsPort), "connections_open").values()) == 30
+        )
+        spread = workerLabels(metrics(metricsPort), "connections_open")
+        victim = max(spread, key=lambda name: spread[name])
+        count = int(spread[victim])
+        (started,) = [
+            r
+            for r in records(daemon)
+            if r.get("event") == "worker.started" and r["worker"] == victim
+        ]
+        pid = int(started["pid"])  # type: ignore[call-overload]
+        os.kill(pid, signal.SIGKILL)
+
+        def ended() -> list[dict[str, object]]:
+            return [
+                r
+                for r in records(daemon)
+                if r.get("event") in ("worker.exited", "worker.connections_lost")
+            ]
+
+        waitUntil(lambda: len(ended()) == 2)
+        exited, lost = ended()
+        assert exited["message"] == (
+            f"{victim} (pid {pid}) killed by signal 9 (SIGKILL); it will be restarted"
+        )
+        assert (exited["signal"], exited["status"], exited["level"]) == (9, None, "warn")
+        assert lost["message"] == (
+            f"{victim} (pid {pid}) died with {count} connections open (as it last reported): "
+            "the kernel closed them"
+        )
+        assert lost["count"] == count
+        waitUntil(lambda: metrics(metricsPort)["echod_connections_open"] == 30 - count)
+    finally:
+        for s in held:
+            s.close()
+
+
+def test_howAWorkerEnded() -> None:
+    """
+    The words of the exit line, for the ends a test cannot easily cause.
+    """
+    from twisted.internet.error import ProcessDone, ProcessTerminated
+    from twisted.python.failure import Failure
+
+    from echod.workers import howItEnded
+
+    assert howItEnded(Failure(ProcessTerminated(exitCode=3))) == "exited with status 3"
+    assert howItEnded(Failure(ProcessDone(0))) == "exited with status 0"
+    assert howItEnded(Failure(ProcessTerminated(signal=15))) == "killed by signal 15 (SIGTERM)"
+    assert howItEnded(Failure(ProcessTerminated(signal=99))) == "killed by signal 99"
+
+
 def test_reloadReachesWorkers(cluster: tuple[Twistd, int, int, Path]) -> None:
     daemon, port, metricsPort, conf = cluster
     conf.write_text(conf.read_text().replace("workers = 2", "workers = 3\ndeny = ['127.0.0.0/8']"))
