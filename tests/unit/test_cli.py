@@ -4,6 +4,7 @@ Tests for L{echod.cli}: echod check-config.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,27 @@ class CheckConfigTests:
             main(["--version"])
         assert exited.value.code == 0
         assert capsys.readouterr().out == f"echod {__version__}\n"
+
+
+class HostileInputTests:
+    def test_fifoIsRefusedNotRead(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """
+        A FIFO named as the config file is refused at once (reading it
+        would block until a writer comes).
+        """
+        fifo = tmp_path / "fifo"
+        os.mkfifo(fifo)
+        assert main(["check-config", str(fifo)]) == 1
+        assert capsys.readouterr().err == (
+            f"echod: {fifo}: cannot read the config file: it is a FIFO, not a regular file\n"
+        )
+
+    def test_fileNameEscaped(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """
+        A file name with a line break in it is shown escaped, on one line.
+        """
+        odd = tmp_path / "a\nb\u2028c.toml"
+        odd.write_text("")
+        assert main(["check-config", str(odd)]) == 0
+        out = capsys.readouterr().out
+        assert out == f"{tmp_path}/a\\nb\\u2028c.toml: OK (1 stream listener(s))\n"

@@ -212,3 +212,26 @@ class InheritedSocketTests:
             config.checkInheritedSockets(loaded)
         assert "systemd passed no socket nosuch" in str(caught.value)
         assert "server.listen[1]" in str(caught.value)
+
+
+class BoundedMessageTests:
+    def test_valueShortenedAndEscaped(self) -> None:
+        """
+        A value is quoted as at most 80 characters, escaped, with its length
+        when it was cut.
+        """
+        message = error('[log]\nlevel = "' + "\\u2028" * 500 + '"\n')
+        assert message == (
+            'echod.toml: line 2: log.level = "' + "\\u2028" * 13 + '\u2026" (500 characters): '
+            'expected one of "debug", "info", "warn", "error", "critical"'
+        )
+
+    def test_hugeIntegerShownBySize(self) -> None:
+        """
+        str() of an integer over 4,300 digits raises: it is described.
+        """
+        with pytest.raises(ConfigError) as caught:
+            config.override(config.Config(), "server", {"backlog": 10**5000}, "--backlog")
+        assert "--backlog = (an integer of about 5001 digits): expected an integer" in str(
+            caught.value
+        )
