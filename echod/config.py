@@ -1052,9 +1052,17 @@ def _interfaceName(text: str) -> str:
     return text
 
 
+# libpcap's compiler takes time with the square of a filter's length (4 s at
+# 56,000 characters), and the kernel takes at most 4,096 instructions anyway.
+MAX_FILTER_CHARS = 8192
+
+
 def _filterText(text: str) -> str:
-    if "\0" in text:
-        raise _Invalid("expected a tcpdump filter expression without NUL characters")
+    if "\0" in text or len(text) > MAX_FILTER_CHARS:
+        raise _Invalid(
+            f"expected a tcpdump filter expression of at most {MAX_FILTER_CHARS} "
+            "characters, without NUL"
+        )
     return text
 
 

@@ -141,6 +141,11 @@ TEXTS: list[tuple[str, str, str]] = [
         "line 2: server.idle_timeout",
     ),
     (
+        "sniff-filter-long",
+        "[sniff]\nfilter = '" + "tcp port 1 or " * 5000 + "udp'\n",
+        "line 2: sniff.filter",
+    ),
+    (
         "value-10-MiB",
         "[server]\nuser = '" + "x" * (900 * 1024) + "'\n",
         'line 2: server.user = "xxxx',
