@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import resource
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from echod.errors import MAX_LINE
-from tests.daemon import twistdPath
+from tests.daemon import Twistd, twistdPath
+from tests.environment import freePort
 from tests.unit.test_hostile_config import ENDPOINT_FILES, FILES, TEXTS, Builder
 
 pytestmark = pytest.mark.e2e
@@ -203,3 +205,31 @@ def test_clientCommandLineValues(tmp_path: Path, args: list[str], how: str) -> N
         result = _twistd(["echod-client", *args, *target], tmp_path)
     assert result.returncode == 2
     assertOneLine(result, status=2)
+
+
+def test_acceptedEdgeValuesStart(tmp_path: Path) -> None:
+    """
+    What the checker accepts at the edges of its ranges starts: a unix path
+    of exactly the kernel's length, the largest backlog, the shortest idle
+    timeout and statistics interval.
+    """
+    port = freePort()
+    sock = Path("/tmp") / f"{os.getpid()}-".ljust(102, "e")
+    assert len(os.fsencode(str(sock))) == 107
+    conf = tmp_path / "edge.toml"
+    conf.write_text(
+        f"[server]\nlisten = ['tcp:{port}:interface=127.0.0.1:backlog=65535', "
+        f"'unix:{sock}:mode=600:backlog=65535']\nidle_timeout = 0.1\n"
+        "[sniff]\nstats_interval = 1\n"
+    )
+    assert run([_script("echod"), "check-config", str(conf)], tmp_path).returncode == 0
+    try:
+        with Twistd(tmp_path, ["--config", str(conf)]) as daemon:
+            daemon.waitFor(r"(?s)listening on .*listening on ")
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait() == 0
+        assert "Traceback" not in daemon.output()
+    finally:
+        for leftover in (sock, Path(f"{sock}.lock")):
+            if leftover.is_symlink() or leftover.exists():
+                leftover.unlink()
