@@ -85,3 +85,21 @@ class ReadmeTests:
         documented = set(re.findall(r"^\| `(echod_\w+)", README, flags=re.M))
         assert exported - documented == set(), "not in README's metrics table"
         assert documented - exported == set(), "in README's metrics table, not exported"
+
+    def test_foregroundExamplesNameNoPidfile(self) -> None:
+        """
+        Every foreground twistd example says --pidfile=: without it, a
+        second twistd in the same folder stops at "Another twistd server is
+        running".
+        """
+        for line in README.splitlines():
+            if re.search(r"twistd (-n|--nodaemon)\b", line):
+                assert "--pidfile=" in line, line
+
+    def test_sampleConfigPathIsREADMEs(self) -> None:
+        """
+        The sample file tells users to check it where README installs it.
+        """
+        sample = (ROOT / "etc" / "echod.toml").read_text()
+        (path,) = re.findall(r"echod check-config (\S+)", sample)
+        assert f"check-config {path}" in README
