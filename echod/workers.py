@@ -312,6 +312,10 @@ class WorkerMonitor(ProcessMonitor):
                 pass
             else:
                 event["worker"] = name
+                # Text lines name the worker where they name the logger:
+                # [worker-1 echod.echo.EchoProtocol#info].
+                level = getattr(event.get("log_level"), "name", "info")
+                event["log_system"] = f"{name} {event.get('log_namespace', '-')}#{level}"
                 self.log.observer(event)
                 return
         elif text.startswith(STATS):
