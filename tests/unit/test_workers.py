@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import (
-    LogEvent,
     LogLevel,
+    capturedLogs,
     eventAsJSON,
     formatEventAsClassicLogText,
-    globalLogPublisher,
 )
 
 from echod.config import Config
@@ -25,9 +24,7 @@ def test_workerEventsNameTheirWorker() -> None:
     name: as a field (JSON lines) and where text lines name the logger.
     """
     monitor = WorkerMonitor(MemoryReactorClock(), Config())
-    seen: list[LogEvent] = []
-    globalLogPublisher.addObserver(seen.append)
-    try:
+    with capturedLogs() as seen:
         event = {
             "log_format": "127.0.0.1:5000 connected to 127.0.0.1:7007",
             "log_namespace": "echod.echo.EchoProtocol",
@@ -36,8 +33,6 @@ def test_workerEventsNameTheirWorker() -> None:
             "event": "connection.opened",
         }
         monitor.lineFromWorker("worker-2", (EVENT + eventAsJSON(event)).encode())
-    finally:
-        globalLogPublisher.removeObserver(seen.append)
     (logged,) = [e for e in seen if e.get("event") == "connection.opened"]
     assert logged["worker"] == "worker-2"
     text = formatEventAsClassicLogText(logged)
