@@ -444,14 +444,25 @@ def readRegularFile(path: str, limit: int) -> bytes:
     @raise FileProblem: otherwise; the text says why, without the name.
     """
     fd = _openRegular(path, limit)
+    chunks, total = [], 0
     try:
-        with os.fdopen(fd, "rb") as f:
-            data = f.read(limit + 1)
+        # os.read on the non-blocking descriptor: a "regular" file that has
+        # nothing to give (/proc/kmsg) says so instead of blocking.
+        while total <= limit:
+            chunk = os.read(fd, min(1024 * 1024, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except BlockingIOError:
+        raise FileProblem("reading it would block") from None
     except OSError as e:
         raise FileProblem(e.strerror or str(e)) from None
-    if len(data) > limit:
+    finally:
+        os.close(fd)
+    if total > limit:
         raise FileProblem(f"it is larger than {_size(limit)}")
-    return data
+    return b"".join(chunks)
 
 
 def _checkFile(text: str, name: str) -> None:
@@ -599,6 +610,10 @@ def _streamServer(description: str) -> str:
 
     if len(description) > MAX_ENDPOINT_CHARS:
         raise _Invalid(f"an endpoint string is at most {MAX_ENDPOINT_CHARS} characters")
+    prefixes = [p for p in _splitDescription(description)[:3] if p.lower() == "haproxy"]
+    if prefixes and (prefixes != ["haproxy"] or not description.startswith("haproxy:")):
+        # echod reads one PROXY header itself, after the one prefix it knows.
+        raise _Invalid('a PROXY listener is written with one "haproxy:" prefix, in lower case')
     kind, _, kwargs = endpointParameters(description)
     kind = kind.lower()
     named = _named(kind, _SERVER_PARAMETERS, description)
