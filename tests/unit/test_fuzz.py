@@ -9,7 +9,11 @@ raises.  The example counts keep the whole module well under a minute.
 
 from __future__ import annotations
 
-from hypothesis import HealthCheck, given, settings
+import json
+import tomllib
+from typing import Any
+
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from echod import config
@@ -183,3 +187,76 @@ def test_decoder(linktype: int, data: bytes, wireLength: int | None) -> None:
     assert isinstance(summary, PacketSummary)
     assert not (summary.problem or "").startswith("decoder error"), summary.problem
     assert isinstance(describe(summary), str)
+
+
+# Valid TOML of every shape within echod's limits: the screen in front of
+# tomllib must let all of it through (no false refusals).
+_KEY = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=8
+).map(lambda k: json.dumps(k, ensure_ascii=False))
+_BARE_KEY = st.from_regex(r"[A-Za-z0-9_-]{1,8}", fullmatch=True)
+_LEAF = st.one_of(
+    st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), max_size=20),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.booleans(),
+)
+_VALUE = st.recursive(
+    _LEAF,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(_BARE_KEY, inner, max_size=3)
+    ),
+    max_leaves=40,
+)
+
+
+def _keyName(key: str) -> str:
+    name = json.loads(key) if key.startswith('"') else key
+    assert isinstance(name, str)
+    return name
+
+
+def _depth(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+def _dump(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_dump(v) for v in value) + "]"
+    return "{" + ", ".join(f"{k} = {_dump(v)}" for k, v in value.items()) + "}"
+
+
+@FUZZ
+@given(
+    st.lists(
+        st.tuples(
+            st.lists(st.one_of(_BARE_KEY, _KEY), min_size=1, max_size=config.MAX_KEY_PARTS),
+            _VALUE,
+        ),
+        max_size=6,
+        unique_by=lambda item: _keyName(item[0][0]),
+    ),
+    st.booleans(),
+)
+def test_screenLetsValidTOMLThrough(entries: list[tuple[list[str], Any]], crlf: bool) -> None:
+    """
+    Whatever valid TOML within the limits is, the screen passes it on: the
+    result is tomllib's and the schema's (a Config or a ConfigError about a
+    key or value), never a refusal by the screen.
+    """
+    assume(all(_depth(value) <= config.MAX_NESTING for _, value in entries))
+    lines = ["# " + "[" * 40, "[server]"]
+    lines += [f"{'.'.join(key)} = {_dump(value)}  # ]]" for key, value in entries]
+    text = ("\r\n" if crlf else "\n").join(lines) + "\n"
+    tomllib.loads(text)  # the generator makes valid TOML
+    config._screen(text, "fuzz.toml")

@@ -141,6 +141,11 @@ TEXTS: list[tuple[str, str, str]] = [
         "line 2: server.idle_timeout",
     ),
     (
+        "haproxy-prefix-repeated",
+        "[server]\nlisten = ['" + "haproxy:" * 1000 + "tcp:7007']\n",
+        'a PROXY listener is written with one "haproxy:" prefix, in lower case',
+    ),
+    (
         "sniff-filter-long",
         "[sniff]\nfilter = '" + "tcp port 1 or " * 5000 + "udp'\n",
         "line 2: sniff.filter",
