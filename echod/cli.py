@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             loaded = _config.load(path)
         except _config.ConfigError as e:
-            sys.stderr.write(f"echod: {e}\n")
+            sys.stderr.write(f"echod: {oneLine(str(e))}\n")
             status = 1
         else:
             sys.stdout.write(f"{oneLine(path)}: OK ({oneLine(_summary(loaded))})\n")

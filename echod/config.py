@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
 
-from echod.errors import UserError, oneLine
+from echod.errors import MAX_LINE, UserError, oneLine
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -125,7 +125,7 @@ class ConfigError(UserError):
             else:
                 parts.append(f"{key} = {_show(self.value)}")
         parts.append(oneLine(self.problem, _SHOW_PROBLEM))
-        return ": ".join(parts)
+        return oneLine(": ".join(parts), MAX_LINE)
 
 
 def _showSource(source: str) -> str:

@@ -11,6 +11,7 @@ import pytest
 
 from echod import config
 from echod.config import ConfigError
+from echod.errors import MAX_LINE
 
 
 def error(text: str) -> str:
@@ -235,3 +236,15 @@ class BoundedMessageTests:
         assert "--backlog = (an integer of about 5001 digits): expected an integer" in str(
             caught.value
         )
+
+    def test_everyPartLongAtOnce(self) -> None:
+        """
+        A long file name, key, value and problem together still make one
+        line of at most MAX_LINE characters.
+        """
+        error = ConfigError(
+            "p" * 5000, source="/" + "s" * 5000, line=3, key="k" * 5000, value=["v" * 5000] * 50
+        )
+        message = str(error)
+        assert len(message) <= MAX_LINE and "\n" not in message
+        assert message.startswith("\u2026" + "s" * 100)
