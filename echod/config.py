@@ -1296,6 +1296,19 @@ _TOKEN = re.compile(
     """,
     re.VERBOSE | re.DOTALL,
 )
+# Runs the screen can pass over in one step, being sure they hold nothing it
+# counts: inside an array, short bare values, one-line strings, commas and
+# comments; at the top level, lines of a bare key and such a value.
+_SHORT_VALUE = r"""
+    (?: [A-Za-z0-9_+\-.:]{1,100}(?![A-Za-z0-9_+\-.:])
+      | "(?!"")(?:[^"\\\n]|\\.)*" | '(?!'')[^'\n]*' )
+"""
+_PLAIN_ARRAY_ITEMS = re.compile(rf"(?: {_SHORT_VALUE} | \#[^\n]* | [ \t\r\n,] )+", re.VERBOSE)
+_PLAIN_LINES = re.compile(
+    rf"""(?: [ \t]* (?: [A-Za-z0-9_\-]{{1,100}} [ \t]*=[ \t]* {_SHORT_VALUE} )?
+             [ \t\r]* (?:\#[^\n]*)? \n )+""",
+    re.VERBOSE,
+)
 
 
 def _screen(text: str, where: str) -> None:
@@ -1321,6 +1334,17 @@ def _screen(text: str, where: str) -> None:
         return ConfigError(problem, source=where, line=line, key=name)
 
     while position < len(text):
+        plain = None
+        if nesting and nesting[-1] == "[":
+            plain = _PLAIN_ARRAY_ITEMS.match(text, position)
+        elif lineStart and not nesting and position == keyStart:
+            plain = _PLAIN_LINES.match(text, position)
+        if plain is not None:
+            line += text.count("\n", position, plain.end())
+            position = plain.end()
+            if not nesting:
+                keyStart, key = position, ""
+            continue
         match = _TOKEN.match(text, position)
         assert match is not None  # the last alternative takes any character
         kind, token, position = match.lastgroup, match.group(), match.end()
@@ -1400,7 +1424,7 @@ def loads(text: str, source: str | None = None) -> Config:
     for name, values in document.items():
         if name not in tables:
             raise ConfigError(
-                f"unknown table [{name}] ({_suggest(name, list(tables))})",
+                f"unknown table [{oneLine(name, _SHOW_KEY)}] ({_suggest(name, list(tables))})",
                 source=where,
                 line=_locate(text, name),
             )
