@@ -55,6 +55,16 @@ TEXTS: list[tuple[str, str, str]] = [
         "line 2: server.idle_timeout = (an integer of about 119 digits): expected a number",
     ),
     (
+        "long-number-after-plain-items",
+        "[udp]\nblocked_source_ports = [\n" + "1, 'x', # c\n" * 1000 + "9" * 5000 + "]\n",
+        "line 1003: udp.blocked_source_ports: a number or date is longer than 100",
+    ),
+    (
+        "nesting-after-plain-lines",
+        "[server]\n" + "a = 1\n" * 1000 + "b = [1, 2, " + "[" * 40 + "]" * 40 + "]\n",
+        "line 1002: server.b: arrays and inline tables nest more than 32 deep",
+    ),
+    (
         "dotted-key-deep",
         "[server]\n" + "a." * 50000 + "b = 1\n",
         "line 2: server: a dotted key has more than 32 parts",
