@@ -133,7 +133,9 @@ class ListenerService(Service):
         Service.privilegedStartService(self)
         try:
             self._service.privilegedStartService()
-        except CannotListenError as e:
+        except (CannotListenError, OSError) as e:
+            # OSError: what Twisted raises before it tries to listen, such as
+            # a unix: socket's lock file in a directory that does not exist.
             raise _listenFailed(self.description, e) from None
 
     def startService(self) -> None:
@@ -145,14 +147,14 @@ class ListenerService(Service):
         return self._service.stopService()  # type: ignore[no-any-return]
 
 
-def _listenFailed(description: str, error: CannotListenError) -> ListenError:
+def _listenFailed(description: str, error: CannotListenError | OSError) -> ListenError:
     """
     The one-line L{ListenError} for a listener that could not open.  Not
     logged here: twistd stops, and echod's report of a start-up error (see
     L{echod.tap.server}) prints it once and logs it once where the log is
     not on the terminal.
     """
-    cause = error.socketError
+    cause = error.socketError if isinstance(error, CannotListenError) else error
     if isinstance(cause, OSError) and cause.strerror:
         reason = cause.strerror.lower()
         if cause.errno == errno.EACCES:
@@ -321,7 +323,7 @@ class DatagramListenerService(Service):
         Service.privilegedStartService(self)
         try:
             self.port = self._open()
-        except CannotListenError as e:
+        except (CannotListenError, OSError) as e:
             raise _listenFailed(self.description, e) from None
         _enlargeReceiveBuffer(self.port.getHandle())
         self.log.info(

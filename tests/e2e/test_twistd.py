@@ -187,6 +187,18 @@ def test_busyPortIsOneLine(tmp_path: Path) -> None:
     assert "cannot listen" not in result.stdout
 
 
+def test_unixSocketInAMissingDirectoryIsOneLine(tmp_path: Path) -> None:
+    """
+    Twisted fails before it listens (its lock file beside the socket): the
+    same one line, not a traceback.
+    """
+    path = tmp_path / "missing" / "echod.sock"
+    result = runTwistd(["-n", "--pidfile=", "echod", "--listen", f"unix:{path}"], tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr == f"echod: cannot listen on unix:{path}: no such file or directory\n"
+
+
 def test_busyPortInTheForegroundWithALogFile(tmp_path: Path) -> None:
     """
     In the foreground with --logfile: the line on stderr, and once in the log.
