@@ -969,7 +969,8 @@ class MetricsConfig:
     request_timeout: float = setting(
         10.0,
         _Float(0.1, 3600, " of seconds"),
-        "a metrics connection must send its request within this long; then it is closed",
+        "a metrics connection must send its whole request within this long of connecting "
+        "(or of its previous response); then it is closed",
     )
 
 
