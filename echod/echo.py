@@ -52,6 +52,7 @@ from echod.limits import (
     NetworkList,
     Refusal,
     describePeer,
+    logSummary,
     peerIP,
 )
 from echod.proxyprotocol import ProxyHeaderError, parseProxyHeader
@@ -498,7 +499,9 @@ class EchoFactory(Factory[EchoProtocol]):
         self._peerLastActive: dict[IPAddress, dict[EchoProtocol, float]] = {}
         self._activityLoop: LoopingCall | None = None
         self.reconfigure(settings)
-        self._refusals = LogBudget(clock, self._refusalsSuppressed)
+        self._refusals = LogBudget(
+            clock, logSummary(self.log, "connections refused", "connection.refused.summary")
+        )
         self._drained: Deferred[None] | None = None
         self._drainLoop: LoopingCall | None = None
         self._drainDeadline: IDelayedCall | None = None
@@ -637,15 +640,6 @@ class EchoFactory(Factory[EchoProtocol]):
         Bytes echoed so far, by closed and open connections.
         """
         return self.stats.bytesClosed + sum(c.received - c.discarded for c in self.connections)
-
-    def _refusalsSuppressed(self, counts: dict[str, int], seconds: float) -> None:
-        self.log.warn(
-            "{total} more connections refused in {seconds:.1f}s ({counts})",
-            event="connection.refused.summary",
-            total=sum(counts.values()),
-            seconds=seconds,
-            counts=", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
-        )
 
     # --- activity: who is idle, and who gives way under pressure ----------------
 
@@ -900,15 +894,7 @@ def datagramDropLog(clock: IReactorTime, settings: UDPConfig) -> LogBudget:
     """
     The budget for UDP drop lines: a few per interval, then one summary.
     """
-    log = EchoDatagramProtocol.log
-
-    def summary(counts: dict[str, int], seconds: float) -> None:
-        log.warn(
-            "{total} more UDP datagrams got no echo in {seconds:.1f}s ({counts})",
-            event="datagram.dropped.summary",
-            total=sum(counts.values()),
-            seconds=seconds,
-            counts=", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
-        )
-
+    summary = logSummary(
+        EchoDatagramProtocol.log, "UDP datagrams got no echo", "datagram.dropped.summary"
+    )
     return LogBudget(clock, summary, perInterval=5, interval=settings.drop_log_interval)

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.logger import Logger
 
 from echod.config import UDPConfig
 
@@ -33,6 +34,7 @@ __all__ = [
     "Refusal",
     "TokenBucket",
     "describePeer",
+    "logSummary",
     "peerIP",
 ]
 
@@ -256,6 +258,24 @@ class LogBudget:
     def _windowEnded(self) -> None:
         self._summaryCall = None
         self.flush()
+
+
+def logSummary(log: Logger, what: str, event: str) -> Callable[[dict[str, int], float], None]:
+    """
+    A L{LogBudget}'s summary as one warning: C{N more WHAT in Ss (reason: n,
+    ...)}.
+    """
+
+    def summary(counts: dict[str, int], seconds: float) -> None:
+        log.warn(
+            "{total} more " + what + " in {seconds:.1f}s ({counts})",
+            event=event,
+            total=sum(counts.values()),
+            seconds=seconds,
+            counts=", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
+        )
+
+    return summary
 
 
 class DatagramDrop:

@@ -52,7 +52,7 @@ from echod import __version__
 from echod.config import MetricsConfig
 from echod.echo import DatagramStats, TCPTotals
 from echod.health import Health
-from echod.limits import DatagramDrop, LogBudget, Refusal, describePeer
+from echod.limits import DatagramDrop, LogBudget, Refusal, describePeer, logSummary
 
 __all__ = [
     "MAX_HEADERS",
@@ -597,7 +597,10 @@ class MetricsSite(Site):
         self.refused: Counter[str] = Counter(dict.fromkeys(_reasons(MetricsRefusal), 0))
         self.maxConnections = settings.max_connections
         self.closeAtAccept = settings.listen.split(":", 1)[0].lower() in _CLOSE_AT_ACCEPT
-        self._refusals = LogBudget(reactor, self._refusalsSuppressed)
+        self._refusals = LogBudget(
+            reactor,
+            logSummary(self.logger, "metrics connections refused", "metrics.refused.summary"),
+        )
 
     def reconfigure(self, settings: MetricsConfig) -> None:
         """
@@ -627,15 +630,6 @@ class MetricsSite(Site):
                 peer=describePeer(peer),
                 reason=reason,
             )
-
-    def _refusalsSuppressed(self, counts: dict[str, int], seconds: float) -> None:
-        self.logger.warn(
-            "{total} more metrics connections refused in {seconds:.1f}s ({counts})",
-            event="metrics.refused.summary",
-            total=sum(counts.values()),
-            seconds=seconds,
-            counts=", ".join(f"{k}: {v}" for k, v in sorted(counts.items())),
-        )
 
     def stopFactory(self) -> None:
         self._refusals.flush()

@@ -15,12 +15,11 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
-    EventLoggingObserver,
     FakeDatagramTransport,
     MemoryReactorClock,
     StringTransport,
 )
-from twisted.logger import Logger
+from twisted.logger import capturedLogs
 from twisted.protocols.policies import WrappingFactory
 from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
@@ -519,16 +518,15 @@ class ListenerBoundsTests:
         Refusals are logged, ten per interval, then summed up in one line.
         """
         _, site, reactor = metricsListener(max_connections=1, request_timeout=60)
-        events = EventLoggingObserver()
-        site.logger = Logger(observer=events)
-        Client(site)
-        for port in range(25):
-            assert Client(site, 50000 + port).channel is None
-        refused = [e for e in events if e.get("event") == "metrics.refused"]
-        assert len(refused) == 10
-        assert refused[0]["peer"] == "192.0.2.7:50000"
-        assert refused[0]["reason"] == "max_connections"
-        reactor.advance(10)
+        with capturedLogs() as events:
+            Client(site)
+            for port in range(25):
+                assert Client(site, 50000 + port).channel is None
+            refused = [e for e in events if e.get("event") == "metrics.refused"]
+            assert len(refused) == 10
+            assert refused[0]["peer"] == "192.0.2.7:50000"
+            assert refused[0]["reason"] == "max_connections"
+            reactor.advance(10)
         summaries = [e for e in events if e.get("event") == "metrics.refused.summary"]
         assert [s["total"] for s in summaries] == [15]
 
