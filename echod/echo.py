@@ -500,7 +500,8 @@ class EchoFactory(Factory[EchoProtocol]):
         self._activityLoop: LoopingCall | None = None
         self.reconfigure(settings)
         self._refusals = LogBudget(
-            clock, logSummary(self.log, "connections refused", "connection.refused.summary")
+            clock,
+            logSummary(self.log, "connections refused or evicted", "connection.refused.summary"),
         )
         self._drained: Deferred[None] | None = None
         self._drainLoop: LoopingCall | None = None
