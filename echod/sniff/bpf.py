@@ -76,6 +76,16 @@ _SLL2_HDR_LEN = 20
 _SOL_SOCKET = 1
 _SO_ATTACH_FILTER = 26
 
+# libpcap's messages for expressions that need what a cooked (LINUX_SLL2)
+# capture does not have: link-layer addresses, or the link-layer header itself.
+_NEEDS_ADDRESSES = (
+    "addresses supported only on",
+    "multicast filters supported only on",
+    "not a broadcast link",
+    "link-layer types supported only on",
+)
+_NEEDS_HEADER = ("no VLAN support", "no MPLS support")
+
 Instruction = tuple[int, int, int, int]
 """One C{sock_filter}/C{bpf_insn}: code, jt, jf, k."""
 
@@ -193,10 +203,14 @@ def compileFilter(
     linktype: int,
     snaplen: int,
     library: PcapLibrary | None = None,
+    interface: str | None = None,
 ) -> FilterProgram:
     """
     Compile a tcpdump expression for packets of C{linktype}, keeping
     C{snaplen} bytes of each match.
+
+    @param interface: the interface it is for, named in the advice that
+        follows libpcap's message where the link type is the cause.
 
     @raise FilterError: with libpcap's message, such as C{unknown port
         'sevenn'} or C{syntax error}.
@@ -220,7 +234,7 @@ def compileFilter(
         if lib.pcap_compile(handle, ctypes.byref(program), encoded, 1, _PCAP_NETMASK_UNKNOWN) < 0:
             message = lib.pcap_geterr(handle) or b"unknown error"
             text = message.decode("utf-8", "replace")
-            raise FilterError(f"bad filter {expression!r}: {text}")
+            raise FilterError(_badFilter(expression, text, linktype, interface))
         try:
             instructions = tuple(
                 (i.code, i.jt, i.jf, i.k)
@@ -236,6 +250,26 @@ def compileFilter(
             f"the kernel takes at most {BPF_MAXINSNS}"
         )
     return FilterProgram(instructions, expression)
+
+
+def _badFilter(expression: str, problem: str, linktype: int, interface: str | None) -> str:
+    """
+    libpcap's message, and where the interface's cooked link type is the
+    cause (C{ether host ...} on C{any}), what to do instead.
+    """
+    lacks = None
+    if linktype == LINKTYPE_LINUX_SLL2 and interface is not None:
+        if any(words in problem for words in _NEEDS_ADDRESSES):
+            lacks = "link-layer addresses"
+        elif any(words in problem for words in _NEEDS_HEADER):
+            lacks = "link-layer header"
+    if lacks is None:
+        return f"bad filter {expression!r}: {problem}"
+    advice = ": capture on one interface, such as -i eth0" if interface == "any" else ""
+    return (
+        f"bad filter {expression!r} on interface {interface}: {problem} "
+        f"(interface {interface} has no {lacks}{advice})"
+    )
 
 
 def _fixCookedOffset(k: int) -> int | None:

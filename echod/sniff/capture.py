@@ -409,7 +409,9 @@ def planCapture(request: CaptureRequest, system: LinuxSystem) -> CapturePlan:
     loopback = hatype == ARPHRD_LOOPBACK
     cooked = hatype not in (ARPHRD_ETHER, ARPHRD_LOOPBACK)
     linktype = LINKTYPE_LINUX_SLL2 if cooked else LINKTYPE_ETHERNET
-    program = bpf.compileFilter(request.filter, linktype, request.snaplen)
+    program = bpf.compileFilter(
+        request.filter, linktype, request.snaplen, interface=request.interface
+    )
     if cooked:
         program = bpf.forCookedSocket(program)
     loopbacks: tuple[int, ...] = ()

@@ -103,6 +103,49 @@ class CompileTests(SynchronousTestCase):
         with pytest.raises(FilterError, match="syntax error"):
             bpf.compileFilter("tcp port", LINKTYPE_ETHERNET, 100, _library())
 
+    def test_linkAddressesOnAny(self) -> None:
+        """
+        On C{any} (a cooked capture) libpcap refuses link-layer addresses;
+        its message is followed by why, and what to do instead.
+        """
+        with pytest.raises(FilterError) as caught:
+            bpf.compileFilter(
+                "ether host 00:11:22:33:44:55", LINKTYPE_LINUX_SLL2, 100, _library(), "any"
+            )
+        assert str(caught.value) == (
+            "bad filter 'ether host 00:11:22:33:44:55' on interface any: ethernet addresses "
+            "supported only on ethernet/FDDI/token ring/802.11/ATM LANE/Fibre Channel "
+            "(interface any has no link-layer addresses: capture on one interface, "
+            "such as -i eth0)"
+        )
+
+    def test_vlanOnAny(self) -> None:
+        with pytest.raises(FilterError) as caught:
+            bpf.compileFilter("vlan", LINKTYPE_LINUX_SLL2, 100, _library(), "any")
+        assert str(caught.value).endswith(
+            "(interface any has no link-layer header: capture on one interface, such as -i eth0)"
+        )
+
+    def test_linkAddressesOnAnotherCookedInterface(self) -> None:
+        """
+        A cooked interface of its own (a tunnel) has no addresses either;
+        capturing on one interface is no advice there.
+        """
+        with pytest.raises(FilterError) as caught:
+            bpf.compileFilter("ether broadcast", LINKTYPE_LINUX_SLL2, 100, _library(), "tun0")
+        assert str(caught.value) == (
+            "bad filter 'ether broadcast' on interface tun0: not a broadcast link "
+            "(interface tun0 has no link-layer addresses)"
+        )
+
+    def test_otherMistakesOnAny(self) -> None:
+        """
+        A mistake that is not the link type's is libpcap's message alone.
+        """
+        with pytest.raises(FilterError) as caught:
+            bpf.compileFilter("tcp port sevenn", LINKTYPE_LINUX_SLL2, 100, _library(), "any")
+        assert str(caught.value) == "bad filter 'tcp port sevenn': unknown port 'sevenn'"
+
     def test_nul(self) -> None:
         """
         An expression with a NUL character is refused before libpcap sees it.
