@@ -69,6 +69,7 @@ __all__ = [
     "ImmediateWriteUNIXServer",
     "install",
     "supported",
+    "unsupportedReason",
     "useImmediateWrites",
 ]
 
@@ -101,7 +102,18 @@ def supported() -> bool:
     Whether the fast paths may be used here: Linux epoll, and the Twisted
     release they were checked against.
     """
-    return sys.platform.startswith("linux") and twisted.__version__.startswith(CHECKED_TWISTED)
+    return unsupportedReason() is None
+
+
+def unsupportedReason() -> str | None:
+    """
+    Why the fast paths may not be used here (for C{--version}), or L{None}.
+    """
+    if not sys.platform.startswith("linux"):
+        return f"Linux only, this is {sys.platform}"
+    if not twisted.__version__.startswith(CHECKED_TWISTED):
+        return f"checked against Twisted {CHECKED_TWISTED}x only"
+    return None
 
 
 class IInPlaceEcho(Interface):
