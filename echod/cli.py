@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from echod import __version__
 from echod import config as _config
-from echod.errors import oneLine
+from echod.errors import errorLines, oneLine
 
 __all__ = ["main"]
 
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             loaded = _config.load(path)
         except _config.ConfigError as e:
-            sys.stderr.write(f"echod: {oneLine(str(e))}\n")
+            sys.stderr.write(errorLines("echod", e))
             status = 1
         else:
             sys.stdout.write(f"{oneLine(path)}: OK ({oneLine(_summary(loaded))})\n")

@@ -59,7 +59,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echod.config import ClientConfig, ConfigError, FileProblem, readRegularFile
-from echod.errors import UserError, oneLine
+from echod.errors import UserError, errorLines
 from echod.limits import describePeer
 from echod.logs import offerToTwistd
 
@@ -1282,7 +1282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))
     except (usage.UsageError, UserError) as e:
-        sys.stderr.write(f"{PROG}: {oneLine(str(e))}\n")
+        sys.stderr.write(errorLines(PROG, e))
         if isinstance(e, usage.UsageError) and not isinstance(e, UserError):
             sys.stderr.write(f"{PROG}: try {PROG} --help\n")
         return int(ExitStatus.USAGE)

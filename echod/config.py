@@ -15,6 +15,7 @@ README's reference can be checked against one source of truth.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import importlib.util
@@ -80,16 +81,21 @@ _SHOW_VALUE = 80
 _SHOW_KEY = 100
 _SHOW_SOURCE = 200
 _SHOW_PROBLEM = 600
+# How many problems of one file an error lists; the rest are counted.
+MAX_PROBLEMS = 20
 
 T = TypeVar("T")
 
 
 class ConfigError(UserError):
     """
-    A configuration value the user must fix.
+    A configuration value the user must fix, or several at once.
 
-    C{str()} is one line: C{FILE: line N: KEY = VALUE: PROBLEM}, with the parts
-    that are known.  The CLI prints it as it is and exits non-zero.
+    C{str()} of one problem is one line: C{FILE: line N: KEY = VALUE: PROBLEM},
+    with the parts that are known.  An error made of several problems
+    (L{combine}) has them in L{problems}; its C{str()} is their lines joined by
+    newlines, at most L{MAX_PROBLEMS} of them and then C{... and N more}.  The
+    CLI prints each line of L{lines} as it is and exits non-zero.
     """
 
     def __init__(
@@ -107,8 +113,44 @@ class ConfigError(UserError):
         self.line = line
         self.key = key
         self.value = value
+        self.problems: tuple[ConfigError, ...] = (self,)
+
+    @classmethod
+    def combine(cls, errors: Sequence[ConfigError]) -> ConfigError:
+        """
+        One error for all of C{errors} (each possibly combined already), in
+        their order; the first gives the attributes of a single problem.
+        """
+        problems = tuple(p for e in errors for p in e.problems)
+        if len(problems) == 1:
+            return problems[0]
+        first = problems[0]
+        combined = cls(
+            first.problem,
+            source=first.source,
+            line=first.line,
+            key=first.key,
+            value=first.value,
+        )
+        combined.problems = problems
+        return combined
+
+    def lines(self) -> list[str]:
+        """
+        One bounded line per problem, at most L{MAX_PROBLEMS} and a last one
+        saying how many more there are.
+        """
+        if len(self.problems) == 1:
+            return [self._line()]
+        shown = [p._line() for p in self.problems[:MAX_PROBLEMS]]
+        if len(self.problems) > MAX_PROBLEMS:
+            shown.append(f"... and {len(self.problems) - MAX_PROBLEMS} more")
+        return shown
 
     def __str__(self) -> str:
+        return "\n".join(self.lines())
+
+    def _line(self) -> str:
         """
         One line of bounded length, whatever the file name, key and value
         are: each is shortened, and escaped where it is not printable.
@@ -518,7 +560,15 @@ _CLIENT_PARAMETERS = {
     "tcp": ("host", "port"),
     "ssl": ("host", "port"),
     "unix": ("path",),
-    "tls": ("host", "port", "timeout", "bindAddress", "certificate", "privateKey", "trustRoots"),
+    "tls": (
+        "host",
+        "port",
+        "timeout",
+        "bindAddress",
+        "certificate",
+        "privateKey",
+        "trustRoots",
+    ),
 }
 # Parameters that name a file, or a directory of files, Twisted reads while it
 # parses the string.
@@ -793,10 +843,14 @@ class ServerConfig:
         "listen backlog added to tcp/tcp6/ssl/unix endpoints that name none",
     )
     max_connections: int = setting(
-        10000, _Int(0, 10_000_000), "open connections at most, all peers together; 0: no limit"
+        10000,
+        _Int(0, 10_000_000),
+        "open connections at most, all peers together; 0: no limit",
     )
     max_connections_per_peer: int = setting(
-        0, _Int(0, 10_000_000), "open connections at most from one peer address; 0: no limit"
+        0,
+        _Int(0, 10_000_000),
+        "open connections at most from one peer address; 0: no limit",
     )
     idle_timeout: float = setting(
         300.0,
@@ -901,13 +955,19 @@ class UDPConfig:
         50.0, _Float(0, 1e9), "replies per second to one source address; 0: no limit"
     )
     source_bytes_per_second: float = setting(
-        262144.0, _Float(0, 1e12), "reply bytes per second to one source address; 0: no limit"
+        262144.0,
+        _Float(0, 1e12),
+        "reply bytes per second to one source address; 0: no limit",
     )
     global_packets_per_second: float = setting(
-        20000.0, _Float(0, 1e9), "replies per second to all sources together; 0: no limit"
+        20000.0,
+        _Float(0, 1e9),
+        "replies per second to all sources together; 0: no limit",
     )
     global_bytes_per_second: float = setting(
-        33554432.0, _Float(0, 1e12), "reply bytes per second to all sources; 0: no limit"
+        33554432.0,
+        _Float(0, 1e12),
+        "reply bytes per second to all sources; 0: no limit",
     )
     burst_seconds: float = setting(
         1.0, _Float(0.001, 3600), "how many seconds of rate a bucket holds (the burst)"
@@ -926,7 +986,9 @@ class UDPConfig:
         "sources in these networks get no reply (deny wins over allow)",
     )
     drop_log_interval: float = setting(
-        10.0, _Float(0.1, 86400), "dropped datagrams are logged as one summary this often"
+        10.0,
+        _Float(0.1, 86400),
+        "dropped datagrams are logged as one summary this often",
     )
 
 
@@ -1103,7 +1165,9 @@ class SniffConfig:
     )
     snaplen: int = setting(262144, _Int(64, 262144, " of bytes"), "bytes kept of each packet")
     promiscuous: bool = setting(
-        False, _Bool(), "put the interface in promiscuous mode (not with interface = any)"
+        False,
+        _Bool(),
+        "put the interface in promiscuous mode (not with interface = any)",
     )
     format: str = setting(
         "text",
@@ -1170,68 +1234,110 @@ class Config:
 # --- loading ------------------------------------------------------------------
 
 
+class _Lines:
+    """
+    Where tables and keys are written in a config text (1-based lines).
+
+    L{tomllib} keeps no positions, so this reads the text again, once, the
+    simple way: table headers and C{key =} lines, and dotted keys (C{server.port
+    = 1}).
+    """
+
+    def __init__(self, text: str) -> None:
+        self._keys: dict[str, int] = {}
+        self._headers: dict[str, int] = {}
+        current = ""
+        # Both patterns run in linear time, whatever the line holds.
+        header = re.compile(r"[ \t]*\[([^\[\]\n]*)\][ \t]*(#.*)?$")
+        keyPart = re.compile(r'[A-Za-z0-9_.\-" \t]+')
+        for number, line in enumerate(text.split("\n"), 1):
+            match = header.match(line)
+            if match:
+                current = re.sub(r'["\s]', "", match.group(1))
+                self._headers.setdefault(current, number)
+                continue
+            equals = line.find("=", 0, 1000)
+            if equals < 0 or not keyPart.fullmatch(line, 0, equals):
+                continue
+            name = re.sub(r'["\s]', "", line[:equals])
+            if not name:
+                continue
+            full = f"{current}.{name}" if current else name
+            # The key itself, and each table it is in (a dotted key's too).
+            parts = full.split(".")
+            for end in range(1, len(parts) + 1):
+                self._keys.setdefault(".".join(parts[:end]), number)
+
+    def of(self, table: str, key: str | None = None) -> int | None:
+        """
+        The line of C{table.key}; for a table, the first of its header and
+        its first key (a dotted key, C{table.key = 1}, needs no header).
+        """
+        if key is not None:
+            return self._keys.get(f"{table}.{key}")
+        found = [n for n in (self._headers.get(table), self._keys.get(table)) if n is not None]
+        return min(found, default=None)
+
+
 def _locate(text: str, table: str, key: str | None = None) -> int | None:
     """
     The line (1-based) where C{[table]} or C{key} inside it is written.
-
-    L{tomllib} keeps no positions, so this reads the text again, the simple way:
-    table headers and C{key =} lines, and dotted keys (C{server.port = 1}).
     """
-    current = ""
-    tableLine = None
-    # Both patterns run in linear time, whatever the line holds.
-    header = re.compile(r"[ \t]*\[([^\[\]\n]*)\][ \t]*(#.*)?$")
-    keyPart = re.compile(r'[A-Za-z0-9_.\-" \t]+')
-    for number, line in enumerate(text.split("\n"), 1):
-        match = header.match(line)
-        if match:
-            current = re.sub(r'["\s]', "", match.group(1))
-            if current == table and tableLine is None:
-                tableLine = number
-            continue
-        equals = line.find("=", 0, 1000)
-        if equals < 0 or not keyPart.fullmatch(line, 0, equals):
-            continue
-        name = re.sub(r'["\s]', "", line[:equals])
-        if not name:
-            continue
-        full = f"{current}.{name}" if current else name
-        if key is None and (full == table or full.startswith(table + ".")):
-            return number
-        if key is not None and full == f"{table}.{key}":
-            return number
-    return tableLine if key is None else None
+    return _Lines(text).of(table, key)
 
 
-def _suggest(name: str, known: Sequence[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    hint = f"did you mean {close[0]}? " if close else ""
-    return f"{hint}known: {', '.join(known)}"
+def _suggest(name: str, known: Sequence[str], hint: bool = True) -> str:
+    close = difflib.get_close_matches(name, known, n=1) if hint else []
+    suggestion = f"did you mean {close[0]}? " if close else ""
+    return f"{suggestion}known: {', '.join(known)}"
 
 
 def _fields(section: type[Any]) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(section)}
 
 
+def _inFileOrder(problems: Sequence[ConfigError]) -> list[ConfigError]:
+    """
+    Problems by line; those without one after, in the order found.
+    """
+    return sorted(problems, key=lambda p: (p.line is None, p.line or 0))
+
+
 def _build(
     section: type[T],
     values: Mapping[str, object],
     source: str | None,
-    text: str,
+    lines: _Lines,
     base: T | None = None,
+    origin: str | None = None,
 ) -> T:
+    """
+    The table C{section} from C{values}, each key checked on its own.
+
+    @param origin: the command-line option the values came from, which
+        errors then name instead of the file, line and key.
+    @raise ConfigError: with every unknown key and bad value, in file order.
+    """
     table = section.table  # type: ignore[attr-defined]
     known = _fields(section)
-    for name in values:
-        if name not in known:
-            raise ConfigError(
-                f"unknown key ({_suggest(name, list(known))})",
-                source=source,
-                line=_locate(text, table, name),
-                key=f"{table}.{name}",
-            )
+    problems: list[ConfigError] = []
+    unknown = sorted(
+        (name for name in values if name not in known),
+        key=lambda name: lines.of(table, name) or 0,
+    )
+    for count, name in enumerate(unknown):
+        # A suggestion for those that will be shown; a file of many
+        # unknown keys is not worth a second of difflib.
+        problem = f"unknown key ({_suggest(name, list(known), count < MAX_PROBLEMS)})"
+        if origin is not None:
+            problems.append(ConfigError(problem, source="command line", key=origin))
+        else:
+            line = lines.of(table, name)
+            problems.append(ConfigError(problem, source=source, line=line, key=f"{table}.{name}"))
     checked: dict[str, object] = {}
     for name, raw in values.items():
+        if name not in known:
+            continue
         kind = known[name].metadata["kind"]
         try:
             checked[name] = kind(raw)
@@ -1239,50 +1345,108 @@ def _build(
             key, value = f"{table}.{name}", raw
             if e.index is not None:
                 key, value = f"{key}[{e.index}]", e.item
-            raise ConfigError(
-                str(e), source=source, line=_locate(text, table, name), key=key, value=value
-            ) from None
+            if origin is not None:
+                problems.append(ConfigError(str(e), source="command line", key=origin, value=value))
+            else:
+                line = lines.of(table, name)
+                problems.append(ConfigError(str(e), source=source, line=line, key=key, value=value))
+    if problems:
+        raise ConfigError.combine(_inFileOrder(problems))
     if base is not None:
         return dataclasses.replace(base, **checked)  # type: ignore[type-var]
     return section(**checked)
 
 
-def _check(config: Config) -> Config:
+class _Names:
     """
-    Rules that involve more than one key.
+    How errors about a loaded configuration name its keys: by the file, the
+    line where the file says it (when it does) and the key.
     """
+
+    def __init__(self, config: Config, lines: _Lines | None = None) -> None:
+        self.config = config
+        self._lines = lines
+
+    def lines(self) -> _Lines:
+        if self._lines is None:
+            text = ""
+            if self.config.source is not None:
+                with contextlib.suppress(FileProblem, UnicodeDecodeError):
+                    text = readRegularFile(self.config.source, MAX_CONFIG_BYTES).decode("utf-8")
+            self._lines = _Lines(text)
+        return self._lines
+
+    def error(self, key: str, value: object, problem: str, item: int | None = None) -> ConfigError:
+        """
+        An error about C{key} (C{"sniff.rotate_count"}), or item C{item}
+        (1-based) of the list it holds.
+        """
+        table, _, name = key.partition(".")
+        shown = key if item is None else f"{key}[{item}]"
+        return ConfigError(
+            problem,
+            source=self.config.source or None,
+            line=self.lines().of(table, name) if self.config.source else None,
+            key=shown,
+            value=value,
+        )
+
+
+def _check(config: Config, lines: _Lines | None = None) -> Config:
+    """
+    Rules that involve more than one key; every one broken is told.
+    """
+    names = _Names(config, lines)
+    problems: list[ConfigError] = []
     if config.server.workers > 1:
         for index, description in enumerate(config.server.listen, 1):
             if endpointParameters(description)[0] == "ssl":
-                raise ConfigError(
-                    "ssl: listeners are served by one process: use workers = 1, or end "
-                    "TLS in front of echod",
-                    source=config.source,
-                    key=f"server.listen[{index}]",
-                    value=description,
+                problems.append(
+                    names.error(
+                        "server.listen",
+                        description,
+                        "ssl: listeners are served by one process: use workers = 1, or end "
+                        "TLS in front of echod",
+                        item=index,
+                    )
                 )
     if not config.server.listen and not config.udp.listen:
-        raise ConfigError(
-            "nothing to listen on: server.listen and udp.listen are both empty",
-            source=config.source,
+        problems.append(
+            ConfigError(
+                "nothing to listen on: server.listen and udp.listen are both empty",
+                source=config.source,
+            )
         )
-    _checkSniff(config)
+    problems.extend(_checkSniff(names))
+    if problems:
+        raise ConfigError.combine(_inFileOrder(problems))
     return config
 
 
-def _checkSniff(config: Config) -> None:
-    sniff = config.sniff
-    problem = None
+def _checkSniff(names: _Names) -> list[ConfigError]:
+    sniff = names.config.sniff
+    problems = []
     if sniff.rotate_count and not sniff.rotate_bytes:
-        problem = "sniff.rotate_count", "needs sniff.rotate_bytes too (files rotate by size)"
-    elif sniff.rotate_bytes and sniff.output == "-":
-        problem = "sniff.rotate_bytes", "needs sniff.output to name a file (stdout cannot rotate)"
-    elif sniff.promiscuous and sniff.interface == "any":
-        problem = "sniff.promiscuous", 'needs one interface, not "any"'
-    if problem is not None:
-        key, text = problem
-        value = getattr(sniff, key.split(".")[1])
-        raise ConfigError(text, source=config.source, key=key, value=value)
+        problems.append(
+            names.error(
+                "sniff.rotate_count",
+                sniff.rotate_count,
+                "needs sniff.rotate_bytes too (files rotate by size)",
+            )
+        )
+    if sniff.rotate_bytes and sniff.output == "-":
+        problems.append(
+            names.error(
+                "sniff.rotate_bytes",
+                sniff.rotate_bytes,
+                "needs sniff.output to name a file (stdout cannot rotate)",
+            )
+        )
+    if sniff.promiscuous and sniff.interface == "any":
+        problems.append(
+            names.error("sniff.promiscuous", sniff.promiscuous, 'needs one interface, not "any"')
+        )
+    return problems
 
 
 _TOKEN = re.compile(
@@ -1420,25 +1584,40 @@ def loads(text: str, source: str | None = None) -> Config:
         # Not reached by anything the screen above lets through; kept so that
         # no input can end in a traceback.
         raise ConfigError(f"cannot be read: {type(e).__name__}: {e}", source=where) from None
+    lines = _Lines(text)
     sections: dict[str, object] = {}
     tables = {s.table: s for s in _SECTIONS}
+    problems: list[ConfigError] = []
     for name, values in document.items():
         if name not in tables:
-            raise ConfigError(
-                f"unknown table [{oneLine(name, _SHOW_KEY)}] ({_suggest(name, list(tables))})",
-                source=where,
-                line=_locate(text, name),
+            hint = len(problems) < MAX_PROBLEMS
+            problems.append(
+                ConfigError(
+                    f"unknown table [{oneLine(name, _SHOW_KEY)}] "
+                    f"({_suggest(name, list(tables), hint)})",
+                    source=where,
+                    line=lines.of(name),
+                )
             )
-        if not isinstance(values, dict):
-            raise ConfigError(
-                f"expected a table [{name}], not a value",
-                source=where,
-                line=_locate(text, name),
-                key=name,
-                value=values,
+        elif not isinstance(values, dict):
+            problems.append(
+                ConfigError(
+                    f"expected a table [{name}], not a value",
+                    source=where,
+                    line=lines.of(name),
+                    key=name,
+                    value=values,
+                )
             )
-        sections[name] = _build(tables[name], values, where, text)
-    return _check(Config(source=source, **sections))  # type: ignore[arg-type]
+        else:
+            try:
+                sections[name] = _build(tables[name], values, where, lines)
+            except ConfigError as e:
+                problems.extend(e.problems)
+    if problems:
+        # Each key on its own; the rules across keys need them all valid.
+        raise ConfigError.combine(_inFileOrder(problems))
+    return _check(Config(source=source, **sections), lines)  # type: ignore[arg-type]
 
 
 def load(path: str | None) -> Config:
@@ -1465,10 +1644,7 @@ def override(config: Config, table: str, values: Mapping[str, object], origin: s
     """
     section = next(s for s in _SECTIONS if s.table == table)
     current = getattr(config, table)
-    try:
-        updated = _build(section, values, None, "", base=current)
-    except ConfigError as e:
-        raise ConfigError(e.problem, source="command line", key=origin, value=e.value) from None
+    updated = _build(section, values, None, _Lines(""), base=current, origin=origin)
     return _check(dataclasses.replace(config, **{table: updated}))
 
 

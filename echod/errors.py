@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from types import TracebackType
 
-__all__ = ["MAX_LINE", "ListenError", "UserError", "oneLine", "reportUserErrors"]
+__all__ = ["MAX_LINE", "ListenError", "UserError", "errorLines", "oneLine", "reportUserErrors"]
 
 # The longest line a user error prints, whatever it quotes.
 MAX_LINE = 1000
@@ -23,8 +23,24 @@ MAX_LINE = 1000
 class UserError(Exception):
     """
     A failure caused by what the user asked for (a config value, a busy port);
-    C{str()} is one complete line.
+    C{str()} is one complete line, or for several problems at once (a config
+    file's) one line each: L{lines}.
     """
+
+    def lines(self) -> list[str]:
+        """
+        Each problem as one line of at most L{MAX_LINE} characters.
+        """
+        return [oneLine(line) for line in str(self).split("\n")]
+
+
+def errorLines(prog: str, error: BaseException) -> str:
+    """
+    C{PROG: PROBLEM} on a line of its own for each problem of C{error}, as
+    the command line prints a L{UserError}.
+    """
+    lines = error.lines() if isinstance(error, UserError) else [oneLine(str(error))]
+    return "".join(f"{prog}: {oneLine(line)}\n" for line in lines)
 
 
 class ListenError(UserError):
@@ -99,12 +115,13 @@ def reportUserErrors(prog: str = "echod", alsoLog: bool = False) -> None:
             if hook._alsoLog:  # type: ignore[attr-defined]
                 from twisted.logger import Logger
 
-                Logger(namespace=prog).critical(
-                    "{problem}", problem=str(value), event="start.failed"
-                )
+                for problem in value.lines():
+                    Logger(namespace=prog).critical(
+                        "{problem}", problem=problem, event="start.failed"
+                    )
             # Not sys.stderr: once twistd has begun logging, that feeds the log.
             stderr = sys.__stderr__ or sys.stderr
-            stderr.write(f"{prog}: {oneLine(str(value))}\n")
+            stderr.write(errorLines(prog, value))
             stderr.flush()
         else:
             previous(kind, value, tb)

@@ -576,11 +576,13 @@ class EchodService(MultiService):
         try:
             config = self._reload()
         except UserError as e:
-            self.log.error(
-                "reload failed, keeping the running configuration: {error}",
-                event="config.reload_failed",
-                error=str(e),
-            )
+            # One event per problem of the file, each one line.
+            for line in e.lines():
+                self.log.error(
+                    "reload failed, keeping the running configuration: {error}",
+                    event="config.reload_failed",
+                    error=line,
+                )
             return False
         running = self._started
         fixed = [

@@ -21,7 +21,7 @@ from twisted.python import usage
 
 from echod import config as _config
 from echod.client import PROG, EchoClientService, ExitStatus, Plan, makePlan
-from echod.errors import UserError, oneLine
+from echod.errors import UserError, errorLines, oneLine
 from echod.logs import observerForTwistd
 
 __all__ = ["OptionValueError", "Options", "makeService"]
@@ -178,7 +178,7 @@ class Options(usage.Options):
         except (usage.UsageError, UserError) as e:
             if getattr(self, "parent", None) is None:
                 raise
-            sys.stderr.write(f"{PROG}: {oneLine(str(e))}\n")
+            sys.stderr.write(errorLines(PROG, e))
             sys.stderr.flush()
             raise SystemExit(int(ExitStatus.USAGE)) from None
 

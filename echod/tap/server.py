@@ -20,7 +20,7 @@ from twisted.python.util import untilConcludes
 
 from echod import config as _config
 from echod import fastpath, service
-from echod.errors import UserError, oneLine, reportUserErrors
+from echod.errors import UserError, errorLines, reportUserErrors
 from echod.logs import observerForTwistd
 from echod.sniff.service import checkSniffing
 
@@ -65,10 +65,12 @@ class Options(usage.Options):
         reportUserErrors("echod", alsoLog=_logsAwayFromStderr(twistd))
         if twistd is not None:
             _reportDaemonStartErrorsPlainly("echod")
-        if self["config"] is not None:
+        typed = self["config"]
+        if typed is not None:
             # twistd may change directory (--rundir); SIGHUP must find the file.
-            self["config"] = os.path.abspath(self["config"])
-        config = self.loadConfig()
+            self["config"] = os.path.abspath(typed)
+        # Now, in the directory the user typed it in, errors name it as typed.
+        config = self.loadConfig(typed)
         _config.checkInheritedSockets(config)
         if config.sniff.enabled:
             checkSniffing(config.sniff, twistd)
@@ -77,12 +79,14 @@ class Options(usage.Options):
             _chooseReactor(config)
         self.config = config
 
-    def loadConfig(self) -> _config.Config:
+    def loadConfig(self, path: str | None = None) -> _config.Config:
         """
         The file (or the embedded defaults), then the command line over it;
         used at start and on every SIGHUP.
+
+        @param path: the file's name as typed, at start; else its absolute name.
         """
-        config = _config.load(self["config"])
+        config = _config.load(self["config"] if path is None else path)
         if self["listen"]:
             listen = {"listen": list(self["listen"])}
             config = _config.override(config, "server", listen, "--listen")
@@ -129,8 +133,9 @@ def _reportDaemonStartErrorsPlainly(prog: str) -> None:
     def _formatChildException(self: Any, exception: BaseException) -> bytes:
         if not isinstance(exception, UserError):
             return formatChild(self, exception)  # type: ignore[no-any-return]
-        Logger(namespace=prog).critical("{problem}", problem=str(exception), event="start.failed")
-        line = f"{prog}: {oneLine(str(exception))}".encode("utf-8", "backslashreplace")
+        for problem in exception.lines():
+            Logger(namespace=prog).critical("{problem}", problem=problem, event="start.failed")
+        line = errorLines(prog, exception).rstrip("\n").encode("utf-8", "backslashreplace")
         # One write of at most PIPE_BUF bytes: the parent reads it whole.
         return _PLAIN_LINE + line[: select.PIPE_BUF - len(_PLAIN_LINE)]
 

@@ -451,3 +451,17 @@ def test_interrupted(echod: Servers, tmp_path: Path, how: str) -> None:
     assert process.returncode == (130 if how == "console" else -signal.SIGINT)
     assert "echo statistics" in out
     assert err.startswith("echod-client: interrupted after ")
+
+
+@pytest.mark.parametrize("how", ["console", "twistd"])
+def test_everyProblemOfTheConfigFile(tmp_path: Path, how: str) -> None:
+    config = tmp_path / "echod.toml"
+    config.write_text('[client]\ncount = -1\nfamily = "ipx"\n')
+    result = RUNNERS[how](tmp_path, "--config", str(config))
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"echod-client: {config}: line 2: client.count = -1: "
+        "expected an integer from 1 to 100000000\n"
+        f'echod-client: {config}: line 3: client.family = "ipx": '
+        'expected one of "any", "ipv4", "ipv6"\n'
+    )

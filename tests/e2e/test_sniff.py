@@ -515,6 +515,22 @@ def test_badFilter(tmp_path: Path) -> None:
     assert sniffer.stdout() == ""
 
 
+def test_everyProblemOfTheConfigFile(tmp_path: Path) -> None:
+    (tmp_path / "sniff.toml").write_text('[sniff]\nsnaplen = 1\nformat = "xml"\nfiltr = ""\n')
+    with Sniffer(tmp_path, ["--config", "sniff.toml"]) as sniffer:
+        status = sniffer.wait(30)
+    assert status == 1
+    assert sniffer.stderr().splitlines() == [
+        "echod-sniff: sniff.toml: line 2: sniff.snaplen = 1: "
+        "expected an integer of bytes from 64 to 262144",
+        'echod-sniff: sniff.toml: line 3: sniff.format = "xml": '
+        'expected one of "text", "json", "pcap"',
+        "echod-sniff: sniff.toml: line 4: sniff.filtr: unknown key (did you mean filter? known: "
+        "enabled, interface, filter, snaplen, promiscuous, format, output, rotate_bytes, "
+        "rotate_count, count, stats_interval, buffer_bytes, precision)",
+    ]
+
+
 def test_unknownInterface(tmp_path: Path) -> None:
     with Sniffer(tmp_path, ["-i", "nosuch9"]) as sniffer:
         status = sniffer.wait(30)

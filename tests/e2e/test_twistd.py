@@ -162,6 +162,51 @@ def test_badListenOptionIsOneLine(tmp_path: Path) -> None:
     )
 
 
+def readmeErrorsExample() -> tuple[str, list[tuple[list[str], list[str]]]]:
+    """
+    README's example under "### Errors": the C{bad.toml} it shows, and each
+    C{twistd} command with the lines it prints (the busy port's aside: it
+    needs a port in use).
+    """
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Errors\n") :]
+    start = section.index("    $ cat bad.toml\n")
+    lines = section[start:].split("\n")[1:]
+    block = []
+    for line in lines:
+        if line and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    while block and not block[-1]:
+        block.pop()
+    first = next(i for i, line in enumerate(block) if line.startswith("$ "))
+    content = "\n".join(block[:first]) + "\n"
+    runs: list[tuple[list[str], list[str]]] = []
+    for line in block[first:]:
+        if line.startswith("$ "):
+            runs.append((line[2:].split(), []))
+        else:
+            runs[-1][1].append(line)
+    return content, [(argv, out) for argv, out in runs if "tcp:22" not in argv]
+
+
+def test_readmeErrorsExample(tmp_path: Path) -> None:
+    """
+    README's example of a file with several mistakes is what a real run
+    prints: every problem at once, one line each, in file order.
+    """
+    content, runs = readmeErrorsExample()
+    assert "[metric]" in content
+    (tmp_path / "bad.toml").write_text(content)
+    assert [argv[:4] for argv, _ in runs] == [["twistd", "-n", "--pidfile=", "echod"]] * 2
+    assert len(runs[0][1]) >= 3
+    for argv, expected in runs:
+        result = runTwistd(argv[1:], tmp_path)
+        assert result.returncode == 1
+        assert result.stderr.splitlines() == expected
+        assert "Traceback" not in result.stderr + result.stdout
+
+
 @contextmanager
 def busyPort() -> Iterator[int]:
     with socket.socket() as holder:

@@ -36,6 +36,29 @@ class CheckConfigTests:
             "expected an integer from 0 to 10000000\n"
         )
 
+    def test_everyProblemOnItsOwnLine(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """
+        Every problem of each file is told, each on its own C{echod:} line.
+        """
+        bad = tmp_path / "bad.toml"
+        bad.write_text('[server]\nmax_connections = -5\n[log]\nformat = "xml"\n[nope]\n')
+        worse = tmp_path / "worse.toml"
+        worse.write_text("[sniff]\nrotate_count = 2\n")
+        assert main(["check-config", str(bad), str(SAMPLE), str(worse)]) == 1
+        captured = capsys.readouterr()
+        assert captured.err.splitlines() == [
+            f"echod: {bad}: line 2: server.max_connections = -5: "
+            "expected an integer from 0 to 10000000",
+            f'echod: {bad}: line 4: log.format = "xml": expected one of "text", "json"',
+            f"echod: {bad}: line 5: unknown table [nope] (known: server, udp, log, metrics, "
+            "client, sniff)",
+            f"echod: {worse}: line 2: sniff.rotate_count = 2: needs sniff.rotate_bytes too "
+            "(files rotate by size)",
+        ]
+        assert captured.out == f"{SAMPLE}: OK (1 stream listener(s))\n"
+
     def test_noFile(self, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["check-config"]) == 2
         assert "echod: name at least one config file" in capsys.readouterr().err

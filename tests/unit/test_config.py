@@ -5,6 +5,8 @@ name the file, line, key and value.
 
 from __future__ import annotations
 
+import dataclasses
+import time
 from pathlib import Path
 
 import pytest
@@ -248,3 +250,130 @@ class BoundedMessageTests:
         message = str(error)
         assert len(message) <= MAX_LINE and "\n" not in message
         assert message.startswith("\u2026" + "s" * 100)
+
+
+def errors(text: str) -> list[str]:
+    """
+    Every problem of a config text, one line each.
+    """
+    with pytest.raises(ConfigError) as caught:
+        config.loads(text, "echod.toml")
+    lines = str(caught.value).split("\n")
+    assert lines == caught.value.lines()
+    assert all(0 < len(line) <= MAX_LINE for line in lines)
+    return lines
+
+
+class EveryProblemAtOnceTests:
+    """
+    A file's problems are told together, in the order of its lines: a user
+    fixes them in one go, not one run each.
+    """
+
+    def test_unknownTablesKeysAndValuesInFileOrder(self) -> None:
+        lines = errors(
+            "[log]\n"
+            'format = "xml"\n'
+            "[server]\n"
+            'listen = ["tcp:7007", "tcp:port=70000"]\n'
+            "bakclog = 5\n"
+            'idle_timeout = "5m"\n'
+            "[metric]\n"
+            'listen = "tcp:9107"\n'
+        )
+        assert lines == [
+            'echod.toml: line 2: log.format = "xml": expected one of "text", "json"',
+            'echod.toml: line 4: server.listen[2] = "tcp:port=70000": '
+            "port '70000' is not a port number from 0 to 65535",
+            "echod.toml: line 5: server.bakclog: unknown key (did you mean backlog? known: "
+            + ", ".join(f.name for f in dataclasses.fields(config.ServerConfig))
+            + ")",
+            'echod.toml: line 6: server.idle_timeout = "5m": '
+            "expected a number of seconds: 0, or from 0.1 to 31536000",
+            "echod.toml: line 7: unknown table [metric] (did you mean metrics? known: "
+            "server, udp, log, metrics, client, sniff)",
+        ]
+
+    def test_oneProblemPerKey(self) -> None:
+        """
+        A list with several bad items is one problem, its first bad item.
+        """
+        lines = errors('[server]\nlisten = ["tcp:x", "tcp:y"]\ndeny = ["10.0.0.1/8"]\n')
+        assert [line.split(": ")[2].split(" = ")[0] for line in lines] == [
+            "server.listen[1]",
+            "server.deny[1]",
+        ]
+
+    def test_crossKeyRulesAfterEachKeyIsRight(self) -> None:
+        """
+        The rules between keys are checked once every key is valid on its own
+        (they would be about values that are wrong anyway); then each rule
+        broken is told, with the line of its key.
+        """
+        text = "[sniff]\nrotate_count = 3\npromiscuous = true\nsnaplen = 1\n"
+        assert errors(text) == [
+            "echod.toml: line 4: sniff.snaplen = 1: expected an integer of bytes from 64 to 262144"
+        ]
+        assert errors(text.replace("snaplen = 1", "snaplen = 64")) == [
+            "echod.toml: line 2: sniff.rotate_count = 3: "
+            "needs sniff.rotate_bytes too (files rotate by size)",
+            'echod.toml: line 3: sniff.promiscuous = true: needs one interface, not "any"',
+        ]
+
+    def test_crossKeyRulesOfSeveralTables(self) -> None:
+        lines = errors(
+            "[server]\nworkers = 2\n"
+            'listen = ["ssl:7443:privateKey=/nonexistent", "tcp:7007"]\n'
+            "[sniff]\nrotate_bytes = 1000\n"
+        )
+        assert len(lines) == 1, lines
+        assert "privateKey='/nonexistent'" in lines[0]
+        lines = errors("[server]\nlisten = []\n[sniff]\nrotate_bytes = 1000\n")
+        assert lines == [
+            "echod.toml: line 4: sniff.rotate_bytes = 1000: "
+            "needs sniff.output to name a file (stdout cannot rotate)",
+            "echod.toml: nothing to listen on: server.listen and udp.listen are both empty",
+        ]
+
+    def test_atMostTwentyThenACount(self) -> None:
+        text = "[server]\n" + "".join(f"k{n} = 1\n" for n in range(30))
+        lines = errors(text)
+        assert len(lines) == config.MAX_PROBLEMS + 1
+        assert lines[0].startswith("echod.toml: line 2: server.k0: unknown key (")
+        assert lines[19].startswith("echod.toml: line 21: server.k19: unknown key (")
+        assert lines[-1] == "... and 10 more"
+
+    def test_manyUnknownKeysStayQuick(self) -> None:
+        """
+        Tens of thousands of unknown keys cost no more than reading them.
+        """
+        text = "[server]\n" + "".join(f"key{n} = 1\n" for n in range(50000))
+        started = time.monotonic()
+        lines = errors(text)
+        assert time.monotonic() - started < 5
+        assert lines[-1] == "... and 49980 more"
+
+    def test_syntaxErrorStopsAtTheFirst(self) -> None:
+        """
+        TOML cannot be read past a syntax error: that one is told alone.
+        """
+        lines = errors('[server]\nbakclog = 5\nbacklog = = 3\n[log]\nformat = "xml"\n')
+        assert len(lines) == 1
+        assert lines[0].startswith("echod.toml: line 3: invalid TOML at column")
+
+    def test_oneProblemIsOneLine(self) -> None:
+        """
+        A single problem is the same one-line error as ever: its attributes
+        are its own, L{ConfigError.problems} holds just it.
+        """
+        with pytest.raises(ConfigError) as caught:
+            config.loads('[log]\nformat = "xml"\n', "echod.toml")
+        assert caught.value.problems == (caught.value,)
+        assert (caught.value.line, caught.value.key) == (2, "log.format")
+
+    def test_combinedKeepsTheFirstsAttributes(self) -> None:
+        combined = ConfigError.combine(
+            [ConfigError("a", line=1, key="x"), ConfigError("b", line=2, key="y")]
+        )
+        assert (combined.problem, combined.line, combined.key) == ("a", 1, "x")
+        assert str(combined) == "line 1: x: a\nline 2: y: b"

@@ -146,3 +146,24 @@ class ReloadTests:
         assert matches["log_level"].name == "info"
         assert matches["keys"] == "server.listen"
         assert reload() == []
+
+
+def test_reloadLogsEveryProblemOfTheFile() -> None:
+    """
+    A file with several problems: SIGHUP logs each as its own C{reload failed}
+    event, one line each, and the running configuration stays.
+    """
+    from echod.service import makeService
+
+    def broken() -> config.Config:
+        return config.loads('[server]\nbacklog = 0\n[log]\nformat = "xml"\n', "e.toml")
+
+    root = makeService(config.Config(), MemoryReactorClock(), reload=broken)
+    with capturedLogs() as events:
+        assert not root.reload()
+    failed = [e for e in events if e.get("event") == "config.reload_failed"]
+    assert [e["error"] for e in failed] == [
+        "e.toml: line 2: server.backlog = 0: expected an integer from 1 to 65535",
+        'e.toml: line 4: log.format = "xml": expected one of "text", "json"',
+    ]
+    assert all(e["log_level"].name == "error" for e in failed)

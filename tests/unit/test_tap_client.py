@@ -216,3 +216,26 @@ def test_makeServiceAssemblesOnly() -> None:
     assert service.plan is options.plan
     assert not service.exitProcess
     assert reactor.tcpClients == []
+
+
+@pytest.mark.parametrize("form", ["console", "twistd"])
+def test_everyProblemOfTheConfigFileOnBothForms(
+    form: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "echod.toml"
+    path.write_text('[client]\ncount = 0\nfamily = "ipx"\n[clinet]\n')
+    argv = ["--config", str(path)]
+    if form == "console":
+        assert client.main(argv) == 2
+    else:
+        options = Options()
+        options.parent = usage.Options()
+        with pytest.raises(SystemExit):
+            options.parseOptions(argv)
+    assert capsys.readouterr().err.splitlines() == [
+        f"echod-client: {path}: line 2: client.count = 0: expected an integer from 1 to 100000000",
+        f'echod-client: {path}: line 3: client.family = "ipx": '
+        'expected one of "any", "ipv4", "ipv6"',
+        f"echod-client: {path}: line 4: unknown table [clinet] (did you mean client? known: "
+        "server, udp, log, metrics, client, sniff)",
+    ]
