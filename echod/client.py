@@ -178,29 +178,40 @@ class Plan:
         return f"{self.settings.host} port {self.settings.port}"
 
 
-def makePlan(settings: ClientConfig, stdin: IO[bytes] | None = None) -> Plan:
+def _keyError(key: str, value: object, problem: str) -> ConfigError:
+    return ConfigError(problem, key=f"client.{key}", value=value)
+
+
+def makePlan(
+    settings: ClientConfig,
+    stdin: IO[bytes] | None = None,
+    error: Callable[[str, object, str], ConfigError] = _keyError,
+) -> Plan:
     """
     Check the rules that involve more than one key of C{[client]}, read the
     payload, and choose the mode: bulk if C{bulk} is set; one-shot for a single
     message as it is (no C{count}, C{size}, C{file} or C{json}); else ping.
 
+    @param error: makes the error about a key of C{[client]}, its value and
+        the problem: by default named C{client.KEY}; the command line names it
+        by the option the user typed, a config file by its file and line.
     @raise ConfigError: for anything the user must fix; nothing has been
         connected yet.
     """
     if settings.bulk:
         return Plan(settings, "bulk", b"")
     if settings.file:
-        payload = _readPayload(settings.file, stdin)
+        payload = _readPayload(settings.file, stdin, error)
     else:
         payload = settings.message.encode("utf-8")
     if settings.size:
         if not payload:
-            raise ConfigError("cannot fill a message from an empty payload", key="client.size")
+            raise error("size", settings.size, "cannot fill a message from an empty payload")
         repeats = -(-settings.size // len(payload))
         payload = (payload * repeats)[: settings.size]
     if not payload:
-        key = "client.file" if settings.file else "client.message"
-        raise ConfigError("the payload is empty: there is nothing to echo", key=key)
+        key = "file" if settings.file else "message"
+        raise error(key, getattr(settings, key), "the payload is empty: there is nothing to echo")
     once = settings.count == 1 and not (settings.size or settings.file or settings.json)
     return Plan(settings, "once" if once else "ping", payload)
 
@@ -208,7 +219,9 @@ def makePlan(settings: ClientConfig, stdin: IO[bytes] | None = None) -> Plan:
 _MAX_PAYLOAD = 64 * 1024 * 1024
 
 
-def _readPayload(path: str, stdin: IO[bytes] | None) -> bytes:
+def _readPayload(
+    path: str, stdin: IO[bytes] | None, error: Callable[[str, object, str], ConfigError]
+) -> bytes:
     try:
         if path == "-":
             source = stdin if stdin is not None else sys.stdin.buffer
@@ -218,14 +231,10 @@ def _readPayload(path: str, stdin: IO[bytes] | None) -> bytes:
             data = readRegularFile(path, _MAX_PAYLOAD)
     except (OSError, FileProblem) as e:
         reason = (e.strerror if isinstance(e, OSError) else None) or str(e)
-        raise ConfigError(
-            f"cannot read the payload: {reason}", key="client.file", value=path
-        ) from None
+        raise error("file", path, f"cannot read the payload: {reason.lower()}") from None
     if len(data) > _MAX_PAYLOAD:
-        raise ConfigError(
-            f"the payload is larger than {_MAX_PAYLOAD} bytes (use --bulk for more)",
-            key="client.file",
-            value=path,
+        raise error(
+            "file", path, f"the payload is larger than {_MAX_PAYLOAD} bytes (use --bulk for more)"
         )
     return data
 

@@ -48,6 +48,7 @@ __all__ = [
     "UDPConfig",
     "checkInheritedSockets",
     "endpointParameters",
+    "errorAbout",
     "errorAt",
     "load",
     "loads",
@@ -126,11 +127,7 @@ class ConfigError(UserError):
             return problems[0]
         first = problems[0]
         combined = cls(
-            first.problem,
-            source=first.source,
-            line=first.line,
-            key=first.key,
-            value=first.value,
+            first.problem, source=first.source, line=first.line, key=first.key, value=first.value
         )
         combined.problems = problems
         return combined
@@ -560,15 +557,7 @@ _CLIENT_PARAMETERS = {
     "tcp": ("host", "port"),
     "ssl": ("host", "port"),
     "unix": ("path",),
-    "tls": (
-        "host",
-        "port",
-        "timeout",
-        "bindAddress",
-        "certificate",
-        "privateKey",
-        "trustRoots",
-    ),
+    "tls": ("host", "port", "timeout", "bindAddress", "certificate", "privateKey", "trustRoots"),
 }
 # Parameters that name a file, or a directory of files, Twisted reads while it
 # parses the string.
@@ -843,14 +832,10 @@ class ServerConfig:
         "listen backlog added to tcp/tcp6/ssl/unix endpoints that name none",
     )
     max_connections: int = setting(
-        10000,
-        _Int(0, 10_000_000),
-        "open connections at most, all peers together; 0: no limit",
+        10000, _Int(0, 10_000_000), "open connections at most, all peers together; 0: no limit"
     )
     max_connections_per_peer: int = setting(
-        0,
-        _Int(0, 10_000_000),
-        "open connections at most from one peer address; 0: no limit",
+        0, _Int(0, 10_000_000), "open connections at most from one peer address; 0: no limit"
     )
     idle_timeout: float = setting(
         300.0,
@@ -955,19 +940,13 @@ class UDPConfig:
         50.0, _Float(0, 1e9), "replies per second to one source address; 0: no limit"
     )
     source_bytes_per_second: float = setting(
-        262144.0,
-        _Float(0, 1e12),
-        "reply bytes per second to one source address; 0: no limit",
+        262144.0, _Float(0, 1e12), "reply bytes per second to one source address; 0: no limit"
     )
     global_packets_per_second: float = setting(
-        20000.0,
-        _Float(0, 1e9),
-        "replies per second to all sources together; 0: no limit",
+        20000.0, _Float(0, 1e9), "replies per second to all sources together; 0: no limit"
     )
     global_bytes_per_second: float = setting(
-        33554432.0,
-        _Float(0, 1e12),
-        "reply bytes per second to all sources; 0: no limit",
+        33554432.0, _Float(0, 1e12), "reply bytes per second to all sources; 0: no limit"
     )
     burst_seconds: float = setting(
         1.0, _Float(0.001, 3600), "how many seconds of rate a bucket holds (the burst)"
@@ -986,9 +965,7 @@ class UDPConfig:
         "sources in these networks get no reply (deny wins over allow)",
     )
     drop_log_interval: float = setting(
-        10.0,
-        _Float(0.1, 86400),
-        "dropped datagrams are logged as one summary this often",
+        10.0, _Float(0.1, 86400), "dropped datagrams are logged as one summary this often"
     )
 
 
@@ -1165,9 +1142,7 @@ class SniffConfig:
     )
     snaplen: int = setting(262144, _Int(64, 262144, " of bytes"), "bytes kept of each packet")
     promiscuous: bool = setting(
-        False,
-        _Bool(),
-        "put the interface in promiscuous mode (not with interface = any)",
+        False, _Bool(), "put the interface in promiscuous mode (not with interface = any)"
     )
     format: str = setting(
         "text",
@@ -1229,6 +1204,13 @@ class Config:
     client: ClientConfig = field(default_factory=ClientConfig)
     sniff: SniffConfig = field(default_factory=SniffConfig)
     source: str | None = None
+    # Keys the command line set ("sniff.rotate_count") and the option as the
+    # user typed it ("-W"), for errors; and how the command spells the option
+    # of each key it has one for (long, short or None).
+    given: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    spellings: Mapping[str, tuple[str, str | None]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
 
 # --- loading ------------------------------------------------------------------
@@ -1330,7 +1312,7 @@ def _build(
         # unknown keys is not worth a second of difflib.
         problem = f"unknown key ({_suggest(name, list(known), count < MAX_PROBLEMS)})"
         if origin is not None:
-            problems.append(ConfigError(problem, source="command line", key=origin))
+            problems.append(ConfigError(problem, key=origin))
         else:
             line = lines.of(table, name)
             problems.append(ConfigError(problem, source=source, line=line, key=f"{table}.{name}"))
@@ -1346,7 +1328,7 @@ def _build(
             if e.index is not None:
                 key, value = f"{key}[{e.index}]", e.item
             if origin is not None:
-                problems.append(ConfigError(str(e), source="command line", key=origin, value=value))
+                problems.append(ConfigError(str(e), key=origin, value=value))
             else:
                 line = lines.of(table, name)
                 problems.append(ConfigError(str(e), source=source, line=line, key=key, value=value))
@@ -1359,8 +1341,9 @@ def _build(
 
 class _Names:
     """
-    How errors about a loaded configuration name its keys: by the file, the
-    line where the file says it (when it does) and the key.
+    How errors about a loaded configuration name its keys: a value the
+    command line gave by the option as the user typed it, a value of the file
+    by the file, its line and the key.
     """
 
     def __init__(self, config: Config, lines: _Lines | None = None) -> None:
@@ -1381,6 +1364,9 @@ class _Names:
         An error about C{key} (C{"sniff.rotate_count"}), or item C{item}
         (1-based) of the list it holds.
         """
+        option = self.config.given.get(key)
+        if option is not None:
+            return ConfigError(problem, key=option, value=value)
         table, _, name = key.partition(".")
         shown = key if item is None else f"{key}[{item}]"
         return ConfigError(
@@ -1390,6 +1376,23 @@ class _Names:
             key=shown,
             value=value,
         )
+
+    def name(self, key: str, about: str) -> str:
+        """
+        How a message about C{about} mentions another key, C{key}: as the
+        user gave it (its option, or its key in the file); a key given
+        nowhere, by its option (in the form the user typed C{about}'s) when
+        C{about} came from the command line, else by its key.
+        """
+        given = self.config.given
+        if key in given:
+            return given[key]
+        table, _, name = key.partition(".")
+        inFile = self.config.source is not None and self.lines().of(table, name) is not None
+        if about in given and key in self.config.spellings and not inFile:
+            long, short = self.config.spellings[key]
+            return short if short is not None and not given[about].startswith("--") else long
+        return key
 
 
 def _check(config: Config, lines: _Lines | None = None) -> Config:
@@ -1427,19 +1430,21 @@ def _checkSniff(names: _Names) -> list[ConfigError]:
     sniff = names.config.sniff
     problems = []
     if sniff.rotate_count and not sniff.rotate_bytes:
+        other = names.name("sniff.rotate_bytes", "sniff.rotate_count")
         problems.append(
             names.error(
                 "sniff.rotate_count",
                 sniff.rotate_count,
-                "needs sniff.rotate_bytes too (files rotate by size)",
+                f"needs {other} too (files rotate by size)",
             )
         )
     if sniff.rotate_bytes and sniff.output == "-":
+        other = names.name("sniff.output", "sniff.rotate_bytes")
         problems.append(
             names.error(
                 "sniff.rotate_bytes",
                 sniff.rotate_bytes,
-                "needs sniff.output to name a file (stdout cannot rotate)",
+                f"needs {other} to name a file (stdout cannot rotate)",
             )
         )
     if sniff.promiscuous and sniff.interface == "any":
@@ -1637,15 +1642,43 @@ def load(path: str | None) -> Config:
     return loads(text, os.fspath(path))
 
 
-def override(config: Config, table: str, values: Mapping[str, object], origin: str) -> Config:
+def override(
+    config: Config,
+    table: str,
+    values: Mapping[str, object],
+    origin: str,
+    spellings: Mapping[str, tuple[str, str | None]] | None = None,
+) -> Config:
     """
     Replace keys of one table with values given elsewhere (the command line),
-    validated the same way; errors name C{origin} (such as C{"--listen"}).
+    validated the same way; errors name C{origin}, the option as the user
+    typed it (such as C{"--listen"} or C{"-W"}).
+
+    @param spellings: the options of the command, by key (C{"sniff.rotate_bytes"}:
+        C{("--rotate-bytes", "-C")}), for errors that name a key the user did
+        not give.
     """
     section = next(s for s in _SECTIONS if s.table == table)
     current = getattr(config, table)
     updated = _build(section, values, None, _Lines(""), base=current, origin=origin)
-    return _check(dataclasses.replace(config, **{table: updated}))
+    given = {**config.given, **{f"{table}.{key}": origin for key in values}}
+    return _check(
+        dataclasses.replace(
+            config,
+            given=given,
+            spellings={**config.spellings, **(spellings or {})},
+            **{table: updated},
+        )
+    )
+
+
+def errorAbout(config: Config, table: str, key: str, value: object, problem: str) -> ConfigError:
+    """
+    A L{ConfigError} about C{table.key} of a loaded configuration, named the
+    way the user gave it: by its option if the command line set it, else by
+    the file, the line where the file says it (when it does) and the key.
+    """
+    return _Names(config).error(f"{table}.{key}", value, problem)
 
 
 def errorAt(config: Config, table: str, key: str, value: object, problem: str) -> ConfigError:
@@ -1653,21 +1686,10 @@ def errorAt(config: Config, table: str, key: str, value: object, problem: str) -
     A L{ConfigError} about C{table.key} of a loaded configuration, with the
     line where the file says it (when it does).
     """
-    line = None
-    if config.source is not None:
-        try:
-            text = readRegularFile(config.source, MAX_CONFIG_BYTES).decode("utf-8")
-        except (FileProblem, UnicodeDecodeError):
-            pass
-        else:
-            line = _locate(text, table, key)
-    return ConfigError(
-        problem,
-        source=config.source or "command line",
-        line=line,
-        key=f"{table}.{key}",
-        value=value,
-    )
+    error = _Names(config).error(f"{table}.{key}", value, problem)
+    if error.source is None and config.given.get(f"{table}.{key}") is None:
+        error.source = "command line"
+    return error
 
 
 def checkInheritedSockets(config: Config) -> None:

@@ -148,6 +148,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self._positional: dict[str, str] = {}
+        self._typed: dict[str, str] = {}
 
     def getSynopsis(self) -> str:
         if getattr(self, "parent", None) is None:
@@ -198,17 +199,24 @@ class Options(usage.Options):
         ordered: list[str] = []
         for name, value in found:
             ordered.extend([name, value] if name in takesValue else [name])
+            long = self.synonyms.get(name.lstrip("-"))
+            if long is not None:
+                # An error about its value names the option as it was typed.
+                self._typed[long] = name
         return [*ordered, "--", *arguments]
 
     def postOptions(self) -> None:
         config = _config.load(self["config"])
         overrides: list[tuple[str, str, object]] = []
+        typed = dict(self._typed)
         for name, value in self._positional.items():
             if self[name] is not None and self[name] != value:
                 first, second = oneLine(value, 80), oneLine(self[name], 80)
                 raise usage.UsageError(
                     f"{name.upper()} is given twice: '{first}' and --{name} '{second}'"
                 )
+            if self[name] is None:
+                typed[name] = name.upper()
             self[name] = value
         for option, (key, parse) in self._keys.items():
             text = self[option]
@@ -217,7 +225,8 @@ class Options(usage.Options):
             try:
                 value = parse(text)
             except ValueError as e:
-                raise OptionValueError(f"--{option}: '{oneLine(text, 80)}' is {e}") from None
+                name = typed.get(option, f"--{option}")
+                raise OptionValueError(f"{name}: '{oneLine(text, 80)}' is {e}") from None
             overrides.append((option, key, value))
         if self["ipv4"] and self["ipv6"]:
             raise usage.UsageError("-4 and -6 exclude each other")
@@ -227,10 +236,30 @@ class Options(usage.Options):
             )
         if self["json"]:
             overrides.append(("json", "json", True))
+        spellings = self._spellings()
         for origin, key, setting in overrides:
-            config = _config.override(config, "client", {key: setting}, f"--{origin}")
+            name = typed.get(origin, f"--{origin}")
+            config = _config.override(config, "client", {key: setting}, name, spellings)
         self.config = config
-        self.plan = makePlan(config.client)
+
+        def error(key: str, value: object, problem: str) -> _config.ConfigError:
+            return _config.errorAbout(config, "client", key, value, problem)
+
+        self.plan = makePlan(config.client, error=error)
+
+    def _spellings(self) -> dict[str, tuple[str, str | None]]:
+        """
+        The options of the C{[client]} keys, long and short.
+        """
+        short = {
+            long: f"-{name}"
+            for name, long in self.synonyms.items()
+            if len(name) == 1 and long != name
+        }
+        return {
+            f"client.{key}": (f"--{option}", short.get(option))
+            for option, (key, _) in self._keys.items()
+        }
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:

@@ -5,6 +5,7 @@ C{twistd echod-sniff}: capture packets, print them or write a pcap file.
 
 from __future__ import annotations
 
+import getopt
 import re
 import sys
 from collections.abc import Mapping
@@ -50,13 +51,44 @@ _NUMBERS = {
 }
 
 
-def _number(option: str, text: str) -> int | float:
+def _number(option: str, text: str, typed: str) -> int | float:
     if re.fullmatch(r"[0-9]{1,20}", text):
         return int(text)
     if _NUMBERS[option] is float and re.fullmatch(r"[0-9]{0,20}\.[0-9]{1,20}|[0-9]{1,20}\.", text):
         return float(text)
     what = "a number" if _NUMBERS[option] is float else "a whole number"
-    raise usage.UsageError(f"--{option}: '{oneLine(text, 80)}' is not {what} in ASCII digits")
+    raise usage.UsageError(f"{typed}: '{oneLine(text, 80)}' is not {what} in ASCII digits")
+
+
+def typedOptions(options: usage.Options, argv: list[str]) -> dict[str, str]:
+    """
+    For each option of C{argv}, its long name and how the user wrote it
+    (C{"-W"}, or C{"--rotate-count"} for C{--rotate-c=3} too), the last time
+    it was given: errors about its value name it so.
+    """
+    try:
+        found, _ = getopt.gnu_getopt(argv, options.shortOpt, options.longOpt)
+    except getopt.GetoptError:
+        return {}
+    typed = {}
+    for name, _ in found:
+        long = options.synonyms.get(name.lstrip("-"))
+        if long is not None:
+            typed[long] = name
+    return typed
+
+
+def spellings(options: usage.Options, keys: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:
+    """
+    C{{"TABLE.KEY": ("--long", "-s" or None)}} for the options in C{keys}
+    (option -> C{TABLE.KEY}).
+    """
+    short = {
+        long: f"-{name}"
+        for name, long in options.synonyms.items()
+        if len(name) == 1 and long != name
+    }
+    return {key: (f"--{option}", short.get(option)) for option, key in keys.items()}
 
 
 class Options(usage.Options):
@@ -94,12 +126,16 @@ class Options(usage.Options):
     ]
 
     config: _config.Config
+    typed: dict[str, str]
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
         Under twistd, a usage mistake is one line on stderr and exit status
         1, not twistd's usage text (which L{usage.UsageError} gets there).
         """
+        if options is None:
+            options = sys.argv[1:]
+        self.typed = typedOptions(self, list(options))
         try:
             super().parseOptions(options)
         except usage.UsageError as e:
@@ -113,12 +149,18 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         reportUserErrors("echod-sniff")
         config = _config.load(self["config"])
+        typed = getattr(self, "typed", {})
+        names = spellings(self, {o: f"sniff.{k}" for o, k in _KEYS.items()})
+        names["sniff.promiscuous"] = ("--promiscuous", "-p")
         for option, key in _KEYS.items():
             if self[option] is not None:
-                value = _number(option, self[option]) if option in _NUMBERS else self[option]
-                config = _config.override(config, "sniff", {key: value}, f"--{option}")
+                origin = typed.get(option, f"--{option}")
+                text = self[option]
+                value = _number(option, text, origin) if option in _NUMBERS else text
+                config = _config.override(config, "sniff", {key: value}, origin, names)
         if self["promiscuous"]:
-            config = _config.override(config, "sniff", {"promiscuous": True}, "--promiscuous")
+            origin = typed.get("promiscuous", "--promiscuous")
+            config = _config.override(config, "sniff", {"promiscuous": True}, origin, names)
         checkSniffing(config.sniff, getattr(self, "parent", None))
         self.config = config
 

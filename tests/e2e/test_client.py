@@ -400,7 +400,7 @@ def test_usageError(tmp_path: Path, how: str) -> None:
     result = RUNNERS[how](tmp_path, "--count", "0")
     assert result.returncode == 2
     assert result.stderr.splitlines()[0] == (
-        "echod-client: command line: --count = 0: expected an integer from 1 to 100000000"
+        "echod-client: --count = 0: expected an integer from 1 to 100000000"
     )
     assert "Traceback" not in result.stderr
     assert "Usage" not in result.stdout + result.stderr
@@ -451,6 +451,20 @@ def test_interrupted(echod: Servers, tmp_path: Path, how: str) -> None:
     assert process.returncode == (130 if how == "console" else -signal.SIGINT)
     assert "echo statistics" in out
     assert err.startswith("echod-client: interrupted after ")
+
+
+@pytest.mark.parametrize("how", ["console", "twistd"])
+def test_payloadFileNamedAsTyped(tmp_path: Path, how: str) -> None:
+    """
+    A payload file that cannot be read is named by the option as typed.
+    """
+    for option in ("-f", "--file"):
+        result = RUNNERS[how](tmp_path, option, "/nonexistent")
+        assert result.returncode == 2
+        assert result.stderr == (
+            f'echod-client: {option} = "/nonexistent": '
+            "cannot read the payload: no such file or directory\n"
+        )
 
 
 @pytest.mark.parametrize("how", ["console", "twistd"])

@@ -515,6 +515,25 @@ def test_badFilter(tmp_path: Path) -> None:
     assert sniffer.stdout() == ""
 
 
+def test_commandLineValuesNamedAsTyped(tmp_path: Path) -> None:
+    """
+    A value from the command line is named by the option as typed, and so
+    is the option the rule needs.
+    """
+    for args, line in (
+        (["-W", "3"], "echod-sniff: -W = 3: needs -C too (files rotate by size)\n"),
+        (
+            ["--rotate-count", "3"],
+            "echod-sniff: --rotate-count = 3: needs --rotate-bytes too (files rotate by size)\n",
+        ),
+    ):
+        with Sniffer(tmp_path, args) as sniffer:
+            status = sniffer.wait(30)
+        assert status == 1
+        assert sniffer.stderr() == line
+        assert sniffer.stdout() == ""
+
+
 def test_everyProblemOfTheConfigFile(tmp_path: Path) -> None:
     (tmp_path / "sniff.toml").write_text('[sniff]\nsnaplen = 1\nformat = "xml"\nfiltr = ""\n')
     with Sniffer(tmp_path, ["--config", "sniff.toml"]) as sniffer:

@@ -157,8 +157,7 @@ def test_badListenOptionIsOneLine(tmp_path: Path) -> None:
     result = runTwistd(["-n", "echod", "--listen", "tcp:port=x"], tmp_path)
     assert result.returncode == 1
     assert result.stderr == (
-        "echod: command line: --listen = \"tcp:port=x\": port 'x' is not a port number "
-        "from 0 to 65535\n"
+        "echod: --listen = \"tcp:port=x\": port 'x' is not a port number from 0 to 65535\n"
     )
 
 

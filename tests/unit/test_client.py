@@ -231,7 +231,7 @@ def test_planMissingFile(tmp_path: Path) -> None:
     """
     A file that cannot be read is a config error naming it.
     """
-    with pytest.raises(ConfigError, match="cannot read the payload: No such file"):
+    with pytest.raises(ConfigError, match="cannot read the payload: no such file"):
         plan(file=f"{tmp_path}/missing")
 
 

@@ -200,7 +200,7 @@ class OverrideTests:
         with pytest.raises(ConfigError) as caught:
             config.override(config.Config(), "server", {"listen": ["tcp:x"]}, "--listen")
         assert str(caught.value) == (
-            "command line: --listen = \"tcp:x\": port 'x' is not a port number from 0 to 65535"
+            "--listen = \"tcp:x\": port 'x' is not a port number from 0 to 65535"
         )
 
 

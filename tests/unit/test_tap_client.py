@@ -127,11 +127,11 @@ def test_badOptions(argv: list[str], message: str) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--port", "0"], "command line: --port = 0: expected an integer from 1 to 65535"),
+        (["--port", "0"], "--port = 0: expected an integer from 1 to 65535"),
         (["--count", "0"], "--count = 0: expected an integer from 1 to 100000000"),
         (["--timeout", "0"], "--timeout = 0: expected a number of seconds from 0.001"),
         (["--endpoint", "nope:x"], '--endpoint = "nope:x": not a valid Twisted client'),
-        (["--message", ""], "client.message: the payload is empty"),
+        (["--message", ""], '--message = "": the payload is empty'),
     ],
 )
 def test_outOfRangeValues(argv: list[str], message: str) -> None:
@@ -177,9 +177,7 @@ def test_underTwistdAMistakeIsOneLineAndStatus2(capsys: pytest.CaptureFixture[st
         options.parseOptions(["--count", "0"])
     assert caught.value.code == 2
     captured = capsys.readouterr()
-    assert captured.err == (
-        "echod-client: command line: --count = 0: expected an integer from 1 to 100000000\n"
-    )
+    assert captured.err == ("echod-client: --count = 0: expected an integer from 1 to 100000000\n")
     assert captured.out == ""
 
 
@@ -216,6 +214,67 @@ def test_makeServiceAssemblesOnly() -> None:
     assert service.plan is options.plan
     assert not service.exitProcess
     assert reactor.tcpClients == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["-f", "/nonexistent"],
+            '-f = "/nonexistent": cannot read the payload: no such file or directory',
+        ),
+        (
+            ["127.0.0.1", "7", "--file=/nonexistent"],
+            '--file = "/nonexistent": cannot read the payload: no such file or directory',
+        ),
+        (["localhost", "0"], "PORT = 0: expected an integer from 1 to 65535"),
+        (["-n0"], "-n = 0: expected an integer from 1 to 100000000"),
+        (["-s", "5", "-m", ""], "-s = 5: cannot fill a message from an empty payload"),
+        (["--po", "x"], "--port: 'x' is not a whole number"),
+        (["-t", "soon"], "-t: 'soon' is not a number of seconds"),
+    ],
+)
+def test_commandLineValuesNamedAsTyped(argv: list[str], message: str) -> None:
+    """
+    A value from the command line is named by the option as the user typed
+    it (an abbreviated long option by its whole name), or by the argument.
+    """
+    with pytest.raises(usage.UsageError if "' is not" in message else ConfigError) as caught:
+        parse(*argv)
+    assert str(caught.value) == message
+
+
+def test_fileValuesNamedByFileLineAndKey(tmp_path: Path) -> None:
+    """
+    A payload file named in [client] is told by the file, line and key.
+    """
+    path = tmp_path / "echod.toml"
+    path.write_text('[client]\ncount = 2\nfile = "/nonexistent"\n')
+    with pytest.raises(ConfigError) as caught:
+        parse("--config", str(path))
+    assert str(caught.value) == (
+        f'{path}: line 3: client.file = "/nonexistent": '
+        "cannot read the payload: no such file or directory"
+    )
+
+
+@pytest.mark.parametrize("form", ["console", "twistd"])
+def test_payloadFileNamedAsTypedOnBothForms(form: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """
+    The console script and the twistd subcommand print the same line.
+    """
+    argv = ["-f", "/nonexistent"]
+    if form == "console":
+        assert client.main(argv) == 2
+    else:
+        options = Options()
+        options.parent = usage.Options()
+        with pytest.raises(SystemExit) as caught:
+            options.parseOptions(argv)
+        assert caught.value.code == 2
+    assert capsys.readouterr().err == (
+        'echod-client: -f = "/nonexistent": cannot read the payload: no such file or directory\n'
+    )
 
 
 @pytest.mark.parametrize("form", ["console", "twistd"])

@@ -120,7 +120,7 @@ class OptionsTests(SynchronousTestCase):
         with pytest.raises(ConfigError) as caught:
             parse("--snaplen", "10")
         assert str(caught.value) == (
-            "command line: --snaplen = 10: expected an integer of bytes from 64 to 262144"
+            "--snaplen = 10: expected an integer of bytes from 64 to 262144"
         )
 
     def test_badFormat(self) -> None:
@@ -148,8 +148,60 @@ class OptionsTests(SynchronousTestCase):
             parse("--interface", "a/b")
 
     def test_rotateCountAlone(self) -> None:
-        with pytest.raises(ConfigError, match=r"needs sniff\.rotate_bytes"):
+        with pytest.raises(ConfigError, match=r"needs --rotate-bytes too"):
             parse("--rotate-count", "3", "--output", "x.pcap")
+
+    def test_rotateCountNamedAsTyped(self) -> None:
+        """
+        A value from the command line is named by the option as the user
+        typed it, and so is the key the rule needs, which the user did not
+        give.
+        """
+        for argv, message in (
+            (["-W", "3"], "-W = 3: needs -C too (files rotate by size)"),
+            (["-W3"], "-W = 3: needs -C too (files rotate by size)"),
+            (
+                ["--rotate-count", "3"],
+                "--rotate-count = 3: needs --rotate-bytes too (files rotate by size)",
+            ),
+            (
+                ["--rotate-c=3"],
+                "--rotate-count = 3: needs --rotate-bytes too (files rotate by size)",
+            ),
+            (
+                ["-o", "-", "--rotate-bytes", "100"],
+                "--rotate-bytes = 100: needs -o to name a file (stdout cannot rotate)",
+            ),
+            (["-s", "10"], "-s = 10: expected an integer of bytes from 64 to 262144"),
+            (["-p"], '-p = true: needs one interface, not "any"'),
+        ):
+            with pytest.raises(ConfigError) as caught:
+                parse(*argv)
+            assert str(caught.value) == message
+
+    def test_fileValuesNamedByFileLineAndKey(self) -> None:
+        """
+        A value from the file keeps the file, line and key form; a rule
+        broken by an option names the file's key as the file has it.
+        """
+        path = self.configFile('[sniff]\noutput = "-"\nrotate_count = 3\n')
+        with pytest.raises(ConfigError) as caught:
+            parse("--config", path)
+        assert str(caught.value) == (
+            f"{path}: line 3: sniff.rotate_count = 3: "
+            "needs sniff.rotate_bytes too (files rotate by size)"
+        )
+        path = self.configFile('[sniff]\noutput = "-"\n')
+        with pytest.raises(ConfigError) as caught:
+            parse("--config", path, "-C", "100")
+        assert str(caught.value) == (
+            "-C = 100: needs sniff.output to name a file (stdout cannot rotate)"
+        )
+
+    def test_notANumberNamedAsTyped(self) -> None:
+        with pytest.raises(usage.UsageError) as caught:
+            parse("-B", "lots")
+        assert str(caught.value) == "-B: 'lots' is not a whole number in ASCII digits"
 
     def test_rotateStdout(self) -> None:
         with pytest.raises(ConfigError, match="stdout cannot rotate"):
