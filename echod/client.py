@@ -58,7 +58,14 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from echod.config import ClientConfig, ConfigError, FileProblem, readRegularFile
+from echod.config import (
+    ClientConfig,
+    ConfigError,
+    FileProblem,
+    endpointParameters,
+    readRegularFile,
+    tcp6ClientParameters,
+)
 from echod.errors import UserError, errorLines
 from echod.limits import describePeer
 from echod.logs import offerToTwistd
@@ -1039,10 +1046,22 @@ def connectFailure(reason: Failure, plan: Plan, addresses: Sequence[IAddress] = 
 def _endpoint(
     reactor: Any, plan: Plan, resolver: IHostnameResolver | None
 ) -> tuple[IStreamClientEndpoint, _Resolver | None]:
-    from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+    from twisted.internet.endpoints import (
+        HostnameEndpoint,
+        TCP6ClientEndpoint,
+        clientFromString,
+    )
 
     settings = plan.settings
     if settings.endpoint:
+        if endpointParameters(settings.endpoint)[0].lower() == "tcp6":
+            # echod's own type: Twisted's client strings have no tcp6:.
+            host, port, timeout, bindAddress = tcp6ClientParameters(settings.endpoint)
+            bind = (bindAddress, 0) if bindAddress is not None else None
+            tcp6 = TCP6ClientEndpoint(
+                reactor, host, port, timeout=timeout or settings.timeout, bindAddress=bind
+            )
+            return tcp6, None
         return clientFromString(reactor, settings.endpoint), None
     recording = _Resolver(resolver or reactor.nameResolver, _FAMILIES[settings.family])
     endpoint = HostnameEndpoint(

@@ -47,6 +47,7 @@ __all__ = [
     "SniffConfig",
     "UDPConfig",
     "checkInheritedSockets",
+    "clientEndpointTypes",
     "endpointParameters",
     "errorAbout",
     "errorAt",
@@ -57,6 +58,7 @@ __all__ = [
     "readRegularFile",
     "sections",
     "setting",
+    "tcp6ClientParameters",
     "withBacklog",
 ]
 
@@ -555,6 +557,7 @@ _SERVER_PARAMETERS = {
 }
 _CLIENT_PARAMETERS = {
     "tcp": ("host", "port"),
+    "tcp6": ("host", "port"),
     "ssl": ("host", "port"),
     "unix": ("path",),
     "tls": ("host", "port", "timeout", "bindAddress", "certificate", "privateKey", "trustRoots"),
@@ -766,9 +769,83 @@ def _checkClientParameters(description: str, depth: int = 0) -> None:
         _checkClientParameters(inner, depth + 1)
 
 
+# Client endpoint types Twisted parses itself; others come from plugins.
+_TWISTED_CLIENT_TYPES = ("tcp", "ssl", "unix")
+
+
+def clientEndpointTypes() -> list[str]:
+    """
+    The client endpoint types this installation takes: Twisted's own, echod's
+    C{tcp6:} and those of Twisted's endpoint plugins (such as C{tls:}).
+    """
+    from twisted.internet.interfaces import IStreamClientEndpointStringParserWithReactor
+    from twisted.plugin import getPlugins
+
+    plugins = getPlugins(IStreamClientEndpointStringParserWithReactor)
+    found = {str(getattr(p, "prefix", "")).lower() for p in plugins} - {""}
+    return ["tcp", "tcp6", "ssl", "unix", *sorted(found - {"tcp", "tcp6", "ssl", "unix"})]
+
+
+_TCP6_HINT = r"tcp6:host=\:\:1:port=7007"
+
+
+def tcp6ClientParameters(description: str) -> tuple[str, int, float | None, str | None]:
+    """
+    The host, port, timeout and bind address of a C{tcp6:} client endpoint:
+    echod's own type (Twisted has none), a TCP connection over IPv6 only, to
+    an IPv6 address (a host name over IPv6 is C{-6 HOST PORT}).
+    """
+    named = _named("tcp6", _CLIENT_PARAMETERS, description)
+    _, args, _ = endpointParameters(description)
+    unknown = sorted(set(named) - {"host", "port", "timeout", "bindAddress"})
+    host = named.get("host", "")
+    if len(args) > 2 or (not host and args):
+        # tcp6:host=::1:port=7 splits at every colon of the address.
+        raise _Invalid(f"write the colons of an IPv6 address as \\:, such as {_TCP6_HINT}")
+    if unknown:
+        raise _Invalid(
+            f"a tcp6: endpoint takes host, port, timeout and bindAddress, not {unknown[0]}"
+        )
+    if not host or "port" not in named:
+        raise _Invalid(f"a tcp6: endpoint needs host=IPV6ADDRESS and port=N, such as {_TCP6_HINT}")
+    _checkParameters("tcp6", named)
+    for name in ("host", "bindAddress"):
+        text = named.get(name)
+        if text is None:
+            continue
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            raise _Invalid(
+                f"{name} {_quoted(text)} is not an IPv6 address (for a host name over IPv6: "
+                '-6 HOST PORT, or host and family = "ipv6" in [client])'
+            ) from None
+        if address.version != 6:
+            raise _Invalid(f"{name} {_quoted(text)} is not an IPv6 address (use tcp: for it)")
+    timeout = named.get("timeout")
+    return (
+        host,
+        int(named["port"]),
+        float(timeout) if timeout is not None else None,
+        named.get("bindAddress"),
+    )
+
+
 def _streamClient(description: str) -> str:
     from twisted.internet.endpoints import clientFromString
 
+    if len(description) > MAX_ENDPOINT_CHARS:
+        raise _Invalid(f"an endpoint string is at most {MAX_ENDPOINT_CHARS} characters")
+    kind = _splitDescription(description)[0].lower()
+    if kind == "tcp6":
+        tcp6ClientParameters(description)
+        return description
+    types = clientEndpointTypes() if kind not in _TWISTED_CLIENT_TYPES else []
+    if types and kind not in types:
+        raise _Invalid(
+            f"unknown client endpoint type {_quoted(kind)}: the types here are "
+            + ", ".join(f"{t}:" for t in types)
+        )
     _checkClientParameters(description)
     try:
         clientFromString(_NoReactor(), description)

@@ -479,3 +479,29 @@ def test_everyProblemOfTheConfigFile(tmp_path: Path, how: str) -> None:
         f'echod-client: {config}: line 3: client.family = "ipx": '
         'expected one of "any", "ipv4", "ipv6"\n'
     )
+
+
+@pytest.mark.parametrize("how", ["console", "twistd"])
+def test_tcp6Endpoint(echod: Servers, tmp_path: Path, how: str) -> None:
+    """
+    C{--endpoint tcp6:host=\\:\\:1:port=P} reaches echod on ::1, over IPv6.
+    """
+    requireIPv6()
+    endpoint = rf"tcp6:host=\:\:1:port={echod.v6}"
+    result = RUNNERS[how](tmp_path, "--endpoint", endpoint, "-n", "2", "-i", "0")
+    assert result.returncode == 0, result.stderr
+    assert f"12 bytes from [::1]:{echod.v6}: seq=2" in result.stdout
+    closed = rf"tcp6:host=\:\:1:port={echod.v4}"
+    refused = RUNNERS[how](tmp_path, "--endpoint", closed)
+    assert refused.returncode == 4
+    assert refused.stderr == f"echod-client: connection refused by {closed}\n"
+
+
+@pytest.mark.parametrize("how", ["console", "twistd"])
+def test_unknownEndpointType(tmp_path: Path, how: str) -> None:
+    result = RUNNERS[how](tmp_path, "-e", "sctp:host=192.0.2.1:port=7")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        'echod-client: -e = "sctp:host=192.0.2.1:port=7": unknown client endpoint type '
+        "'sctp': the types here are tcp:, tcp6:, ssl:, unix:"
+    )

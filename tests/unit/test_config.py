@@ -6,6 +6,7 @@ name the file, line, key and value.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -377,3 +378,66 @@ class EveryProblemAtOnceTests:
         )
         assert (combined.problem, combined.line, combined.key) == ("a", 1, "x")
         assert str(combined) == "line 1: x: a\nline 2: y: b"
+
+
+class ClientEndpointTests:
+    """
+    The client's endpoint strings: Twisted's types, and echod's C{tcp6:}.
+    """
+
+    def endpoint(self, description: str) -> str:
+        text = "[client]\nendpoint = " + json.dumps(description) + "\n"
+        return config.loads(text).client.endpoint
+
+    def problem(self, description: str) -> str:
+        with pytest.raises(ConfigError) as caught:
+            self.endpoint(description)
+        return caught.value.problem
+
+    def test_tcp6Accepted(self) -> None:
+        for description in (
+            r"tcp6:host=\:\:1:port=7007",
+            r"tcp6:\:\:1:7007",
+            r"TCP6:host=2001\:db8\:\:1:port=7:timeout=3",
+            r"tcp6:host=\:\:1:port=7:bindAddress=\:\:1",
+        ):
+            assert self.endpoint(description) == description
+        assert config.tcp6ClientParameters(r"tcp6:host=\:\:1:port=7:timeout=3") == (
+            "::1",
+            7,
+            3.0,
+            None,
+        )
+
+    @pytest.mark.parametrize(
+        ("description", "problem"),
+        [
+            (
+                "tcp6:host=::1:port=7007",
+                r"write the colons of an IPv6 address as \:, such as tcp6:host=\:\:1:port=7007",
+            ),
+            (
+                "tcp6:host=127.0.0.1:port=7",
+                "host '127.0.0.1' is not an IPv6 address (use tcp: for it)",
+            ),
+            ("tcp6:host=localhost:port=7", "host 'localhost' is not an IPv6 address (for a host"),
+            (r"tcp6:host=\:\:1:port=70000", "port '70000' is not a port number from 0 to 65535"),
+            ("tcp6:port=7", r"a tcp6: endpoint needs host=IPV6ADDRESS and port=N"),
+            (r"tcp6:host=\:\:1", "a tcp6: endpoint needs host=IPV6ADDRESS and port=N"),
+            (r"tcp6:host=\:\:1:port=7:mode=1", "a tcp6: endpoint takes host, port, timeout and"),
+        ],
+    )
+    def test_tcp6Refused(self, description: str, problem: str) -> None:
+        assert self.problem(description).startswith(problem)
+
+    def test_unknownTypeListsTheTypes(self) -> None:
+        """
+        An unknown type is told with the types this installation has:
+        Twisted's, tcp6: and those of Twisted's endpoint plugins.
+        """
+        assert config.clientEndpointTypes()[:4] == ["tcp", "tcp6", "ssl", "unix"]
+        assert "tls" in config.clientEndpointTypes()
+        assert self.problem("sctp:host=x:port=7") == (
+            "unknown client endpoint type 'sctp': the types here are "
+            + ", ".join(f"{kind}:" for kind in config.clientEndpointTypes())
+        )

@@ -130,7 +130,7 @@ def test_badOptions(argv: list[str], message: str) -> None:
         (["--port", "0"], "--port = 0: expected an integer from 1 to 65535"),
         (["--count", "0"], "--count = 0: expected an integer from 1 to 100000000"),
         (["--timeout", "0"], "--timeout = 0: expected a number of seconds from 0.001"),
-        (["--endpoint", "nope:x"], '--endpoint = "nope:x": not a valid Twisted client'),
+        (["--endpoint", "nope:x"], '--endpoint = "nope:x": unknown client endpoint type'),
         (["--message", ""], '--message = "": the payload is empty'),
     ],
 )
@@ -298,3 +298,25 @@ def test_everyProblemOfTheConfigFileOnBothForms(
         f"echod-client: {path}: line 4: unknown table [clinet] (did you mean client? known: "
         "server, udp, log, metrics, client, sniff)",
     ]
+
+
+def test_tcp6EndpointConnectsOverIPv6() -> None:
+    """
+    C{--endpoint tcp6:host=ADDR:port=P} connects to that IPv6 address.
+    """
+    reactor = MemoryReactorClock()
+    options = parse("--endpoint", r"tcp6:host=\:\:1:port=7007", "--timeout", "3")
+    endpoint, recording = client._endpoint(reactor, options.plan, None)
+    assert recording is None
+    endpoint.connect(client.EchoClientFactory(options.plan, reactor, None))  # type: ignore[arg-type]
+    [(host, port, _, timeout, bind)] = reactor.tcpClients
+    assert (host, port, timeout, bind) == ("::1", 7007, 3.0, None)
+
+
+def test_unknownEndpointTypeListsTheTypes() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse("-e", "sctp:host=x:port=7")
+    assert str(caught.value) == (
+        "-e = \"sctp:host=x:port=7\": unknown client endpoint type 'sctp': the types here are "
+        "tcp:, tcp6:, ssl:, unix:, tls:"
+    )
