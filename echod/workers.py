@@ -30,10 +30,11 @@ How connections reach the workers:
   - Other listeners (C{unix:}, C{systemd:}) are one socket, shared: each
     connection goes to one of the workers waiting in C{accept}.
 
-Twisted's L{ProcessMonitor} supervises: a worker that dies is restarted
-(at once if it had run a while, with a growing delay if it keeps dying).
-echod adds to it the inherited sockets, waiting for workers to finish
-draining on stop, and two channels.  Down, on a worker's standard input: the
+L{WorkerSupervisor} supervises, as Twisted's C{ProcessMonitor} would but on
+the reactor's public C{spawnProcess}: a worker that dies is restarted (at
+once if it had run a while, with a growing delay if it keeps dying).  It
+passes the inherited sockets, waits for workers to finish draining on stop,
+and keeps two channels.  Down, on a worker's standard input: the
 configuration the main process runs, at start and at each reload (a worker
 never reads the file, which its unprivileged user may not be allowed to).
 Up, on its standard output: its log events as JSON lines (Twisted's
@@ -55,18 +56,18 @@ import os
 import signal
 import socket
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.error import CannotListenError, ProcessExitedAlready
+from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProcessTransport
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.tcp import makeBinding
 from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
-from twisted.runner.procmon import LoggingProtocol, ProcessMonitor
 
 from echod.config import Config
 from echod.echo import TCPTotals
@@ -76,7 +77,7 @@ from echod.worker import ABORT, EVENT, STATS, STOP, configLine
 if TYPE_CHECKING:
     from echod.service import ListenerService
 
-__all__ = ["ReusePortReactor", "WorkerMonitor", "WorkersService"]
+__all__ = ["ReusePortReactor", "WorkerSupervisor", "WorkersService"]
 
 # None where the platform has no SO_REUSEPORT: every listener is then shared.
 _REUSE_PORT = getattr(socket, "SO_REUSEPORT", None)
@@ -189,23 +190,25 @@ class WorkerSockets:
                 sock.listen(backlog)
 
 
-class WorkerProtocol(LoggingProtocol):
+class WorkerProtocol(ProcessProtocol):
     """
-    A worker's pipes: event and stats lines are decoded, anything else
-    (a traceback before logging began) is logged as text.
+    A worker's pipes: its standard output carries event and stats lines,
+    decoded by the supervisor; anything else, there or on its standard error
+    (a traceback before logging began), is logged as text.
     """
 
-    service: WorkerMonitor
+    def __init__(self, supervisor: WorkerSupervisor, name: str) -> None:
+        self.supervisor = supervisor
+        self.name = name
+        self._buffers = {1: b"", 2: b""}
 
-    def outReceived(self, data: bytes) -> None:
-        self._buffer = getattr(self, "_buffer", b"") + data
-        *lines, self._buffer = self._buffer.split(b"\n")
+    def childDataReceived(self, childFD: int, data: bytes) -> None:
+        *lines, self._buffers[childFD] = (self._buffers.get(childFD, b"") + data).split(b"\n")
         for line in lines:
-            self.service.lineFromWorker(self.name, line)
+            self.supervisor.lineFromWorker(self.name, line)
 
     def processEnded(self, reason: Failure) -> None:
-        super().processEnded(reason)
-        self.service.workerEnded(self.name, reason)
+        self.supervisor.workerEnded(self.name, reason)
 
 
 def howItEnded(reason: Failure) -> str:
@@ -225,27 +228,52 @@ def howItEnded(reason: Failure) -> str:
     return f"exited with status {status}" if status is not None else f"ended: {value}"
 
 
-class WorkerMonitor(ProcessMonitor):
+@dataclass(eq=False)
+class _Worker:
     """
-    L{ProcessMonitor} with inherited listening sockets (per worker), its own
-    sockets taken out of their groups while a worker is down, and a stop
-    that waits for the workers to have drained and exited.
+    One supervised worker: how to start it, and its state now.
+    """
+
+    name: str
+    args: list[str]
+    childFDs: dict[int, Any]
+    sockets: WorkerSockets
+    delay: float
+    process: IProcessTransport | None = None
+    # Kept apart: a transport forgets its pid once the process is reaped.
+    pid: int | None = None
+    started: float = 0.0
+    restarts: int = 0
+    restartCall: IDelayedCall | None = None
+    killCall: IDelayedCall | None = None
+    exited: list[Deferred[None]] = field(default_factory=list)
+
+
+class WorkerSupervisor(Service):
+    """
+    Runs the worker processes on their inherited listening sockets and
+    restarts those that die, as Twisted's C{ProcessMonitor} would (at once if
+    a worker ran for C{threshold} seconds, else after a delay that doubles
+    each time, from C{minRestartDelay} to C{maxRestartDelay}), on the
+    reactor's public C{spawnProcess}: C{ProcessMonitor} has no way to pass
+    descriptors to a child.  While a worker is down its sockets are out of
+    their groups.  Stopping asks each worker, on its standard input, to
+    drain; one still running C{killTime} later is killed; the stop fires
+    once every worker has exited.
     """
 
     log = Logger(namespace="echod.workers")
+    threshold = 2.0
+    minRestartDelay = 1.0
+    maxRestartDelay = 3600.0
 
     def __init__(self, reactor: Any, config: Config) -> None:
-        super().__init__(reactor)
-        self.configure(config)
-        self.childFDs: dict[str, dict[int, Any]] = {}
-        self.sockets: dict[str, WorkerSockets] = {}
+        self.reactor = reactor
+        self.workers: dict[str, _Worker] = {}
         self.stats: dict[str, TCPTotals] = {}
         # What workers that have exited had counted: the totals stay monotonic.
         self.retired = TCPTotals()
-        self.restarts: dict[str, int] = {}
-        # The pid of each running worker, for the line that says it ended.
-        self.pids: dict[str, int] = {}
-        self._exited: dict[str, list[Deferred[None]]] = {}
+        self.configure(config)
 
     def addWorker(
         self,
@@ -254,39 +282,40 @@ class WorkerMonitor(ProcessMonitor):
         childFDs: dict[int, Any],
         sockets: WorkerSockets,
     ) -> None:
-        self.childFDs[name] = childFDs
-        self.sockets[name] = sockets
-        self.restarts[name] = 0
-        self.addProcess(name, args, env=dict(os.environ))
+        self.workers[name] = _Worker(name, args, childFDs, sockets, self.minRestartDelay)
+        if self.running:
+            self._start(self.workers[name])
 
-    def startProcess(self, name: str) -> None:
-        # ProcessMonitor.startProcess, plus childFDs and WorkerProtocol.
-        if name in self.protocols:
+    @property
+    def restarts(self) -> dict[str, int]:
+        """
+        How many times each worker exited while echod was serving.
+        """
+        return {name: worker.restarts for name, worker in self.workers.items()}
+
+    def startService(self) -> None:
+        super().startService()
+        for worker in self.workers.values():
+            self._start(worker)
+
+    def _start(self, worker: _Worker) -> None:
+        worker.restartCall = None
+        if worker.process is not None:
             return
-        process = self._processes[name]
-        proto = WorkerProtocol()
-        proto.service = self
-        proto.name = name
-        self.protocols[name] = proto
-        self.timeStarted[name] = self._clock.seconds()
+        name = worker.name
+        worker.started = self.reactor.seconds()
         self.log.info("starting {worker}", worker=name, event="worker.starting")
-        self.sockets[name].resume()
+        worker.sockets.resume()
         try:
-            transport = self._reactor.spawnProcess(
-                proto,
-                process.args[0],
-                process.args,
-                env=process.env,
-                path=process.cwd,
-                childFDs=self.childFDs[name],
+            worker.process = self.reactor.spawnProcess(
+                WorkerProtocol(self, name),
+                worker.args[0],
+                worker.args,
+                env=dict(os.environ),
+                childFDs=worker.childFDs,
             )
-            self.pids[name] = transport.pid
-            # Its configuration: the one running here, as it is now.
-            transport.write(configLine(self.config))
         except OSError as e:
-            # ProcessMonitor's own log line for this cannot be formatted
-            # (Twisted 26.10): say it here, then let it retry, later and later.
-            self.sockets[name].pause()
+            worker.sockets.pause()
             hint = ""
             if e.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
                 hint = (
@@ -296,12 +325,26 @@ class WorkerMonitor(ProcessMonitor):
             self.log.error(
                 "cannot start {worker}: {program}: {reason}{hint}",
                 worker=name,
-                program=process.args[0],
+                program=worker.args[0],
                 reason=(e.strerror or str(e)).lower(),
                 hint=hint,
                 event="worker.failed",
             )
-            self._monitoredProcessExited(name, None)
+            self._scheduleRestart(worker)
+            return
+        worker.pid = worker.process.pid
+        # Its configuration: the one running here, as it is now.
+        worker.process.write(configLine(self.config))
+
+    def _scheduleRestart(self, worker: _Worker) -> None:
+        if not self.running:
+            return
+        if self.reactor.seconds() - worker.started < self.threshold:
+            delay = worker.delay
+            worker.delay = min(worker.delay * 2, self.maxRestartDelay)
+        else:
+            delay, worker.delay = 0.0, self.minRestartDelay
+        worker.restartCall = self.reactor.callLater(delay, self._start, worker)
 
     def lineFromWorker(self, name: str, line: bytes) -> None:
         text = line.decode("utf-8", "replace")
@@ -328,10 +371,14 @@ class WorkerMonitor(ProcessMonitor):
             self.log.warn("[{worker}] {line}", worker=name, line=text, event="worker.output")
 
     def workerEnded(self, name: str, reason: Failure) -> None:
+        worker = self.workers[name]
+        pid, worker.pid, worker.process = worker.pid, None, None
+        if worker.killCall is not None and worker.killCall.active():
+            worker.killCall.cancel()
+        worker.killCall = None
         # Its connections died with it; new ones go to the other workers.
-        self.sockets[name].pause()
+        worker.sockets.pause()
         last = self.stats.pop(name, None)
-        pid = self.pids.pop(name, None)
         if last is not None:
             self.retired.add(replace(last, open=0, limit=0))
         value = reason.value
@@ -344,7 +391,7 @@ class WorkerMonitor(ProcessMonitor):
             "event": "worker.exited",
         }
         if self.running:
-            self.restarts[name] += 1
+            worker.restarts += 1
             self.log.warn("{worker} (pid {pid}) {how}; it will be restarted", **fields)
         elif fields["status"] == 0:
             self.log.info("{worker} (pid {pid}) {how}", **fields)
@@ -360,7 +407,9 @@ class WorkerMonitor(ProcessMonitor):
                 count=last.open,
                 event="worker.connections_lost",
             )
-        for waiter in self._exited.pop(name, []):
+        self._scheduleRestart(worker)
+        waiters, worker.exited = worker.exited, []
+        for waiter in waiters:
             waiter.callback(None)
 
     def configure(self, config: Config) -> None:
@@ -369,40 +418,36 @@ class WorkerMonitor(ProcessMonitor):
         a worker not done draining after C{shutdown_timeout} + 5 s is killed.
         """
         self.config = config
-        self.killTime = config.server.shutdown_timeout + 5  # type: ignore[assignment]
+        self.killTime = config.server.shutdown_timeout + 5
         self.sendAll(configLine(config))
 
     def sendAll(self, line: bytes) -> None:
-        for proto in list(self.protocols.values()):
-            if proto.transport is not None:
+        for worker in self.workers.values():
+            if worker.process is not None:
                 with contextlib.suppress(Exception):
-                    proto.transport.write(line)
+                    worker.process.write(line)
 
-    def stopProcess(self, name: str) -> None:
+    def stopService(self) -> Deferred[Any]:
         """
-        ProcessMonitor.stopProcess, but asking on the worker's standard input
-        rather than by SIGTERM: under systemd (KillMode=control-group) every
-        worker has had one already, and a second SIGTERM would be read as
-        "stop at once" by anything that escalates.  Killed after C{killTime}.
+        Ask every worker to drain and exit, on its standard input rather than
+        by SIGTERM: under systemd (KillMode=control-group) every worker has
+        had one already, and a second would mean "stop at once".  Fires when
+        all have exited; those still running after C{killTime} are killed.
         """
-        if name not in self._processes:
-            raise KeyError(f"Unrecognized process name: {name}")
-        proto = self.protocols.get(name)
-        if proto is None or proto.transport is None:
-            return
-        with contextlib.suppress(Exception):
-            proto.transport.write(STOP + b"\n")
-        self.murder[name] = self._clock.callLater(
-            self.killTime, self._forceStopProcess, proto.transport
-        )
-
-    def stopService(self) -> Deferred[Any]:  # type: ignore[override]
-        waiting = []
-        for name in self.protocols:
-            d: Deferred[None] = Deferred()
-            self._exited.setdefault(name, []).append(d)
-            waiting.append(d)
         super().stopService()
+        waiting: list[Deferred[None]] = []
+        for worker in self.workers.values():
+            if worker.restartCall is not None and worker.restartCall.active():
+                worker.restartCall.cancel()
+            worker.restartCall = None
+            if worker.process is None:
+                continue
+            d: Deferred[None] = Deferred()
+            worker.exited.append(d)
+            waiting.append(d)
+            with contextlib.suppress(Exception):
+                worker.process.write(STOP + b"\n")
+            worker.killCall = self.reactor.callLater(self.killTime, _kill, worker.process)
         return DeferredList(waiting) if waiting else succeed(None)
 
     def totals(self) -> TCPTotals:
@@ -415,6 +460,11 @@ class WorkerMonitor(ProcessMonitor):
         for stats in self.stats.values():
             total.add(stats)
         return total
+
+
+def _kill(process: IProcessTransport) -> None:
+    with contextlib.suppress(ProcessExitedAlready):
+        process.signalProcess("KILL")
 
 
 def _checkWorkersCanRun() -> None:
@@ -442,7 +492,7 @@ class WorkersService(MultiService):
     """
     The stream echo service of the main process when C{workers > 1}: its
     listeners (a child L{EchoService} whose ports never accept here) and the
-    L{WorkerMonitor} running the workers on them.
+    L{WorkerSupervisor} running the workers on them.
     """
 
     log = Logger()
@@ -460,7 +510,7 @@ class WorkersService(MultiService):
         self._siblings: list[socket.socket] = []
         self.listening.accepting = False
         self.listening.setServiceParent(self)
-        self.monitor: WorkerMonitor | None = None
+        self.monitor: WorkerSupervisor | None = None
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -513,8 +563,7 @@ class WorkersService(MultiService):
             else:
                 for fds in childFDs:
                     fds[index] = stream.fileno()
-        monitor = WorkerMonitor(self.reactor, self.config)
-        monitor.threshold = 2
+        monitor = WorkerSupervisor(self.reactor, self.config)
         args = [sys.executable, "-m", "echod.worker"]
         for description in inherited:
             args += ["--listener", description]

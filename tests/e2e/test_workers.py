@@ -222,7 +222,7 @@ def test_deadWorkersSocketLeavesTheGroupUntilItsRestart(
     victim = first[0]
     os.kill(victim, signal.SIGKILL)
     # Restarted at once (it had run a while), then killed again at once:
-    # this time ProcessMonitor waits a second or more before the restart.
+    # this time the supervisor waits a second or more before the restart.
     waitUntil(lambda: len(workerPids(daemon.pid)) == 2 and workerPids(daemon.pid) != first)
     (restarted,) = set(workerPids(daemon.pid)) - set(first)
     os.kill(restarted, signal.SIGKILL)

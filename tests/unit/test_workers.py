@@ -5,6 +5,10 @@ fake clock and captured logs: no process is started.
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.error import ProcessTerminated
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import (
     LogLevel,
@@ -12,10 +16,11 @@ from twisted.logger import (
     eventAsJSON,
     formatEventAsClassicLogText,
 )
+from twisted.python.failure import Failure
 
 from echod.config import Config
 from echod.worker import EVENT
-from echod.workers import WorkerMonitor
+from echod.workers import WorkerSockets, WorkerSupervisor
 
 
 def test_workerEventsNameTheirWorker() -> None:
@@ -23,7 +28,7 @@ def test_workerEventsNameTheirWorker() -> None:
     A worker's log event is logged by the main process with the worker's
     name: as a field (JSON lines) and where text lines name the logger.
     """
-    monitor = WorkerMonitor(MemoryReactorClock(), Config())
+    monitor = WorkerSupervisor(MemoryReactorClock(), Config())
     with capturedLogs() as seen:
         event = {
             "log_format": "127.0.0.1:5000 connected to 127.0.0.1:7007",
@@ -38,3 +43,106 @@ def test_workerEventsNameTheirWorker() -> None:
     text = formatEventAsClassicLogText(logged)
     assert text is not None
     assert "[worker-2 echod.echo.EchoProtocol#info] 127.0.0.1:5000 connected" in text
+
+
+class FakeProcess:
+    """
+    What the supervisor sees of a spawned worker.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.written: list[bytes] = []
+        self.signals: list[str] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def signalProcess(self, signal: str) -> None:
+        self.signals.append(signal)
+
+
+class ProcessReactor(Clock):
+    """
+    A clock that records spawnProcess calls (MemoryReactor has none).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.spawned: list[tuple[Any, list[str], dict[int, Any], FakeProcess]] = []
+
+    def spawnProcess(
+        self, protocol: Any, executable: str, args: list[str], env: Any, childFDs: Any
+    ) -> FakeProcess:
+        process = FakeProcess(1000 + len(self.spawned))
+        self.spawned.append((protocol, args, childFDs, process))
+        return process
+
+
+def supervised() -> tuple[WorkerSupervisor, ProcessReactor]:
+    reactor = ProcessReactor()
+    supervisor = WorkerSupervisor(reactor, Config())
+    supervisor.addWorker("worker-1", ["python", "-m", "echod.worker"], {0: "w", 3: 7}, _NoSockets())
+    supervisor.startService()
+    return supervisor, reactor
+
+
+class _NoSockets(WorkerSockets):
+    def __init__(self) -> None:
+        super().__init__([])
+        self.paused = 0
+
+    def pause(self) -> None:
+        self.paused += 1
+
+
+def died(signal: int = 9) -> Failure:
+    return Failure(ProcessTerminated(signal=signal))
+
+
+class SupervisorTests:
+    def test_spawnsWithItsDescriptorsAndConfig(self) -> None:
+        _, reactor = supervised()
+        ((_, args, childFDs, process),) = reactor.spawned
+        assert args == ["python", "-m", "echod.worker"]
+        assert childFDs == {0: "w", 3: 7}
+        assert process.written and process.written[0].startswith(b"config ")
+
+    def test_restartAtOnceAfterALongRunThenBackOff(self) -> None:
+        """
+        ProcessMonitor's policy: a worker that ran past the threshold comes
+        back at once; one that dies at once waits 1 s, then 2 s, 4 s...
+        """
+        supervisor, reactor = supervised()
+        reactor.advance(10)
+        protocol = reactor.spawned[-1][0]
+        protocol.processEnded(died())
+        reactor.advance(0)
+        assert len(reactor.spawned) == 2
+        for delay in (1.0, 2.0, 4.0):
+            reactor.spawned[-1][0].processEnded(died())
+            reactor.advance(delay - 0.01)
+            count = len(reactor.spawned)
+            reactor.advance(0.01)
+            assert len(reactor.spawned) == count + 1, delay
+        assert supervisor.restarts == {"worker-1": 4}
+
+    def test_stopAsksOnStdinThenKills(self) -> None:
+        supervisor, reactor = supervised()
+        process = reactor.spawned[0][3]
+        stopped: list[object] = []
+        d = supervisor.stopService()
+        d.addCallback(stopped.append)
+        assert process.written[-1] == b"stop\n"
+        reactor.advance(supervisor.killTime)
+        assert process.signals == ["KILL"]
+        reactor.spawned[0][0].processEnded(died())
+        assert stopped
+        assert not reactor.getDelayedCalls()
+        assert len(reactor.spawned) == 1
+
+    def test_deadWorkerLeavesItsSocketGroups(self) -> None:
+        supervisor, reactor = supervised()
+        reactor.spawned[0][0].processEnded(died())
+        sockets = supervisor.workers["worker-1"].sockets
+        assert isinstance(sockets, _NoSockets) and sockets.paused == 1
