@@ -43,10 +43,16 @@ def inheritedSocket(name: str) -> int | None:
 
     Twisted reads C{LISTEN_FDS}/C{LISTEN_FDNAMES} once, when
     L{twisted.internet.endpoints} is imported, and removes them from the
-    environment; its record is the only one left, so it is read here.  The
-    socket-activation tests fail if that ever changes.
+    environment; its C{systemd:} endpoint parser is what still knows them.
+    A stream endpoint is parsed here for its public C{fileno} (nothing is
+    adopted: that happens only when it listens), which serves a datagram
+    socket as well.
     """
-    from twisted.internet.endpoints import _SystemdParser
+    from twisted.internet.endpoints import serverFromString
 
-    descriptors: dict[str, int] = _SystemdParser._sddaemon.inheritedNamedDescriptors()
-    return descriptors.get(name)
+    try:
+        endpoint = serverFromString(None, f"systemd:domain=INET6:name={name}")
+    except (KeyError, IndexError):
+        return None
+    fileno: int = endpoint.fileno
+    return fileno
