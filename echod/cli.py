@@ -18,12 +18,20 @@ from echod.errors import errorLines, oneLine
 __all__ = ["main"]
 
 
+# The name in usage lines, however the command was started (twisted.python.usage
+# takes it from sys.argv[0]).
+PROG = "echod"
+
+
 class CheckConfigOptions(usage.Options):
     synopsis = "FILE [FILE ...]"
     longdesc = (
         "Load and validate each config file exactly as twistd echod would; "
         "exit 0 if all are valid, 1 if any is not (its problem on stderr)."
     )
+
+    def getSynopsis(self) -> str:
+        return f"Usage: {PROG} check-config {self.synopsis}"
 
     def parseArgs(self, *files: str) -> None:
         if not files:
@@ -32,10 +40,18 @@ class CheckConfigOptions(usage.Options):
 
 
 class Options(usage.Options):
-    synopsis = "COMMAND [options]"
+    synopsis = "[options] COMMAND ..."
+    longdesc = (
+        "Commands for deployment pipelines. The echo service, its client and the "
+        "packet sniffer run under twistd: twistd echod, twistd echod-client, "
+        "twistd echod-sniff (and the echod-client command)."
+    )
     subCommands = [
         ["check-config", None, CheckConfigOptions, "Validate config files (exit 0 or 1)."],
     ]
+
+    def getSynopsis(self) -> str:
+        return f"Usage: {PROG} {self.synopsis}"
 
     def opt_version(self) -> None:
         """

@@ -96,3 +96,31 @@ class HostileInputTests:
         assert main(["check-config", str(odd)]) == 0
         out = capsys.readouterr().out
         assert out == f"{tmp_path}/a\\nb\\u2028c.toml: OK (1 stream listener(s))\n"
+
+
+class HelpTests:
+    """
+    The usage lines name the program and its command, whatever sys.argv[0] is.
+    """
+
+    def help(self, argv: list[str], capsys: pytest.CaptureFixture[str]) -> list[str]:
+        with pytest.raises(SystemExit) as exited:
+            main(argv)
+        assert exited.value.code == 0
+        return capsys.readouterr().out.splitlines()
+
+    def test_help(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("sys.argv", ["/usr/local/bin/whatever"])
+        out = self.help(["--help"], capsys)
+        assert out[0] == "Usage: echod [options] COMMAND ..."
+        commands = out.index("Commands:")
+        assert out[commands + 1].split()[0] == "check-config"
+
+    def test_checkConfigHelp(
+        self, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr("sys.argv", ["/usr/local/bin/whatever"])
+        out = self.help(["check-config", "--help"], capsys)
+        assert out[0] == "Usage: echod check-config FILE [FILE ...]"
