@@ -6,6 +6,7 @@ pipelines (C{echod check-config FILE...}) and the version.
 
 from __future__ import annotations
 
+import getopt
 import sys
 from collections.abc import Sequence
 
@@ -39,6 +40,12 @@ class CheckConfigOptions(usage.Options):
         self["files"] = files
 
 
+class UnknownCommand(usage.UsageError):
+    """
+    A command echod does not have: one line, without the usage text.
+    """
+
+
 class Options(usage.Options):
     synopsis = "[options] COMMAND ..."
     longdesc = (
@@ -52,6 +59,26 @@ class Options(usage.Options):
 
     def getSynopsis(self) -> str:
         return f"Usage: {PROG} {self.synopsis}"
+
+    def _commands(self) -> list[str]:
+        return [str(command) for command, *_ in self.subCommands]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        argv = list(sys.argv[1:] if options is None else options)
+        try:
+            _, arguments = getopt.getopt(argv, self.shortOpt, self.longOpt)
+        except getopt.GetoptError:
+            arguments = []  # the parser below tells what is wrong
+        commands = self._commands()
+        if arguments and arguments[0] not in commands:
+            raise UnknownCommand(
+                f"unknown command '{oneLine(arguments[0], 80)}' (commands: {', '.join(commands)})"
+            )
+        super().parseOptions(argv)
+
+    def postOptions(self) -> None:
+        if self.subCommand is None:
+            raise usage.UsageError(f"name a command ({', '.join(self._commands())})")
 
     def opt_version(self) -> None:
         """
@@ -76,11 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = Options()
     try:
         options.parseOptions(list(sys.argv[1:] if argv is None else argv))
-    except usage.UsageError as e:
-        sys.stderr.write(f"{options}\nechod: {e}\n")
+    except UnknownCommand as e:
+        sys.stderr.write(f"{PROG}: {e}\n")
         return 2
-    if options.subCommand is None:
-        sys.stderr.write(f"{options}\n")
+    except usage.UsageError as e:
+        # The usage of the command that was named, if one was.
+        shown = getattr(options, "subOptions", None)
+        shown = options if shown is None else shown
+        sys.stderr.write(f"{shown}\n{PROG}: {oneLine(str(e))}\n")
         return 2
     status = 0
     for path in options.subOptions["files"]:

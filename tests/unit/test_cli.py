@@ -64,8 +64,28 @@ class CheckConfigTests:
         assert "echod: name at least one config file" in capsys.readouterr().err
 
     def test_noCommand(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """
+        Bare C{echod}: the usage, then a line saying what is missing; status 2.
+        """
         assert main([]) == 2
-        assert "check-config" in capsys.readouterr().err
+        err = capsys.readouterr().err.splitlines()
+        assert err[0] == "Usage: echod [options] COMMAND ..."
+        assert err[-1] == "echod: name a command (check-config)"
+
+    def test_unknownCommand(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """
+        A command echod does not have: one line naming it and the commands.
+        """
+        assert main(["chek-config", "a.toml"]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == "echod: unknown command 'chek-config' (commands: check-config)\n"
+        assert captured.out == ""
+
+    def test_noFileShowsTheCommandsUsage(self, capsys: pytest.CaptureFixture[str]) -> None:
+        assert main(["check-config"]) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert err[0] == "Usage: echod check-config FILE [FILE ...]"
+        assert err[-1] == "echod: name at least one config file"
 
     def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
         with pytest.raises(SystemExit) as exited:
