@@ -12,8 +12,8 @@ from collections.abc import Sequence
 
 from twisted.python import usage
 
-from echod import __version__
 from echod import config as _config
+from echod import versionLine
 from echod.errors import errorLines, oneLine
 
 __all__ = ["main"]
@@ -33,6 +33,13 @@ class CheckConfigOptions(usage.Options):
 
     def getSynopsis(self) -> str:
         return f"Usage: {PROG} check-config {self.synopsis}"
+
+    def opt_version(self) -> None:
+        """
+        Print the versions of echod, Twisted and Python, and exit.
+        """
+        print(versionLine())
+        raise SystemExit(0)
 
     def parseArgs(self, *files: str) -> None:
         if not files:
@@ -82,9 +89,9 @@ class Options(usage.Options):
 
     def opt_version(self) -> None:
         """
-        Print the version and exit.
+        Print the versions of echod, Twisted and Python, and exit.
         """
-        print(f"echod {__version__}")
+        print(versionLine())
         raise SystemExit(0)
 
 

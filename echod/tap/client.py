@@ -20,6 +20,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from echod import config as _config
+from echod import versionLine
 from echod.client import PROG, EchoClientService, ExitStatus, Plan, makePlan
 from echod.errors import UserError, errorLines, oneLine
 from echod.logs import observerForTwistd
@@ -154,6 +155,13 @@ class Options(usage.Options):
         if getattr(self, "parent", None) is None:
             return f"Usage: {PROG} {self.synopsis}"
         return super().getSynopsis()
+
+    def opt_version(self) -> None:
+        """
+        Print the versions of echod, Twisted and Python, and exit.
+        """
+        print(versionLine())
+        raise SystemExit(0)
 
     def parseArgs(self, host: str | None = None, port: str | None = None, *rest: str) -> None:
         if host is not None and port is None:

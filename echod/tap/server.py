@@ -19,7 +19,7 @@ from twisted.python import usage
 from twisted.python.util import untilConcludes
 
 from echod import config as _config
-from echod import fastpath, service
+from echod import fastpath, service, versionLine
 from echod.errors import UserError, errorLines, reportUserErrors
 from echod.logs import observerForTwistd
 from echod.sniff.service import checkSniffing
@@ -59,6 +59,13 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     opt_l = opt_listen
+
+    def opt_version(self) -> None:
+        """
+        Print the versions of echod, Twisted and Python, and exit.
+        """
+        print(versionLine())
+        raise SystemExit(0)
 
     def postOptions(self) -> None:
         twistd = getattr(self, "parent", None)

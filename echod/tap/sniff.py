@@ -15,6 +15,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from echod import config as _config
+from echod import versionLine
 from echod.errors import oneLine, reportUserErrors
 from echod.logs import EchodLogObserver, observerForTwistd
 from echod.service import EchodService
@@ -127,6 +128,13 @@ class Options(usage.Options):
 
     config: _config.Config
     typed: dict[str, str]
+
+    def opt_version(self) -> None:
+        """
+        Print the versions of echod, Twisted and Python, and exit.
+        """
+        print(versionLine())
+        raise SystemExit(0)
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """

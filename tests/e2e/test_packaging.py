@@ -87,3 +87,24 @@ def test_freshVirtualenv(wheel: Path, tmp_path: Path) -> None:
     after = run(twistd, "--help", cwd=tmp_path)
     assert "    echod " not in after
     assert "web " in after
+
+
+def test_installedVersion(wheel: Path, tmp_path: Path) -> None:
+    """
+    The installed C{echod --version} says whether the installed C helper
+    was built (on Linux the wheel carries it), the same from any directory:
+    run inside the checkout it reads the installation, not the source tree
+    (where the helper may not be built).
+    """
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", venv)
+    run(venv / "bin" / "pip", "install", "-q", wheel)
+    echod = venv / "bin" / "echod"
+    line = run(echod, "--version", cwd=tmp_path)
+    assert line.startswith("echod ")
+    assert run(echod, "--version", cwd=ROOT) == line
+    assert run(venv / "bin" / "twistd", "echod", "--version", cwd=ROOT) == line
+    names = zipfile.ZipFile(wheel).namelist()
+    built = [n for n in names if n.startswith("echod/_inplace.") and n.endswith(".so")]
+    need(bool(built), "the wheel was built without echod's C helper")
+    assert ", C helper: built" in line

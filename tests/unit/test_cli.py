@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from echod import __version__
+import twisted
+from echod import __version__, versionLine
 from echod.cli import main
 
 SAMPLE = Path(__file__).resolve().parents[2] / "etc" / "echod.toml"
@@ -87,11 +88,18 @@ class CheckConfigTests:
         assert err[0] == "Usage: echod check-config FILE [FILE ...]"
         assert err[-1] == "echod: name at least one config file"
 
-    def test_version(self, capsys: pytest.CaptureFixture[str]) -> None:
+    @pytest.mark.parametrize("argv", [["--version"], ["check-config", "--version"]])
+    def test_version(self, argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+        """
+        C{echod --version} and C{echod check-config --version} print echod's
+        line, not Twisted's.
+        """
         with pytest.raises(SystemExit) as exited:
-            main(["--version"])
+            main(argv)
         assert exited.value.code == 0
-        assert capsys.readouterr().out == f"echod {__version__}\n"
+        out = capsys.readouterr().out
+        assert out == f"{versionLine()}\n"
+        assert out.startswith(f"echod {__version__} (Twisted {twisted.__version__}, ")
 
 
 class HostileInputTests:
