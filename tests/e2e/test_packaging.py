@@ -50,7 +50,7 @@ def test_wheelContents(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "twisted/plugins/echod_plugins.py" in names
     assert "echod/py.typed" in names
-    assert {"echod/tap/server.py", "echod/config.py", "echod/sniff/__init__.py"} <= names
+    assert {"echod/tap/server.py", "echod/config/__init__.py", "echod/sniff/__init__.py"} <= names
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
     assert not [n for n in names if n.startswith("tests/")]

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from echod import config
 from echod.config import ConfigError
+from echod.config.loading import _screen
 from echod.errors import MAX_LINE
 from echod.proxyprotocol import V2_SIGNATURE, ProxyHeader, ProxyHeaderError, parseProxyHeader
 from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
@@ -259,4 +260,4 @@ def test_screenLetsValidTOMLThrough(entries: list[tuple[list[str], Any]], crlf: 
     lines += [f"{'.'.join(key)} = {_dump(value)}  # ]]" for key, value in entries]
     text = ("\r\n" if crlf else "\n").join(lines) + "\n"
     tomllib.loads(text)  # the generator makes valid TOML
-    config._screen(text, "fuzz.toml")
+    _screen(text, "fuzz.toml")

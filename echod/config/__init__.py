@@ -1,0 +1,71 @@
+# -*- test-case-name: tests.unit.test_config -*-
+"""
+echod's configuration: one TOML file, one table per part, every key with a
+default; the schema, the endpoint strings it names, and loading.
+
+Import from here; the modules inside are how it is built.
+"""
+
+from echod.config.loading import (
+    DEFAULT_LISTEN,
+    DEFAULT_LISTEN_IPV4,
+    MAX_KEY_PARTS,
+    MAX_NESTING,
+    MAX_PROBLEMS,
+    ClientConfig,
+    Config,
+    ConfigError,
+    DatagramEndpoint,
+    FileProblem,
+    LogConfig,
+    MetricsConfig,
+    ServerConfig,
+    SniffConfig,
+    UDPConfig,
+    checkInheritedSockets,
+    clientEndpointTypes,
+    endpointParameters,
+    errorAbout,
+    errorAt,
+    load,
+    loads,
+    override,
+    parseDatagramEndpoint,
+    readRegularFile,
+    sections,
+    setting,
+    tcp6ClientParameters,
+    withBacklog,
+)
+
+__all__ = [
+    "DEFAULT_LISTEN",
+    "DEFAULT_LISTEN_IPV4",
+    "MAX_KEY_PARTS",
+    "MAX_NESTING",
+    "MAX_PROBLEMS",
+    "ClientConfig",
+    "Config",
+    "ConfigError",
+    "DatagramEndpoint",
+    "FileProblem",
+    "LogConfig",
+    "MetricsConfig",
+    "ServerConfig",
+    "SniffConfig",
+    "UDPConfig",
+    "checkInheritedSockets",
+    "clientEndpointTypes",
+    "endpointParameters",
+    "errorAbout",
+    "errorAt",
+    "load",
+    "loads",
+    "override",
+    "parseDatagramEndpoint",
+    "readRegularFile",
+    "sections",
+    "setting",
+    "tcp6ClientParameters",
+    "withBacklog",
+]
