@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -46,21 +46,25 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
-from zope.interface import Interface
 
 from echod import __version__
 from echod.config import MetricsConfig
 from echod.echo import DatagramStats, TCPTotals
 from echod.health import Health
+from echod.interfaces import (
+    CaptureCounts,
+    ICaptureStatistics,
+    IDatagramStatistics,
+    IStreamStatistics,
+    IWorkerStatistics,
+)
 from echod.limits import DatagramDrop, LogBudget, Refusal, describePeer, logSummary
 
 __all__ = [
     "MAX_HEADERS",
     "MAX_REQUEST_SIZE",
-    "CaptureCounts",
     "EchodCollector",
     "HealthResource",
-    "ICaptureStatistics",
     "MetricsChannel",
     "MetricsRefusal",
     "MetricsResource",
@@ -68,41 +72,6 @@ __all__ = [
     "metricsRegistry",
     "metricsSite",
 ]
-
-
-class CaptureCounts(Protocol):
-    """
-    Counters of one packet capture since it opened (the sniffer's
-    C{ReaderStatistics} has this shape).  A capture that writes an output
-    may also count C{notWritten}: packets a failed write lost (not in
-    C{passed}).
-    """
-
-    @property
-    def seen(self) -> int:
-        """Packets the capture filter accepted, including those then dropped."""
-
-    @property
-    def passed(self) -> int:
-        """Packets written to the output."""
-
-    @property
-    def dropped(self) -> int | None:
-        """Packets the kernel dropped (buffer full); L{None}: not counted here."""
-
-
-class ICaptureStatistics(Interface):
-    """
-    A service running a packet capture whose counters the metrics report.
-    Any provider anywhere in the service tree is found at every scrape: the
-    sniffer's service declares C{@implementer(ICaptureStatistics)}.
-    """
-
-    def statistics() -> CaptureCounts:
-        """
-        Cumulative counters: cheap, and safe to call at any time from the
-        reactor thread.
-        """
 
 
 def _reasons(kind: type) -> list[str]:
@@ -123,9 +92,9 @@ def _services(root: IServiceCollection) -> Iterator[IService]:
 class EchodCollector:
     """
     Reads the service tree under C{root} at every scrape: TCP metrics where a
-    service reports L{TCPTotals} (C{.tcpTotals()}: an echo service, or the
-    worker processes' last reports), UDP metrics where one has
-    L{DatagramStats} (C{.stats}), capture metrics where one provides
+    service provides L{IStreamStatistics} (an echo service, or the worker
+    processes' last reports) and L{IWorkerStatistics}, UDP metrics where one
+    provides L{IDatagramStatistics}, capture metrics where one provides
     L{ICaptureStatistics}.  Families of a part that is not running are left
     out.
 
@@ -146,16 +115,14 @@ class EchodCollector:
         datagrams: dict[int, DatagramStats] = {}
         captures: list[CaptureCounts] = []
         for service in _services(self.root):
-            tcpTotals = getattr(service, "tcpTotals", None)
-            if callable(tcpTotals):
-                totals = tcpTotals()
+            if IStreamStatistics.providedBy(service):
+                totals = service.tcpTotals()
                 if totals is not None:
                     tcp.append(totals)
-            workerTotals = getattr(service, "workerTotals", None)
-            if callable(workerTotals):
-                workers.update(workerTotals())
-            stats = getattr(service, "stats", None)
-            if isinstance(stats, DatagramStats):
+            if IWorkerStatistics.providedBy(service):
+                workers.update(service.workerTotals())
+            if IDatagramStatistics.providedBy(service):
+                stats = service.datagramStats()
                 datagrams[id(stats)] = stats
             if ICaptureStatistics.providedBy(service):
                 captures.append(service.statistics())
@@ -300,14 +267,12 @@ def _captureMetrics(captures: list[CaptureCounts]) -> Iterator[Metric]:
         "Captured packets written to the sniffer's output.",
         value=sum(c.passed for c in captures),
     )
-    notWritten = [n for c in captures if (n := getattr(c, "notWritten", None)) is not None]
-    if notWritten:
-        yield CounterMetricFamily(
-            "echod_sniff_packets_not_written",
-            "Captured packets lost because the output could not be written (a full disk, "
-            "an I/O error, a closed pipe): the capture stops at the first such failure.",
-            value=sum(notWritten),
-        )
+    yield CounterMetricFamily(
+        "echod_sniff_packets_not_written",
+        "Captured packets lost because the output could not be written (a full disk, "
+        "an I/O error, a closed pipe): the capture stops at the first such failure.",
+        value=sum(c.notWritten for c in captures),
+    )
     counted = [c.dropped for c in captures if c.dropped is not None]
     if counted:
         yield CounterMetricFamily(

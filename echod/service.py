@@ -51,6 +51,13 @@ from echod.echo import (
 )
 from echod.errors import ListenError, UserError
 from echod.health import Health
+from echod.interfaces import (
+    IDatagramStatistics,
+    IDrainable,
+    IListening,
+    IReconfigurable,
+    IStreamStatistics,
+)
 from echod.limits import DatagramGuard, describePeer
 from echod.logs import EchodLogObserver, offerToTwistd
 from echod.metrics import metricsSite
@@ -179,6 +186,7 @@ def _withImmediateWrites(port: IListeningPort) -> IListeningPort:
     return port
 
 
+@implementer(IReconfigurable, IListening, IDrainable, IStreamStatistics)
 class EchoService(MultiService):
     """
     The TCP (stream) echo service: one L{EchoFactory} behind every configured
@@ -387,6 +395,7 @@ def _enlargeReceiveBuffer(handle: Any) -> None:
             continue
 
 
+@implementer(IReconfigurable, IListening, IDatagramStatistics)
 class UDPEchoService(MultiService):
     """
     The UDP echo service: one L{EchoDatagramProtocol} per port, sharing one
@@ -410,6 +419,9 @@ class UDPEchoService(MultiService):
         self.guard.reconfigure(config.udp)
         self.dropLog.interval = config.udp.drop_log_interval
 
+    def datagramStats(self) -> DatagramStats:
+        return self.stats
+
     def whenListening(self) -> Deferred[list[Any]]:
         """
         Fires with every UDP port: they are open once the service has started.
@@ -425,6 +437,7 @@ class UDPEchoService(MultiService):
 # --- metrics listener (ops) ----------------------------------------------------
 
 
+@implementer(IReconfigurable, IListening)
 class MetricsService(ListenerService):
     """
     C{/metrics} and C{/healthz} (L{echod.metrics}) on C{[metrics] listen}.
@@ -528,7 +541,7 @@ class EchodService(MultiService):
         Fires with the address of every listener of every child (those that
         listen have C{whenListening}) once all are up.
         """
-        waiting = [child.whenListening() for child in self if hasattr(child, "whenListening")]
+        waiting = [child.whenListening() for child in self if IListening.providedBy(child)]
 
         def addresses(results: list[Any]) -> list[str]:
             ports = [p for r in results for p in (r if isinstance(r, list) else [r])]
@@ -611,9 +624,8 @@ class EchodService(MultiService):
             )
         self._restartPending = fixed
         for child in self:
-            reconfigure = getattr(child, "reconfigure", None)
-            if reconfigure is not None:
-                reconfigure(config)
+            if IReconfigurable.providedBy(child):
+                child.reconfigure(config)
         if self.logObserver is not None:
             self.logObserver.reconfigure(config.log.format, config.log.level)
         self.config = config
@@ -638,9 +650,8 @@ class EchodService(MultiService):
 
     def _abortConnections(self) -> None:
         for service in self:
-            abortAll = getattr(service, "abortAll", None)
-            if abortAll is not None:
-                abortAll()
+            if IDrainable.providedBy(service):
+                service.abortAll()
 
 
 def _raiseFileLimit(wanted: int, log: Logger) -> None:

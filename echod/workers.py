@@ -68,10 +68,18 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.tcp import makeBinding
 from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from echod.config import Config
 from echod.echo import TCPTotals
 from echod.errors import ListenError, UserError
+from echod.interfaces import (
+    IDrainable,
+    IListening,
+    IReconfigurable,
+    IStreamStatistics,
+    IWorkerStatistics,
+)
 from echod.worker import ABORT, EVENT, STATS, STOP, configLine
 
 if TYPE_CHECKING:
@@ -488,6 +496,7 @@ def _checkWorkersCanRun() -> None:
             )
 
 
+@implementer(IReconfigurable, IListening, IDrainable, IStreamStatistics, IWorkerStatistics)
 class WorkersService(MultiService):
     """
     The stream echo service of the main process when C{workers > 1}: its

@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from echod.config import SniffConfig
 from echod.errors import UserError
-from echod.metrics import ICaptureStatistics
+from echod.interfaces import ICaptureStatistics
 from echod.sniff.capture import (
     CaptureRequest,
     LinuxSystem,

@@ -15,9 +15,11 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from echod import config
 from echod.health import Health, watchdogInterval
+from echod.interfaces import IListening
 from echod.service import EchodService, MetricsService
 
 
@@ -162,6 +164,7 @@ class Address:
         return IPv4Address("TCP", "127.0.0.1", self.port)
 
 
+@implementer(IListening)
 class SlowListener(Service):
     """
     A child that listens when told to, and stops when told to.

@@ -28,9 +28,9 @@ from zope.interface import implementer
 from echod import __version__, config
 from echod.echo import EchoProtocol
 from echod.health import Health
+from echod.interfaces import ICaptureStatistics
 from echod.metrics import (
     HealthResource,
-    ICaptureStatistics,
     MetricsResource,
     MetricsSite,
     metricsRegistry,
@@ -182,6 +182,7 @@ class Counts:
     seen: int
     passed: int
     dropped: int | None
+    notWritten: int = 0
 
 
 @implementer(ICaptureStatistics)

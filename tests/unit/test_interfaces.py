@@ -1,0 +1,72 @@
+"""
+Every service the root or the metrics talk to provides the interfaces it
+declares (L{echod.interfaces}), checked with C{verifyObject}: the seams are
+contracts, not attribute names that happen to exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+from twisted.internet.testing import MemoryReactorClock
+from zope.interface.verify import verifyObject
+
+from echod.config import Config, MetricsConfig, ServerConfig, UDPConfig
+from echod.interfaces import (
+    ICaptureStatistics,
+    IDatagramStatistics,
+    IDrainable,
+    IListening,
+    IReconfigurable,
+    IStreamStatistics,
+    IWorkerStatistics,
+)
+from echod.service import EchoService, MetricsService, UDPEchoService, makeService
+from echod.sniff.service import SniffService
+from echod.workers import WorkersService
+
+
+def config(**server: object) -> Config:
+    return Config(
+        server=ServerConfig(listen=("tcp:0:interface=127.0.0.1",), **server),  # type: ignore[arg-type]
+        udp=UDPConfig(listen=("udp:port=0:interface=127.0.0.1",)),
+        metrics=MetricsConfig(listen="tcp:0:interface=127.0.0.1"),
+    )
+
+
+def test_echoService() -> None:
+    service = EchoService(config(), MemoryReactorClock())
+    for interface in (IReconfigurable, IListening, IDrainable, IStreamStatistics):
+        assert verifyObject(interface, service)
+
+
+def test_udpEchoService() -> None:
+    service = UDPEchoService(config(), MemoryReactorClock())
+    for interface in (IReconfigurable, IListening, IDatagramStatistics):
+        assert verifyObject(interface, service)
+
+
+def test_workersService() -> None:
+    service = WorkersService(config(workers=2), MemoryReactorClock())
+    for interface in (
+        IReconfigurable,
+        IListening,
+        IDrainable,
+        IStreamStatistics,
+        IWorkerStatistics,
+    ):
+        assert verifyObject(interface, service)
+
+
+def test_metricsService() -> None:
+    root = makeService(config(), MemoryReactorClock())
+    (metrics,) = [child for child in root if isinstance(child, MetricsService)]
+    for interface in (IReconfigurable, IListening):
+        assert verifyObject(interface, metrics)
+
+
+def test_sniffService() -> None:
+    settings = dataclasses.replace(Config().sniff, interface="lo")
+    service = SniffService(settings, MemoryReactorClock(), stdout=io.BytesIO())
+    assert verifyObject(ICaptureStatistics, service)
