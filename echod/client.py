@@ -58,6 +58,7 @@ from twisted.logger import ILogObserver, Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echod.addresses import describePeer
 from echod.config import (
     ClientConfig,
     ConfigError,
@@ -67,7 +68,6 @@ from echod.config import (
     tcp6ClientParameters,
 )
 from echod.errors import UserError, errorLines
-from echod.limits import describePeer
 from echod.logs import offerToTwistd
 
 __all__ = [

@@ -40,6 +40,7 @@ from twisted.protocols.policies import TimeoutMixin
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echod.addresses import IPAddress, describePeer, peerIP
 from echod.config import ServerConfig, UDPConfig
 from echod.fastpath import IInPlaceEcho
 from echod.limits import (
@@ -47,13 +48,10 @@ from echod.limits import (
     ConnectionLimits,
     DatagramDrop,
     DatagramGuard,
-    IPAddress,
     LogBudget,
     NetworkList,
     Refusal,
-    describePeer,
     logSummary,
-    peerIP,
 )
 from echod.proxyprotocol import ProxyHeaderError, parseProxyHeader
 

@@ -48,6 +48,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from echod import __version__
+from echod.addresses import describePeer
 from echod.config import MetricsConfig
 from echod.echo import DatagramStats, TCPTotals
 from echod.health import Health
@@ -58,7 +59,7 @@ from echod.interfaces import (
     IStreamStatistics,
     IWorkerStatistics,
 )
-from echod.limits import DatagramDrop, LogBudget, Refusal, describePeer, logSummary
+from echod.limits import DatagramDrop, LogBudget, Refusal, logSummary
 
 __all__ = [
     "MAX_HEADERS",

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from echod import fastpath
+from echod.addresses import describePeer
 from echod.config import (
     DEFAULT_LISTEN,
     DEFAULT_LISTEN_IPV4,
@@ -58,7 +59,7 @@ from echod.interfaces import (
     IReconfigurable,
     IStreamStatistics,
 )
-from echod.limits import DatagramGuard, describePeer
+from echod.limits import DatagramGuard
 from echod.logs import EchodLogObserver, offerToTwistd
 from echod.metrics import metricsSite
 from echod.sniff.service import SniffService

@@ -9,13 +9,12 @@ import ipaddress
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 
+from echod.addresses import describePeer, peerIP
 from echod.limits import (
     AccessList,
     ConnectionLimits,
     LogBudget,
     Refusal,
-    describePeer,
-    peerIP,
 )
 
 
