@@ -6,37 +6,38 @@ default; the schema, the endpoint strings it names, and loading.
 Import from here; the modules inside are how it is built.
 """
 
-from echod.config.loading import (
-    DEFAULT_LISTEN,
-    DEFAULT_LISTEN_IPV4,
-    MAX_KEY_PARTS,
-    MAX_NESTING,
-    MAX_PROBLEMS,
-    ClientConfig,
-    Config,
-    ConfigError,
+from echod.config.endpoints import (
     DatagramEndpoint,
-    FileProblem,
-    LogConfig,
-    MetricsConfig,
-    ServerConfig,
-    SniffConfig,
-    UDPConfig,
-    checkInheritedSockets,
     clientEndpointTypes,
     endpointParameters,
+    parseDatagramEndpoint,
+    tcp6ClientParameters,
+    withBacklog,
+)
+from echod.config.errors import MAX_PROBLEMS, ConfigError
+from echod.config.files import FileProblem, readRegularFile
+from echod.config.loading import (
+    checkInheritedSockets,
     errorAbout,
     errorAt,
     load,
     loads,
     override,
-    parseDatagramEndpoint,
-    readRegularFile,
+)
+from echod.config.schema import (
+    DEFAULT_LISTEN,
+    DEFAULT_LISTEN_IPV4,
+    ClientConfig,
+    Config,
+    LogConfig,
+    MetricsConfig,
+    ServerConfig,
+    SniffConfig,
+    UDPConfig,
     sections,
     setting,
-    tcp6ClientParameters,
-    withBacklog,
 )
+from echod.config.screen import MAX_KEY_PARTS, MAX_NESTING
 
 __all__ = [
     "DEFAULT_LISTEN",
