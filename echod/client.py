@@ -67,7 +67,7 @@ from echod.config import (
     readRegularFile,
     tcp6ClientParameters,
 )
-from echod.errors import UserError, errorLines
+from echod.errors import UserError
 from echod.logs import offerToTwistd
 
 __all__ = [
@@ -92,7 +92,6 @@ __all__ = [
     "Summary",
     "TimedOut",
     "connectFailure",
-    "main",
     "makePlan",
     "runClient",
 ]
@@ -1291,45 +1290,3 @@ class EchoClientService(Service):
             with contextlib.suppress(Exception):
                 stream.flush()
         os._exit(int(self.status))
-
-
-# --- the console script ---------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """
-    C{echod-client HOST PORT [MESSAGE] [options]}: one run under
-    L{twisted.internet.task.react}; returns the exit status.
-    """
-    from twisted.internet.task import react
-    from twisted.python import usage
-
-    from echod.tap.client import Options
-
-    options = Options()
-    try:
-        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
-    except (usage.UsageError, UserError) as e:
-        sys.stderr.write(errorLines(PROG, e))
-        if isinstance(e, usage.UsageError) and not isinstance(e, UserError):
-            sys.stderr.write(f"{PROG}: try {PROG} --help\n")
-        return int(ExitStatus.USAGE)
-
-    def start(reactor: Any) -> Deferred[None]:
-        client, status = runClient(reactor, options.plan, sys.stdout, sys.stderr)
-
-        def interrupted() -> Deferred[Summary] | None:
-            return client.interrupt()
-
-        reactor.addSystemEventTrigger("before", "shutdown", interrupted)
-
-        def exit(code: ExitStatus) -> None:
-            raise SystemExit(int(code))
-
-        return status.addCallback(exit)
-
-    try:
-        react(start)
-    except SystemExit as e:
-        return e.code if isinstance(e.code, int) else int(ExitStatus.USAGE)
-    return 0

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_tap_client -*-
 """
 C{twistd echod-client} and the C{echod-client} console script: one set of
-options for both.
+options for both, and the script's entry point, L{main}.
 
 Everything the user can get wrong (an option, the config file, the payload
 file) is checked in L{Options.postOptions}, before anything connects.  Under
@@ -14,18 +14,28 @@ from __future__ import annotations
 import getopt
 import re
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.application.service import IService
+from twisted.internet.defer import Deferred
 from twisted.python import usage
 
 from echod import config as _config
 from echod import versionLine
-from echod.client import PROG, EchoClientService, ExitStatus, Plan, makePlan
+from echod.client import (
+    PROG,
+    EchoClientService,
+    ExitStatus,
+    Plan,
+    Summary,
+    makePlan,
+    runClient,
+)
 from echod.errors import UserError, errorLines, oneLine
 from echod.logs import observerForTwistd
 
-__all__ = ["OptionValueError", "Options", "makeService"]
+__all__ = ["OptionValueError", "Options", "main", "makeService"]
 
 _UNITS = {
     "": 1,
@@ -290,3 +300,39 @@ def makeService(options: Options, reactor: Any = None) -> IService:
         logObserver=observerForTwistd(twistd, log.format, log.level),
         exitProcess=twistd is not None,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    C{echod-client HOST PORT [MESSAGE] [options]}: one run under
+    L{twisted.internet.task.react}; returns the exit status.
+    """
+    from twisted.internet.task import react
+
+    options = Options()
+    try:
+        options.parseOptions(list(sys.argv[1:] if argv is None else argv))
+    except (usage.UsageError, UserError) as e:
+        sys.stderr.write(errorLines(PROG, e))
+        if isinstance(e, usage.UsageError) and not isinstance(e, UserError):
+            sys.stderr.write(f"{PROG}: try {PROG} --help\n")
+        return int(ExitStatus.USAGE)
+
+    def start(reactor: Any) -> Deferred[None]:
+        client, status = runClient(reactor, options.plan, sys.stdout, sys.stderr)
+
+        def interrupted() -> Deferred[Summary] | None:
+            return client.interrupt()
+
+        reactor.addSystemEventTrigger("before", "shutdown", interrupted)
+
+        def exit(code: ExitStatus) -> None:
+            raise SystemExit(int(code))
+
+        return status.addCallback(exit)
+
+    try:
+        react(start)
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else int(ExitStatus.USAGE)
+    return 0

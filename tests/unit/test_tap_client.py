@@ -13,7 +13,7 @@ from twisted.python import usage
 
 from echod import client
 from echod.config import ConfigError
-from echod.tap.client import Options, makeService
+from echod.tap.client import Options, main, makeService
 
 
 def parse(*argv: str) -> Options:
@@ -186,7 +186,7 @@ def test_consoleScriptUsageError(capsys: pytest.CaptureFixture[str]) -> None:
     The console script exits 2 with one line (and a hint) on a usage error,
     before anything connects.
     """
-    assert client.main(["localhost"]) == 2
+    assert main(["localhost"]) == 2
     assert capsys.readouterr().err == (
         "echod-client: HOST needs a PORT after it\nechod-client: try echod-client --help\n"
     )
@@ -196,7 +196,7 @@ def test_consoleScriptConfigError(capsys: pytest.CaptureFixture[str]) -> None:
     """
     A config mistake is one line and status 2, without the hint.
     """
-    assert client.main(["--config", "/nonexistent/echod.toml"]) == 2
+    assert main(["--config", "/nonexistent/echod.toml"]) == 2
     assert capsys.readouterr().err == (
         "echod-client: /nonexistent/echod.toml: cannot read the config file: "
         "No such file or directory\n"
@@ -265,7 +265,7 @@ def test_payloadFileNamedAsTypedOnBothForms(form: str, capsys: pytest.CaptureFix
     """
     argv = ["-f", "/nonexistent"]
     if form == "console":
-        assert client.main(argv) == 2
+        assert main(argv) == 2
     else:
         options = Options()
         options.parent = usage.Options()
@@ -285,7 +285,7 @@ def test_everyProblemOfTheConfigFileOnBothForms(
     path.write_text('[client]\ncount = 0\nfamily = "ipx"\n[clinet]\n')
     argv = ["--config", str(path)]
     if form == "console":
-        assert client.main(argv) == 2
+        assert main(argv) == 2
     else:
         options = Options()
         options.parent = usage.Options()
