@@ -305,7 +305,21 @@ def loads(text: str, source: str | None = None) -> Config:
         # Not reached by anything the screen above lets through; kept so that
         # no input can end in a traceback.
         raise ConfigError(f"cannot be read: {type(e).__name__}: {e}", source=where) from None
-    lines = _Lines(text)
+    return _fromTables(document, where, source, _Lines(text))
+
+
+def _fromTables(
+    document: Mapping[str, object], where: str, source: str | None, lines: _Lines
+) -> Config:
+    """
+    The configuration the tables of a parsed document give (a TOML file's, or
+    the JSON document of L{echod.config.document}), each key checked on its
+    own, then the rules across keys.
+
+    @param where: how errors name the document.
+    @param source: the L{Config.source} of the result.
+    @raise ConfigError: with every problem, in file order.
+    """
     sections: dict[str, object] = {}
     tables = {s.table: s for s in _SECTIONS}
     problems: list[ConfigError] = []
