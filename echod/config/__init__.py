@@ -6,6 +6,7 @@ default; the schema, the endpoint strings it names, and loading.
 Import from here; the modules inside are how it is built.
 """
 
+from echod.config.document import dumps, loadsDocument
 from echod.config.endpoints import (
     DatagramEndpoint,
     clientEndpointTypes,
@@ -57,11 +58,13 @@ __all__ = [
     "UDPConfig",
     "checkInheritedSockets",
     "clientEndpointTypes",
+    "dumps",
     "endpointParameters",
     "errorAbout",
     "errorAt",
     "load",
     "loads",
+    "loadsDocument",
     "override",
     "parseDatagramEndpoint",
     "readRegularFile",

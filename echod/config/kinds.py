@@ -29,6 +29,13 @@ class _Kind(Generic[T]):
     def __call__(self, value: object) -> T:
         raise NotImplementedError
 
+    def toTOML(self, value: T) -> object:
+        """
+        C{value}, a result of this validator, as TOML writes it: what the
+        validator takes back to give C{value} again.
+        """
+        return value
+
 
 class _Int(_Kind[int]):
     def __init__(self, low: int, high: int, unit: str = "") -> None:
@@ -119,6 +126,9 @@ class _List(_Kind[tuple[T, ...]]):
                 raise _Invalid(str(e), index + 1, item) from None
         return tuple(result)
 
+    def toTOML(self, value: tuple[T, ...]) -> list[object]:
+        return [self.item.toTOML(item) for item in value]
+
 
 def _network(text: str) -> str:
     try:
@@ -153,3 +163,7 @@ def _portRange(value: object) -> tuple[int, int]:
 class _PortRange(_Kind[tuple[int, int]]):
     def __call__(self, value: object) -> tuple[int, int]:
         return _portRange(value)
+
+    def toTOML(self, value: tuple[int, int]) -> object:
+        low, high = value
+        return low if low == high else f"{low}-{high}"
