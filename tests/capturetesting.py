@@ -18,7 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from echod.sniff import capture
+from echod.sniff import linux, windows
+from echod.sniff.source import PACKET_HOST, PACKET_OUTGOING
 from tests import classicbpf
 
 __all__ = [
@@ -111,7 +112,7 @@ class MemoryPacketSocket:
         failure = self.system.failures.get((level, option))
         if failure is not None:
             raise OSError(failure, "injected failure")
-        if (level, option) == (capture.SOL_SOCKET, 26):
+        if (level, option) == (linux.SOL_SOCKET, 26):
             assert isinstance(value, bytes)
             length, address = struct.unpack("HL", value)
             raw = ctypes.string_at(address, length * 8)
@@ -119,14 +120,14 @@ class MemoryPacketSocket:
             self.filter = program
             self.filters.append(program)
             return
-        if (level, option) == (capture.SOL_PACKET, capture.PACKET_RX_RING):
+        if (level, option) == (linux.SOL_PACKET, linux.PACKET_RX_RING):
             assert isinstance(value, bytes)
             self.blockSize, self.blockCount = struct.unpack_from("=II", value)
         self.options[(level, option)] = value
 
     def getsockopt(self, level: int, option: int, buflen: int) -> bytes:
         self.calls.append(("getsockopt", level, option, buflen))
-        assert (level, option) == (capture.SOL_PACKET, capture.PACKET_STATISTICS)
+        assert (level, option) == (linux.SOL_PACKET, linux.PACKET_STATISTICS)
         # The kernel adds the drops to the packets, and reading resets both.
         stats = struct.pack("=II", self.packets + self.drops, self.drops)
         self.packets = self.drops = 0
@@ -165,8 +166,8 @@ class MemoryPacketSocket:
         frame: bytes,
         timestamp: int = 1_700_000_000_123_456_789,
         ifindex: int = 1,
-        pkttype: int = capture.PACKET_HOST,
-        hatype: int = capture.ARPHRD_ETHER,
+        pkttype: int = PACKET_HOST,
+        hatype: int = linux.ARPHRD_ETHER,
         protocol: int = 0x0800,
         vlan: tuple[int, int] | None = None,
         address: bytes = b"\x02\0\0\0\0\x01",
@@ -184,8 +185,8 @@ class MemoryPacketSocket:
             return False
         if self.bound is not None and self.system.names[self.bound[0]] != ifindex:
             return False
-        ignore = self.options.get((capture.SOL_PACKET, capture.PACKET_IGNORE_OUTGOING))
-        if ignore and pkttype == capture.PACKET_OUTGOING:
+        ignore = self.options.get((linux.SOL_PACKET, linux.PACKET_IGNORE_OUTGOING))
+        if ignore and pkttype == PACKET_OUTGOING:
             return False
         keep = len(frame)
         if self.filter is not None:
@@ -202,14 +203,14 @@ class MemoryPacketSocket:
             return self._writeRing(packet, data)
         self.packets += 1
         ancillary: list[tuple[int, int, bytes]] = []
-        if self.options.get((capture.SOL_PACKET, capture.PACKET_AUXDATA)):
-            status = capture.TP_STATUS_VLAN_VALID | capture.TP_STATUS_VLAN_TPID_VALID if vlan else 0
+        if self.options.get((linux.SOL_PACKET, linux.PACKET_AUXDATA)):
+            status = linux.TP_STATUS_VLAN_VALID | linux.TP_STATUS_VLAN_TPID_VALID if vlan else 0
             tpid, tci = vlan or (0, 0)
             aux = struct.pack("=IIIHHHH", status, len(frame), len(data), 0, 0, tci, tpid)
-            ancillary.append((capture.SOL_PACKET, capture.PACKET_AUXDATA, aux))
-        if self.options.get((capture.SOL_SOCKET, capture.SO_TIMESTAMPNS)):
+            ancillary.append((linux.SOL_PACKET, linux.PACKET_AUXDATA, aux))
+        if self.options.get((linux.SOL_SOCKET, linux.SO_TIMESTAMPNS)):
             stamp = struct.pack("=qq", *divmod(timestamp, 1_000_000_000))
-            ancillary.append((capture.SOL_SOCKET, capture.SO_TIMESTAMPNS, stamp))
+            ancillary.append((linux.SOL_SOCKET, linux.SO_TIMESTAMPNS, stamp))
         name = self.system.indexes.get(ifindex, "")
         self.queue.append((data, ancillary, 0, (name, protocol, pkttype, hatype, address)))
         return True
@@ -219,7 +220,7 @@ class MemoryPacketSocket:
         assert ring is not None
         base = self._block * self.blockSize
         status = struct.unpack_from("<I", ring, base + 8)[0]
-        if status & capture.TP_STATUS_USER:
+        if status & linux.TP_STATUS_USER:
             self.drops += 1
             return False
         maclen = 0 if self.kind == socket.SOCK_DGRAM else 14
@@ -236,7 +237,7 @@ class MemoryPacketSocket:
         status = 0
         tpid, tci = packet.vlan or (0, 0)
         if packet.vlan:
-            status |= capture.TP_STATUS_VLAN_VALID | capture.TP_STATUS_VLAN_TPID_VALID
+            status |= linux.TP_STATUS_VLAN_VALID | linux.TP_STATUS_VLAN_TPID_VALID
         seconds, nanoseconds = divmod(packet.timestamp, 1_000_000_000)
         _PACKET_HEADER.pack_into(
             ring,
@@ -253,7 +254,7 @@ class MemoryPacketSocket:
             tci,
             tpid,
             0,
-            capture.AF_PACKET,
+            linux.AF_PACKET,
             struct.pack(">H", packet.protocol),
             packet.ifindex,
             packet.hatype,
@@ -276,7 +277,7 @@ class MemoryPacketSocket:
         if self._count == 0:
             return
         base = self._block * self.blockSize
-        struct.pack_into("<IIII", ring, base + 8, capture.TP_STATUS_USER, self._count, 48, 0)
+        struct.pack_into("<IIII", ring, base + 8, linux.TP_STATUS_USER, self._count, 48, 0)
         self._block = (self._block + 1) % self.blockCount
         self._count = 0
 
@@ -287,12 +288,12 @@ class MemoryPacketSocket:
         ring = self.ring
         assert ring is not None
         return sum(
-            struct.unpack_from("<I", ring, b * self.blockSize + 8)[0] & capture.TP_STATUS_USER
+            struct.unpack_from("<I", ring, b * self.blockSize + 8)[0] & linux.TP_STATUS_USER
             for b in range(self.blockCount)
         )
 
 
-class MemoryLinuxSystem(capture.LinuxSystem):
+class MemoryLinuxSystem(linux.LinuxSystem):
     """
     Interfaces C{lo} (1, loopback) and C{eth0} (2, Ethernet), C{tun0} (3,
     no link header) and packet sockets in memory.  C{failures} maps
@@ -306,7 +307,7 @@ class MemoryLinuxSystem(capture.LinuxSystem):
     def __init__(self) -> None:
         self.names = {"lo": 1, "eth0": 2, "tun0": 3}
         self.indexes = {index: name for name, index in self.names.items()}
-        self.types = {"lo": capture.ARPHRD_LOOPBACK, "eth0": capture.ARPHRD_ETHER, "tun0": 65534}
+        self.types = {"lo": linux.ARPHRD_LOOPBACK, "eth0": linux.ARPHRD_ETHER, "tun0": 65534}
         self.sockets: list[MemoryPacketSocket] = []
         self.failures: dict[tuple[int, int], int] = {}
         self.openError: int | None = None
@@ -318,7 +319,7 @@ class MemoryLinuxSystem(capture.LinuxSystem):
         return self._filenos
 
     def openSocket(self, family: int, kind: int, protocol: int) -> MemoryPacketSocket:
-        assert family == capture.AF_PACKET
+        assert family == linux.AF_PACKET
         if self.openError is not None:
             raise OSError(self.openError, "injected")
         sock = MemoryPacketSocket(self, kind, protocol)
@@ -387,7 +388,7 @@ class MemoryRawSocket:
         self.closed = True
 
 
-class MemoryWindowsSystem(capture.WindowsSystem):
+class MemoryWindowsSystem(windows.WindowsSystem):
     """
     One interface, 192.0.2.10; C{openError} makes C{openSocket} fail.
     """

@@ -7,7 +7,7 @@ each (timestamp, bytes, meta) to an L{IPacketConsumer}.
 Modelled on L{twisted.pair.tuntap.TuntapPort}: the capture is opened when
 asked (in C{privilegedStartService}, as root), read within a budget per
 reactor turn so that other connections keep being served, and every OS call
-goes through an injected system object (see L{echod.sniff.capture}).
+goes through an injected system object (see L{echod.sniff.source}).
 """
 
 from __future__ import annotations
@@ -23,13 +23,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from echod.sniff.capture import (
+from echod.sniff.source import (
     CaptureInfo,
     CaptureRequest,
     CaptureStatistics,
+    CaptureSystem,
     IPacketSource,
-    LinuxSystem,
-    WindowsSystem,
     openCapture,
 )
 
@@ -120,11 +119,9 @@ class RawReader(abstract.FileDescriptor):
         request: CaptureRequest,
         consumer: IPacketConsumer,
         reactor: Any = None,
-        system: LinuxSystem | WindowsSystem | None = None,
+        system: CaptureSystem | None = None,
         count: int = 0,
-        opener: Callable[
-            [CaptureRequest, LinuxSystem | WindowsSystem | None], IPacketSource
-        ] = openCapture,
+        opener: Callable[[CaptureRequest, CaptureSystem | None], IPacketSource] = openCapture,
     ) -> None:
         abstract.FileDescriptor.__init__(self, reactor)
         self.request = request

@@ -31,15 +31,9 @@ from zope.interface import implementer
 from echod.config import SniffConfig
 from echod.errors import UserError
 from echod.interfaces import ICaptureStatistics
-from echod.sniff.capture import (
-    CaptureRequest,
-    LinuxSystem,
-    WindowsSystem,
-    checkRequest,
-    openCapture,
-)
 from echod.sniff.reader import RawReader, ReaderStatistics
 from echod.sniff.sinks import OutputError, PcapSink, RotatingOutput, SummarySink
+from echod.sniff.source import CaptureRequest, CaptureSystem, checkRequest, openCapture
 
 __all__ = ["SniffService", "captureRequest", "checkSniffing", "makeConsumer", "standardOutput"]
 
@@ -100,7 +94,7 @@ class SniffService(Service):
         reactor: Any,
         stdout: IO[bytes] | None = None,
         standalone: bool = False,
-        system: LinuxSystem | WindowsSystem | None = None,
+        system: CaptureSystem | None = None,
         opener: Any = openCapture,
     ) -> None:
         self.config = config

@@ -22,9 +22,9 @@ from typing import IO
 from zope.interface import implementer
 
 from echod.errors import UserError
-from echod.sniff.capture import DIRECTION_NAMES, CaptureInfo
 from echod.sniff.decode import PacketSummary, decodePacket, describe
 from echod.sniff.reader import IPacketConsumer
+from echod.sniff.source import DIRECTION_NAMES, CaptureInfo
 
 __all__ = [
     "OutputError",

@@ -18,22 +18,24 @@ import pytest
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from echod.sniff import capture
+from echod.sniff import linux, windows
 from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, FilterError
-from echod.sniff.capture import (
+from echod.sniff.linux import LinuxRingSource, LinuxSocketSource, ringGeometry
+from echod.sniff.source import (
+    PACKET_BROADCAST,
+    PACKET_HOST,
+    PACKET_OUTGOING,
     CaptureError,
     CapturePermissionError,
     CaptureRequest,
     CaptureUnsupportedError,
     IPacketSource,
-    LinuxRingSource,
-    LinuxSocketSource,
     UnknownInterfaceError,
-    WindowsSource,
     checkRequest,
+    defaultSystem,
     openCapture,
-    ringGeometry,
 )
+from echod.sniff.windows import WindowsSource
 from tests import frames
 from tests.capturetesting import (
     MemoryLinuxSystem,
@@ -90,8 +92,8 @@ def sendOnLoopback(sock: MemoryPacketSocket, frame: bytes) -> None:
     What the loopback device shows a packet socket: the packet going out,
     then coming back in.
     """
-    sock.inject(frame, ifindex=1, pkttype=capture.PACKET_OUTGOING)
-    sock.inject(frame, ifindex=1, pkttype=capture.PACKET_HOST)
+    sock.inject(frame, ifindex=1, pkttype=PACKET_OUTGOING)
+    sock.inject(frame, ifindex=1, pkttype=PACKET_HOST)
 
 
 class SetUpTests(SynchronousTestCase):
@@ -117,17 +119,17 @@ class SetUpTests(SynchronousTestCase):
         sock = self.system.socket
         assert (sock.kind, sock.protocol) == (socket.SOCK_RAW, 0)
         names = [call[0] if call[0] != "setsockopt" else (call[1], call[2]) for call in sock.calls]
-        attach = (capture.SOL_SOCKET, 26)
+        attach = (linux.SOL_SOCKET, 26)
         assert names == [
             attach,
-            (capture.SOL_PACKET, capture.PACKET_VERSION),
-            (capture.SOL_PACKET, capture.PACKET_RX_RING),
+            (linux.SOL_PACKET, linux.PACKET_VERSION),
+            (linux.SOL_PACKET, linux.PACKET_RX_RING),
             "bind",
             attach,
         ]
         assert sock.filters[0] == ((0x06, 0, 0, 0),)
         assert len(sock.filters[1]) > 1
-        assert sock.bound == ("eth0", capture.ETH_P_ALL)
+        assert sock.bound == ("eth0", linux.ETH_P_ALL)
 
     def test_info(self) -> None:
         """
@@ -145,7 +147,7 @@ class SetUpTests(SynchronousTestCase):
         On a loopback interface the kernel is asked for incoming copies only.
         """
         self.open(interface="lo")
-        option = (capture.SOL_PACKET, capture.PACKET_IGNORE_OUTGOING)
+        option = (linux.SOL_PACKET, linux.PACKET_IGNORE_OUTGOING)
         assert self.system.socket.options[option] == 1
 
     def test_loopbackOldKernel(self) -> None:
@@ -153,16 +155,14 @@ class SetUpTests(SynchronousTestCase):
         Where the kernel has no PACKET_IGNORE_OUTGOING, the filter drops the
         outgoing copies instead.
         """
-        self.system.failures[(capture.SOL_PACKET, capture.PACKET_IGNORE_OUTGOING)] = (
-            errno.ENOPROTOOPT
-        )
+        self.system.failures[(linux.SOL_PACKET, linux.PACKET_IGNORE_OUTGOING)] = errno.ENOPROTOOPT
         source = self.open(interface="lo", filter="udp port 9")
         sock = self.system.socket
         sendOnLoopback(sock, udpFrame(9))
         sock.retire()
         collector = Collector()
         assert collector.read(source) == 1
-        assert collector.packets[0][2].direction == capture.PACKET_HOST
+        assert collector.packets[0][2].direction == PACKET_HOST
 
     def test_any(self) -> None:
         """
@@ -172,13 +172,13 @@ class SetUpTests(SynchronousTestCase):
         """
         source = self.open(interface="any")
         sock = self.system.socket
-        assert (sock.kind, sock.protocol) == (socket.SOCK_DGRAM, socket.htons(capture.ETH_P_ALL))
+        assert (sock.kind, sock.protocol) == (socket.SOCK_DGRAM, socket.htons(linux.ETH_P_ALL))
         assert sock.bound is None
         assert source.info.linktype == LINKTYPE_LINUX_SLL2
         packet = frames.ipv4(frames.udp(1, 2), 17)
-        assert not sock.inject(packet, ifindex=1, pkttype=capture.PACKET_OUTGOING)
-        assert sock.inject(packet, ifindex=1, pkttype=capture.PACKET_HOST)
-        assert sock.inject(packet, ifindex=2, pkttype=capture.PACKET_OUTGOING)
+        assert not sock.inject(packet, ifindex=1, pkttype=PACKET_OUTGOING)
+        assert sock.inject(packet, ifindex=1, pkttype=PACKET_HOST)
+        assert sock.inject(packet, ifindex=2, pkttype=PACKET_OUTGOING)
 
     def test_cookedInterface(self) -> None:
         """
@@ -187,7 +187,7 @@ class SetUpTests(SynchronousTestCase):
         """
         source = self.open(interface="tun0", filter="udp")
         assert self.system.socket.kind == socket.SOCK_DGRAM
-        assert self.system.socket.bound == ("tun0", capture.ETH_P_ALL)
+        assert self.system.socket.bound == ("tun0", linux.ETH_P_ALL)
         assert source.info.linktype == LINKTYPE_LINUX_SLL2
 
     def test_promiscuous(self) -> None:
@@ -196,8 +196,8 @@ class SetUpTests(SynchronousTestCase):
         socket.
         """
         self.open(interface="eth0", promiscuous=True)
-        membership = self.system.socket.options[(capture.SOL_PACKET, capture.PACKET_ADD_MEMBERSHIP)]
-        assert membership == struct.pack("=iHH8s", 2, capture.PACKET_MR_PROMISC, 0, b"")
+        membership = self.system.socket.options[(linux.SOL_PACKET, linux.PACKET_ADD_MEMBERSHIP)]
+        assert membership == struct.pack("=iHH8s", 2, linux.PACKET_MR_PROMISC, 0, b"")
 
     def test_permission(self) -> None:
         """
@@ -255,7 +255,7 @@ class SetUpTests(SynchronousTestCase):
         When the ring cannot be set up, packets are read with C{recvmsg},
         and the log says so.
         """
-        self.system.failures[(capture.SOL_PACKET, capture.PACKET_RX_RING)] = errno.ENOMEM
+        self.system.failures[(linux.SOL_PACKET, linux.PACKET_RX_RING)] = errno.ENOMEM
         with capturedLogs() as events:
             source = self.open(interface="eth0")
         assert isinstance(source, LinuxSocketSource)
@@ -394,14 +394,14 @@ class RingReadTests(SynchronousTestCase):
         """
         source, sock = self.open(interface="any")
         packet = frames.ipv4(frames.udp(1, 2), 17)
-        sock.inject(packet, ifindex=2, pkttype=capture.PACKET_OUTGOING, address=b"\x02" * 6)
+        sock.inject(packet, ifindex=2, pkttype=PACKET_OUTGOING, address=b"\x02" * 6)
         sock.retire()
         collector = Collector()
         collector.read(source)
         ((_, data, meta),) = collector.packets
         header = struct.pack(">HHiHBB8s", 0x0800, 0, 2, 1, 4, 6, b"\x02" * 6 + b"\0\0")
         assert data == header + packet
-        assert meta == Meta(len(packet) + 20, 2, capture.PACKET_OUTGOING)
+        assert meta == Meta(len(packet) + 20, 2, PACKET_OUTGOING)
 
     def test_cookedVlan(self) -> None:
         """
@@ -469,7 +469,7 @@ class SocketReadTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.system = MemoryLinuxSystem()
-        self.system.failures[(capture.SOL_PACKET, capture.PACKET_RX_RING)] = errno.EINVAL
+        self.system.failures[(linux.SOL_PACKET, linux.PACKET_RX_RING)] = errno.EINVAL
 
     def open(self, **kwargs: Any) -> tuple[IPacketSource, MemoryPacketSocket]:
         with capturedLogs():
@@ -483,11 +483,11 @@ class SocketReadTests(SynchronousTestCase):
         """
         source, sock = self.open(interface="eth0")
         assert source.info.method == "recvmsg"
-        sock.inject(udpFrame(9), timestamp=STAMP, ifindex=2, pkttype=capture.PACKET_BROADCAST)
+        sock.inject(udpFrame(9), timestamp=STAMP, ifindex=2, pkttype=PACKET_BROADCAST)
         collector = Collector()
         assert collector.read(source) == 1
         assert collector.packets == [
-            (STAMP, udpFrame(9), Meta(len(udpFrame(9)), 2, capture.PACKET_BROADCAST))
+            (STAMP, udpFrame(9), Meta(len(udpFrame(9)), 2, PACKET_BROADCAST))
         ]
 
     def test_vlanFromAuxdata(self) -> None:
@@ -537,15 +537,15 @@ class WindowsSourceTests(SynchronousTestCase):
         assert sock.calls == [
             ("socket", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IP),
             ("bind", ("192.0.2.10", 0)),
-            ("setsockopt", socket.IPPROTO_IP, capture.IP_HDRINCL, 1),
-            ("ioctl", capture.SIO_RCVALL, capture.RCVALL_IPLEVEL),
+            ("setsockopt", socket.IPPROTO_IP, windows.IP_HDRINCL, 1),
+            ("ioctl", windows.SIO_RCVALL, windows.RCVALL_IPLEVEL),
             ("setblocking", False),
         ]
         assert source.info.linktype == LINKTYPE_RAW
 
     def test_promiscuous(self) -> None:
         openCapture(CaptureRequest(interface="192.0.2.10", promiscuous=True), self.system)
-        assert ("ioctl", capture.SIO_RCVALL, capture.RCVALL_ON) in self.system.sockets[0].calls
+        assert ("ioctl", windows.SIO_RCVALL, windows.RCVALL_ON) in self.system.sockets[0].calls
 
     def test_any(self) -> None:
         """
@@ -602,7 +602,7 @@ class WindowsSourceTests(SynchronousTestCase):
         source.close()
         source.close()
         calls = self.system.sockets[0].calls
-        assert calls[-2:] == [("ioctl", capture.SIO_RCVALL, capture.RCVALL_OFF), ("close",)]
+        assert calls[-2:] == [("ioctl", windows.SIO_RCVALL, windows.RCVALL_OFF), ("close",)]
 
 
 class ReadingTestsMixin:
@@ -639,7 +639,7 @@ class ReadingTestsMixin:
         collector = self.collect(source, 2)
         payloads = [p[1][42:] for p in collector.packets]
         assert payloads == [b"first", b"second"]
-        assert {p[2].direction for p in collector.packets} == {capture.PACKET_HOST}
+        assert {p[2].direction for p in collector.packets} == {PACKET_HOST}
         assert source.statistics().received == 2
 
 
@@ -667,8 +667,8 @@ class RealReadingTests(ReadingTestsMixin, SynchronousTestCase):
     def setUp(self) -> None:
         requireRoot()
 
-    def makeSystem(self) -> capture.LinuxSystem:
-        return capture.LinuxSystem()
+    def makeSystem(self) -> linux.LinuxSystem:
+        return linux.LinuxSystem()
 
     def send(self, port: int, payload: bytes) -> None:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -692,6 +692,6 @@ def test_realSystemPlatform() -> None:
     """
     The default system is the platform's.
     """
-    system = capture.defaultSystem()
-    expected = capture.WindowsSystem if os.name == "nt" else capture.LinuxSystem
+    system = defaultSystem()
+    expected = windows.WindowsSystem if os.name == "nt" else linux.LinuxSystem
     assert isinstance(system, expected)

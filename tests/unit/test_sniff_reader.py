@@ -21,10 +21,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from echod.sniff import capture
-from echod.sniff.capture import CaptureInfo, CaptureRequest
 from echod.sniff.reader import IPacketConsumer, RawReader
 from echod.sniff.sinks import OutputError
+from echod.sniff.source import CaptureInfo, CapturePermissionError, CaptureRequest
 from tests import frames
 from tests.capturetesting import MemoryLinuxSystem, Meta
 from tests.environment import freePort, requireRoot
@@ -261,7 +260,7 @@ class RawReaderTests(SynchronousTestCase):
         """
         self.system.openError = 1
         reader = self.reader()
-        with pytest.raises(capture.CapturePermissionError):
+        with pytest.raises(CapturePermissionError):
             reader.open()
 
     def test_readsFromReactor(self) -> None:

@@ -24,9 +24,9 @@ from echod import config as _config
 from echod import service as echodService
 from echod.config import SniffConfig
 from echod.metrics import _captureMetrics
-from echod.sniff.capture import CapturePermissionError
 from echod.sniff.service import SniffService
 from echod.sniff.sinks import OutputError
+from echod.sniff.source import CapturePermissionError
 from tests import frames
 from tests.capturetesting import MemoryLinuxSystem
 

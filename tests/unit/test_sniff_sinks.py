@@ -19,7 +19,6 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
-from echod.sniff.capture import CaptureInfo
 from echod.sniff.reader import IPacketConsumer
 from echod.sniff.sinks import (
     OutputError,
@@ -29,6 +28,7 @@ from echod.sniff.sinks import (
     pcapHeader,
     rotationName,
 )
+from echod.sniff.source import CaptureInfo
 from tests import frames
 from tests.capturetesting import receive
 from tests.classicbpf import packSLL2

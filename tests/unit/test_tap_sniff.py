@@ -22,9 +22,9 @@ from zope.interface.verify import verifyObject
 from echod.config import ConfigError
 from echod.service import EchodService
 from echod.sniff.bpf import FilterError
-from echod.sniff.capture import UnknownInterfaceError
 from echod.sniff.service import SniffService
 from echod.sniff.sinks import OutputError
+from echod.sniff.source import UnknownInterfaceError
 from echod.tap import sniff
 
 

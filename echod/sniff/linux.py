@@ -1,70 +1,53 @@
-# -*- test-case-name: tests.unit.test_sniff_capture -*-
+# -*- test-case-name: tests.unit.test_sniff_linux -*-
 """
-Opening a raw capture, per platform, and reading the packets it holds.
+The Linux capture source: an C{AF_PACKET} socket with a C{TPACKET_V3} ring
+mapped into the process (L{LinuxRingSource}); the kernel fills whole blocks
+of packets and Python reads them with L{struct} straight from the mapping,
+so thousands of packets cost one wake-up and no system call each.  If the
+ring cannot be set up, a socket read with C{recvmsg} (L{LinuxSocketSource})
+takes over.  Either way the filter runs in the kernel (L{echod.sniff.bpf}),
+VLAN tags the kernel stripped are put back into the frame, and on a loopback
+interface each packet is seen once, not twice (C{PACKET_IGNORE_OUTGOING}, or
+a filter prologue for C{any}).
 
-Linux: an C{AF_PACKET} socket with a C{TPACKET_V3} ring mapped into the
-process (L{LinuxRingSource}); the kernel fills whole blocks of packets and
-Python reads them with L{struct} straight from the mapping, so thousands of
-packets cost one wake-up and no system call each.  If the ring cannot be set
-up, a socket read with C{recvmsg} (L{LinuxSocketSource}) takes over.  Either
-way the filter runs in the kernel (L{echod.sniff.bpf}), VLAN tags the kernel
-stripped are put back into the frame, and on a loopback interface each packet
-is seen once, not twice (C{PACKET_IGNORE_OUTGOING}, or a filter prologue for
-C{any}).
-
-Windows: an C{AF_INET} raw socket with C{SIO_RCVALL} (L{WindowsSource}),
-which sees IPv4 packets at the IP layer only and has no kernel filter.
-
-Every operating-system call goes through a "system" object
-(L{LinuxSystem}, L{WindowsSystem}) so that tests can hand in a fake one.
+Every operating-system call goes through L{LinuxSystem}, so that tests can
+hand in a fake one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import errno
 import mmap
 import socket
 import struct
-import sys
-import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.logger import Logger
-from zope.interface import Attribute, Interface, implementer
+from zope.interface import implementer
 
-from echod.errors import UserError
 from echod.sniff import bpf
-from echod.sniff.bpf import (
-    LINKTYPE_ETHERNET,
-    LINKTYPE_LINUX_SLL2,
-    LINKTYPE_RAW,
-    FilterError,
-    FilterProgram,
+from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, FilterError, FilterProgram
+from echod.sniff.source import (
+    CaptureError,
+    CaptureInfo,
+    CapturePermissionError,
+    CaptureRequest,
+    CaptureStatistics,
+    Deliver,
+    IPacketSource,
+    UnknownInterfaceError,
 )
 
 __all__ = [
-    "DIRECTION_NAMES",
-    "CaptureError",
-    "CaptureInfo",
-    "CapturePermissionError",
     "CapturePlan",
-    "CaptureRequest",
-    "CaptureStatistics",
-    "CaptureUnsupportedError",
-    "IPacketSource",
     "LinuxRingSource",
+    "LinuxSocket",
     "LinuxSocketSource",
     "LinuxSystem",
-    "UnknownInterfaceError",
-    "WindowsSource",
-    "WindowsSystem",
-    "checkRequest",
-    "defaultSystem",
-    "openCapture",
+    "openLinuxCapture",
     "planCapture",
     "ringGeometry",
 ]
@@ -92,28 +75,6 @@ SO_TIMESTAMPNS = 35
 ARPHRD_ETHER = 1
 ARPHRD_LOOPBACK = 772
 ETH_P_8021Q = 0x8100
-
-# Packet types (sll_pkttype), which say the direction.
-PACKET_HOST = 0
-PACKET_BROADCAST = 1
-PACKET_MULTICAST = 2
-PACKET_OTHERHOST = 3
-PACKET_OUTGOING = 4
-DIRECTION_UNKNOWN = -1
-DIRECTION_NAMES = {
-    PACKET_HOST: "in",
-    PACKET_BROADCAST: "broadcast",
-    PACKET_MULTICAST: "multicast",
-    PACKET_OTHERHOST: "otherhost",
-    PACKET_OUTGOING: "out",
-}
-
-# Windows
-SIO_RCVALL = 0x98000001
-RCVALL_OFF = 0
-RCVALL_ON = 1
-RCVALL_IPLEVEL = 3
-IP_HDRINCL = 2
 
 # The ring is in host byte order ("="), except sll_protocol.
 # struct tpacket_block_desc: version, offset_to_priv, then tpacket_hdr_v1:
@@ -143,135 +104,12 @@ _VLAN = struct.Struct(">HH")
 _TCI = struct.Struct(">H")
 _FRAME_SIZE = 2048
 _RETIRE_MS = 50
-_NS = 1_000_000_000
-
-
-class CaptureError(UserError):
-    """
-    A capture could not be opened; C{str()} is one line saying why.
-    """
-
-
-class CapturePermissionError(CaptureError):
-    """
-    The process lacks the privilege to open a raw socket.
-    """
-
-
-class UnknownInterfaceError(CaptureError):
-    """
-    The interface named does not exist here.
-    """
 
 
 class _BufferUnavailable(CaptureError):
     """
     The kernel would not set up the ring (or buffer) asked for.
     """
-
-
-class CaptureUnsupportedError(CaptureError):
-    """
-    This platform has no raw capture echod knows how to open.
-    """
-
-
-@dataclass(frozen=True)
-class CaptureRequest:
-    """
-    What to capture: the [sniff] keys that concern the socket.
-    """
-
-    interface: str = "any"
-    filter: str = ""
-    snaplen: int = 262144
-    promiscuous: bool = False
-    bufferBytes: int = 8 * 1024 * 1024
-
-
-@dataclass(frozen=True)
-class CaptureInfo:
-    """
-    What consumers must know about an open capture: the link type of every
-    packet's bytes, the snapshot length, the interface asked for, the names
-    of the interfaces by index, and how packets are read.
-    """
-
-    interface: str
-    linktype: int
-    snaplen: int
-    interfaces: Mapping[int, str] = field(default_factory=dict)
-    method: str = ""
-
-    def interfaceName(self, index: int) -> str:
-        """
-        The name of interface C{index}, or of the one captured on.
-        """
-        if index in self.interfaces:
-            return self.interfaces[index]
-        if index <= 0 or self.interface != "any":
-            return self.interface
-        return f"if{index}"
-
-
-@dataclass(frozen=True)
-class CaptureStatistics:
-    """
-    Kernel counters since the capture opened: packets that passed the filter
-    (C{received}, dropped ones included) and packets dropped because the
-    buffer was full (C{dropped}; L{None} where the platform does not say).
-    """
-
-    received: int
-    dropped: int | None
-
-
-Deliver = Callable[[int, int, bytes, int, int, int], None]
-"""
-Takes one packet: its kernel timestamp (seconds since the epoch and
-nanoseconds), its bytes, and what else the capture knows: its length on the
-wire (at least C{len(data)}), the index of the interface it was seen on (0:
-unknown) and its direction (a Linux packet type, C{PACKET_HOST}..., or
-C{DIRECTION_UNKNOWN}).
-
-Plain arguments, not an object: a Python object made per packet costs more
-than the rest of reading it from the ring (measured: ~300 ns of ~500 ns).
-"""
-
-
-class IPacketSource(Interface):
-    """
-    An open capture: a file descriptor the reactor watches, and the packets
-    waiting behind it.
-    """
-
-    info = Attribute("The L{CaptureInfo} of this capture.")
-
-    def fileno() -> int:
-        """
-        The descriptor that becomes readable when packets wait.
-        """
-
-    def readPackets(deliver: Deliver, limit: int, failed: Callable[[], None]) -> int:
-        """
-        Call C{deliver} (see L{Deliver}) for up to C{limit} waiting packets, in order; return
-        how many were delivered (0: none waits).  An exception from
-        C{deliver} is reported to C{failed} (inside the C{except} block, so
-        it can log the failure) and reading goes on.
-        """
-
-    def statistics() -> CaptureStatistics:
-        """
-        The kernel's counters so far.
-        """
-
-    def close() -> None:
-        """
-        Release the socket and its ring; idempotent.
-        """
-
-
-# --- the operating system ----------------------------------------------------
 
 
 class LinuxSocket(Protocol):
@@ -321,47 +159,6 @@ class LinuxSystem:
                 return int(f.read().strip())
         except (OSError, ValueError):
             return ARPHRD_ETHER
-
-
-class WindowsSocket(Protocol):
-    """
-    The parts of a L{socket.socket} the Windows capture uses.
-    """
-
-    def fileno(self) -> int: ...
-    def setsockopt(self, level: int, option: int, value: int, /) -> None: ...
-    def bind(self, address: tuple[str, int], /) -> None: ...
-    def setblocking(self, flag: bool, /) -> None: ...
-    def ioctl(self, control: int, option: int, /) -> Any: ...
-    def recv(self, bufsize: int, /) -> bytes: ...
-    def close(self) -> None: ...
-
-
-class WindowsSystem:
-    """
-    The operating-system calls the Windows capture makes (the real ones).
-    """
-
-    platform = "win32"
-
-    def openSocket(self, family: int, kind: int, protocol: int) -> WindowsSocket:
-        return socket.socket(family, kind, protocol)  # type: ignore[return-value]
-
-    def defaultAddress(self) -> str:
-        return socket.gethostbyname(socket.gethostname())
-
-    def nanoseconds(self) -> int:
-        return time.time_ns()
-
-
-def defaultSystem() -> LinuxSystem | WindowsSystem:
-    """
-    The real system object for the platform running.
-    """
-    return WindowsSystem() if sys.platform == "win32" else LinuxSystem()
-
-
-# --- Linux ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -799,137 +596,13 @@ class LinuxSocketSource(_LinuxSource):
         return delivered
 
 
-# --- Windows --------------------------------------------------------------------
-
-
-@implementer(IPacketSource)
-class WindowsSource:
+def openLinuxCapture(request: CaptureRequest, system: LinuxSystem) -> IPacketSource:
     """
-    C{SIO_RCVALL} on a raw IPv4 socket bound to one interface address: every
-    IP packet of that interface, without a link-layer header (C{LINKTYPE_RAW}),
-    timestamped when read.  There is no kernel filter and no drop counter.
-    """
-
-    method = "SIO_RCVALL"
-
-    def __init__(self, request: CaptureRequest, system: WindowsSystem) -> None:
-        if request.filter.strip():
-            raise FilterError(
-                "filters are not available on Windows (SIO_RCVALL has no kernel "
-                "filter); capture without one"
-            )
-        self._system = system
-        self._snaplen = request.snaplen
-        self._received = 0
-        self._closed = False
-        address = request.interface
-        if address == "any":
-            address = system.defaultAddress()
-        try:
-            socket.inet_aton(address)
-        except OSError:
-            raise UnknownInterfaceError(
-                f"on Windows the interface is the IPv4 address of one interface, "
-                f"not {request.interface!r}"
-            ) from None
-        self.info = CaptureInfo(address, LINKTYPE_RAW, request.snaplen, {}, self.method)
-        try:
-            self._socket = system.openSocket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IP)
-        except OSError as e:
-            if e.errno in (errno.EACCES, errno.EPERM) or getattr(e, "winerror", 0) == 10013:
-                raise CapturePermissionError(
-                    f"capturing on {address} needs Administrator rights"
-                ) from None
-            raise CaptureError(f"cannot capture on {address}: {e}") from None
-        try:
-            self._socket.bind((address, 0))
-            self._socket.setsockopt(socket.IPPROTO_IP, IP_HDRINCL, 1)
-            self._socket.ioctl(SIO_RCVALL, RCVALL_ON if request.promiscuous else RCVALL_IPLEVEL)
-            self._socket.setblocking(False)
-        except OSError as e:
-            self._socket.close()
-            self._closed = True
-            if e.errno == errno.EADDRNOTAVAIL or getattr(e, "winerror", 0) == 10049:
-                raise UnknownInterfaceError(f"no interface has the address {address}") from None
-            raise CaptureError(f"cannot capture on {address}: {e}") from None
-
-    def fileno(self) -> int:
-        return self._socket.fileno()
-
-    def readPackets(self, deliver: Deliver, limit: int, failed: Callable[[], None]) -> int:
-        delivered = 0
-        while delivered < limit:
-            try:
-                data = self._socket.recv(65535)
-            except (BlockingIOError, InterruptedError):
-                break
-            delivered += 1
-            self._received += 1
-            sec, nsec = divmod(self._system.nanoseconds(), _NS)
-            try:
-                deliver(sec, nsec, data[: self._snaplen], len(data), 0, DIRECTION_UNKNOWN)
-            except Exception:
-                failed()
-        return delivered
-
-    def statistics(self) -> CaptureStatistics:
-        return CaptureStatistics(self._received, None)
-
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        with contextlib.suppress(OSError):
-            self._socket.ioctl(SIO_RCVALL, RCVALL_OFF)
-        self._socket.close()
-
-
-# --- choosing -------------------------------------------------------------------
-
-
-def checkRequest(
-    request: CaptureRequest, system: LinuxSystem | WindowsSystem | None = None
-) -> None:
-    """
-    Check what can be checked without the privilege to capture: that the
-    interface exists and that the filter compiles for it.
-
-    @raise CaptureError: or L{FilterError}, one line each.
-    """
-    if system is None:
-        system = defaultSystem()
-    if isinstance(system, WindowsSystem) or system.platform == "win32":
-        if request.filter.strip():
-            raise FilterError(
-                "filters are not available on Windows (SIO_RCVALL has no kernel "
-                "filter); capture without one"
-            )
-        return
-    if not system.platform.startswith("linux"):
-        raise CaptureUnsupportedError(
-            f"packet capture is supported on Linux and Windows, not {system.platform}"
-        )
-    planCapture(request, system)
-
-
-def openCapture(
-    request: CaptureRequest,
-    system: LinuxSystem | WindowsSystem | None = None,
-) -> IPacketSource:
-    """
-    Open the capture C{request} describes, the way this platform allows.
+    Open a ring if the kernel gives one, else a socket read packet by packet.
 
     @raise CaptureError: (a L{UserError}) with one line saying what is wrong.
     @raise FilterError: the filter does not compile or cannot run here.
     """
-    if system is None:
-        system = defaultSystem()
-    if isinstance(system, WindowsSystem) or system.platform == "win32":
-        return WindowsSource(request, system)  # type: ignore[arg-type]
-    if not system.platform.startswith("linux"):
-        raise CaptureUnsupportedError(
-            f"packet capture is supported on Linux and Windows, not {system.platform}"
-        )
     plan = planCapture(request, system)
     try:
         return LinuxRingSource(request, plan, system)
