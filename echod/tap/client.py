@@ -23,7 +23,7 @@ from twisted.python import usage
 
 from echod import config as _config
 from echod import versionLine
-from echod.client import (
+from echod.client.protocols import (
     PROG,
     EchoClientService,
     ExitStatus,

@@ -29,8 +29,9 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from echod import client, service
-from echod.client import EchoClientService, ExitStatus, Plan, makePlan
+from echod import service
+from echod.client import protocols as client
+from echod.client.protocols import EchoClientService, ExitStatus, Plan, makePlan
 from echod.config import ClientConfig, Config, ServerConfig
 from tests.environment import hasIPv6, requireIPv6
 

@@ -28,8 +28,8 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from zope.interface import implementer
 
-from echod import client
-from echod.client import (
+from echod.client import protocols as client
+from echod.client.protocols import (
     BulkEchoProtocol,
     BulkPattern,
     ClosedEarly,

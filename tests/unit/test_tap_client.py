@@ -11,7 +11,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from echod import client
+from echod.client import protocols as client
 from echod.config import ConfigError
 from echod.tap.client import Options, main, makeService
 
