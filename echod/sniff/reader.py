@@ -7,7 +7,7 @@ each (timestamp, bytes, meta) to an L{IPacketConsumer}.
 Modelled on L{twisted.pair.tuntap.TuntapPort}: the capture is opened when
 asked (in C{privilegedStartService}, as root), read within a budget per
 reactor turn so that other connections keep being served, and every OS call
-goes through an injected system object (see L{echod.sniff.source}).
+goes through an injected system object (see L{echod.sniff.platforms}).
 """
 
 from __future__ import annotations
@@ -23,14 +23,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
-from echod.sniff.source import (
-    CaptureInfo,
-    CaptureRequest,
-    CaptureStatistics,
-    CaptureSystem,
-    IPacketSource,
-    openCapture,
-)
+from echod.sniff.platforms import CaptureSystem, openCapture
+from echod.sniff.source import CaptureInfo, CaptureRequest, CaptureStatistics, IPacketSource
 
 __all__ = ["IPacketConsumer", "RawReader", "ReaderStatistics"]
 

@@ -31,9 +31,10 @@ from zope.interface import implementer
 from echod.config import SniffConfig
 from echod.errors import UserError
 from echod.interfaces import ICaptureStatistics
+from echod.sniff.platforms import CaptureSystem, checkRequest, openCapture
 from echod.sniff.reader import RawReader, ReaderStatistics
 from echod.sniff.sinks import OutputError, PcapSink, RotatingOutput, SummarySink
-from echod.sniff.source import CaptureRequest, CaptureSystem, checkRequest, openCapture
+from echod.sniff.source import CaptureRequest
 
 __all__ = ["SniffService", "captureRequest", "checkSniffing", "makeConsumer", "standardOutput"]
 

@@ -3,28 +3,19 @@
 What a capture source is, whatever the platform: L{IPacketSource} (a
 descriptor the reactor watches and the packets behind it), what is asked of
 it (L{CaptureRequest}) and said about it (L{CaptureInfo},
-L{CaptureStatistics}, the direction of a packet), its errors, and
-L{openCapture}, which picks the source for the platform:
-L{echod.sniff.linux} or L{echod.sniff.windows}.
-
-The platform modules are imported only when a capture is checked or opened,
-so that importing the sniffer needs nothing of the other platform.
+L{CaptureStatistics}, the direction of a packet), and its errors.  The
+sources are in L{echod.sniff.linux} and L{echod.sniff.windows};
+L{echod.sniff.platforms} opens the one this platform has.
 """
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeAlias
 
 from zope.interface import Attribute, Interface
 
 from echod.errors import UserError
-
-if TYPE_CHECKING:
-    from echod.sniff.linux import LinuxSystem
-    from echod.sniff.windows import WindowsSystem
 
 __all__ = [
     "DIRECTION_NAMES",
@@ -39,14 +30,10 @@ __all__ = [
     "CapturePermissionError",
     "CaptureRequest",
     "CaptureStatistics",
-    "CaptureSystem",
     "CaptureUnsupportedError",
     "Deliver",
     "IPacketSource",
     "UnknownInterfaceError",
-    "checkRequest",
-    "defaultSystem",
-    "openCapture",
 ]
 
 # The direction of a packet: Linux's packet types (sll_pkttype), which every
@@ -64,12 +51,6 @@ DIRECTION_NAMES = {
     PACKET_OTHERHOST: "otherhost",
     PACKET_OUTGOING: "out",
 }
-
-CaptureSystem: TypeAlias = "LinuxSystem | WindowsSystem"
-"""
-The operating-system calls of one platform's capture (the real ones, or a
-fake one in tests).
-"""
 
 
 class CaptureError(UserError):
@@ -188,66 +169,3 @@ class IPacketSource(Interface):
         """
         Release the socket and its ring; idempotent.
         """
-
-
-# --- choosing the platform's source ---------------------------------------------
-
-
-def defaultSystem() -> CaptureSystem:
-    """
-    The real system object for the platform running.
-    """
-    if sys.platform == "win32":
-        from echod.sniff.windows import WindowsSystem
-
-        return WindowsSystem()
-    from echod.sniff.linux import LinuxSystem
-
-    return LinuxSystem()
-
-
-def _checkSupported(system: CaptureSystem) -> None:
-    if not system.platform.startswith("linux"):
-        raise CaptureUnsupportedError(
-            f"packet capture is supported on Linux and Windows, not {system.platform}"
-        )
-
-
-def checkRequest(request: CaptureRequest, system: CaptureSystem | None = None) -> None:
-    """
-    Check what can be checked without the privilege to capture: that the
-    interface exists and that the filter compiles for it.
-
-    @raise CaptureError: or L{echod.sniff.bpf.FilterError}, one line each.
-    """
-    if system is None:
-        system = defaultSystem()
-    from echod.sniff.windows import WindowsSystem, checkWindowsRequest
-
-    if isinstance(system, WindowsSystem) or system.platform == "win32":
-        checkWindowsRequest(request)
-        return
-    _checkSupported(system)
-    from echod.sniff.linux import planCapture
-
-    planCapture(request, system)
-
-
-def openCapture(request: CaptureRequest, system: CaptureSystem | None = None) -> IPacketSource:
-    """
-    Open the capture C{request} describes, the way this platform allows.
-
-    @raise CaptureError: (a L{UserError}) with one line saying what is wrong.
-    @raise echod.sniff.bpf.FilterError: the filter does not compile or cannot
-        run here.
-    """
-    if system is None:
-        system = defaultSystem()
-    from echod.sniff.windows import WindowsSource, WindowsSystem
-
-    if isinstance(system, WindowsSystem) or system.platform == "win32":
-        return WindowsSource(request, system)  # type: ignore[arg-type]
-    _checkSupported(system)
-    from echod.sniff.linux import openLinuxCapture
-
-    return openLinuxCapture(request, system)

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from echod.sniff import linux, windows
 from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, FilterError
 from echod.sniff.linux import LinuxRingSource, LinuxSocketSource, ringGeometry
+from echod.sniff.platforms import checkRequest, defaultSystem, openCapture
 from echod.sniff.source import (
     PACKET_BROADCAST,
     PACKET_HOST,
@@ -31,9 +32,6 @@ from echod.sniff.source import (
     CaptureUnsupportedError,
     IPacketSource,
     UnknownInterfaceError,
-    checkRequest,
-    defaultSystem,
-    openCapture,
 )
 from echod.sniff.windows import WindowsSource
 from tests import frames
