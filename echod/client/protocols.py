@@ -1,41 +1,23 @@
 # -*- test-case-name: tests.unit.test_client -*-
 """
-The echo client: resolve a host to all of its addresses, connect to the first
-that answers (Happy Eyeballs over IPv6 and IPv4), send, and check that every
-byte comes back.
-
-Three modes share one connection logic and one report:
-
-  - I{one-shot}: send the message once and print C{Received b'...'}, like the
-    socket example echod grew from;
-  - I{ping}: send C{count} messages C{interval} seconds apart, check each reply
-    byte for byte, print its round-trip time, then a summary (loss, mismatches,
-    min/avg/max/p50/p99);
-  - I{bulk}: stream C{bulk} bytes of a deterministic pattern with backpressure,
-    verify them as they come back, and report MB/s.
+The TCP protocols of a run and their factory: ping and one-shot
+(L{EchoClientProtocol}), bulk (L{BulkEchoProtocol}).
 
 Echo is a byte stream: a reply may arrive split over several reads or joined
 with the next one, so replies are matched to messages by byte counts, never by
-read boundaries.  Every failure becomes a L{ClientError} whose C{status} is the
-process exit status, the same for C{echod-client} and C{twistd echod-client}.
+read boundaries.
 
-Output for the user (the replies, the summary) goes to a text stream handed in
-(standard output), not through the logger: it is the program's result.
+Still here, to be split next: connecting, one whole run, and the twistd service.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import json
-import math
 import os
-import random
 import sys
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from enum import IntEnum
 from typing import IO, Any
 
 from twisted.application.service import Service
@@ -59,425 +41,40 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echod.addresses import describePeer
-from echod.config import (
-    ClientConfig,
-    ConfigError,
-    FileProblem,
-    endpointParameters,
-    readRegularFile,
-    tcp6ClientParameters,
+from echod.client.bulk import BulkPattern
+from echod.client.errors import (
+    ClientError,
+    ClosedEarly,
+    ConnectFailed,
+    ExitStatus,
+    InternalError,
+    Interrupted,
+    Mismatched,
+    NameNotResolved,
+    TimedOut,
 )
-from echod.errors import UserError
+from echod.client.plan import Plan
+from echod.client.report import Reporter, Summary, describeDifference
+from echod.config import endpointParameters, tcp6ClientParameters
 from echod.logs import offerToTwistd
 
 __all__ = [
     "BULK_WINDOW",
     "BulkEchoProtocol",
-    "BulkPattern",
-    "ClientError",
-    "ClosedEarly",
-    "ConnectFailed",
+    "ClientProtocol",
     "EchoClient",
     "EchoClientFactory",
     "EchoClientProtocol",
     "EchoClientService",
-    "ExitStatus",
-    "InternalError",
-    "Interrupted",
-    "Mismatched",
-    "NameNotResolved",
-    "Plan",
-    "RTTStats",
-    "Reporter",
-    "Summary",
-    "TimedOut",
+    "RecordingResolver",
     "connectFailure",
-    "makePlan",
+    "endpointFor",
     "runClient",
 ]
 
-PROG = "echod-client"
-
-# Bulk mode: bytes written per call, and at most this many bytes sent but not
-# yet verified (the memory the client holds is about twice this).
-BULK_CHUNK = 64 * 1024
+# Bulk mode: at most this many bytes sent but not yet verified (the memory
+# the client holds is about twice this).
 BULK_WINDOW = 4 * 1024 * 1024
-_BULK_SEED = 862
-
-
-class ExitStatus(IntEnum):
-    """
-    The exit status of C{echod-client} and C{twistd -n echod-client}.
-    """
-
-    OK = 0
-    INTERNAL = 1
-    USAGE = 2
-    UNRESOLVED = 3
-    UNREACHABLE = 4
-    TIMEOUT = 5
-    CLOSED = 6
-    MISMATCH = 7
-    INTERRUPTED = 130
-
-
-class ClientError(UserError):
-    """
-    Why a run failed, in one line; C{status} is the exit status it gives.
-    """
-
-    status: ExitStatus = ExitStatus.UNREACHABLE
-
-
-class NameNotResolved(ClientError):
-    status = ExitStatus.UNRESOLVED
-
-
-class ConnectFailed(ClientError):
-    status = ExitStatus.UNREACHABLE
-
-
-class TimedOut(ClientError):
-    status = ExitStatus.TIMEOUT
-
-
-class ClosedEarly(ClientError):
-    status = ExitStatus.CLOSED
-
-
-class Mismatched(ClientError):
-    status = ExitStatus.MISMATCH
-
-
-class Interrupted(ClientError):
-    status = ExitStatus.INTERRUPTED
-
-
-class InternalError(ClientError):
-    status = ExitStatus.INTERNAL
-
-
-# --- what to do ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Plan:
-    """
-    A validated run: the settings of the C{[client]} table (after the command
-    line), the payload read, and the mode they select.
-
-    @ivar mode: C{"once"}, C{"ping"} or C{"bulk"}.
-    @ivar payload: the bytes of every message (not used in bulk mode).
-    """
-
-    settings: ClientConfig
-    mode: str
-    payload: bytes
-
-    @property
-    def target(self) -> str:
-        """
-        What the user asked to reach, as said in messages.
-        """
-        if self.settings.endpoint:
-            return self.settings.endpoint
-        return f"{self.settings.host} port {self.settings.port}"
-
-
-def _keyError(key: str, value: object, problem: str) -> ConfigError:
-    return ConfigError(problem, key=f"client.{key}", value=value)
-
-
-def makePlan(
-    settings: ClientConfig,
-    stdin: IO[bytes] | None = None,
-    error: Callable[[str, object, str], ConfigError] = _keyError,
-) -> Plan:
-    """
-    Check the rules that involve more than one key of C{[client]}, read the
-    payload, and choose the mode: bulk if C{bulk} is set; one-shot for a single
-    message as it is (no C{count}, C{size}, C{file} or C{json}); else ping.
-
-    @param error: makes the error about a key of C{[client]}, its value and
-        the problem: by default named C{client.KEY}; the command line names it
-        by the option the user typed, a config file by its file and line.
-    @raise ConfigError: for anything the user must fix; nothing has been
-        connected yet.
-    """
-    if settings.bulk:
-        return Plan(settings, "bulk", b"")
-    if settings.file:
-        payload = _readPayload(settings.file, stdin, error)
-    else:
-        payload = settings.message.encode("utf-8")
-    if settings.size:
-        if not payload:
-            raise error("size", settings.size, "cannot fill a message from an empty payload")
-        repeats = -(-settings.size // len(payload))
-        payload = (payload * repeats)[: settings.size]
-    if not payload:
-        key = "file" if settings.file else "message"
-        raise error(key, getattr(settings, key), "the payload is empty: there is nothing to echo")
-    once = settings.count == 1 and not (settings.size or settings.file or settings.json)
-    return Plan(settings, "once" if once else "ping", payload)
-
-
-_MAX_PAYLOAD = 64 * 1024 * 1024
-
-
-def _readPayload(
-    path: str, stdin: IO[bytes] | None, error: Callable[[str, object, str], ConfigError]
-) -> bytes:
-    try:
-        if path == "-":
-            source = stdin if stdin is not None else sys.stdin.buffer
-            data = source.read(_MAX_PAYLOAD + 1)
-        else:
-            # A regular file only: a FIFO would block, a device never end.
-            data = readRegularFile(path, _MAX_PAYLOAD)
-    except (OSError, FileProblem) as e:
-        reason = (e.strerror if isinstance(e, OSError) else None) or str(e)
-        raise error("file", path, f"cannot read the payload: {reason.lower()}") from None
-    if len(data) > _MAX_PAYLOAD:
-        raise error(
-            "file", path, f"the payload is larger than {_MAX_PAYLOAD} bytes (use --bulk for more)"
-        )
-    return data
-
-
-# --- statistics ---------------------------------------------------------------
-
-
-def _percentile(ordered: Sequence[float], percent: float) -> float:
-    """
-    Nearest-rank percentile: the smallest value with at least C{percent} % of
-    the values at or below it.
-    """
-    rank = max(1, math.ceil(percent / 100 * len(ordered)))
-    return ordered[rank - 1]
-
-
-@dataclass
-class RTTStats:
-    """
-    Messages sent, replies received and mismatched, and round-trip times in
-    seconds.  Loss counts messages whose reply never came (whole or in part).
-    """
-
-    sent: int = 0
-    received: int = 0
-    mismatched: int = 0
-    rtts: list[float] = field(default_factory=list)
-
-    def add(self, rtt: float, matched: bool) -> None:
-        self.received += 1
-        self.rtts.append(rtt)
-        if not matched:
-            self.mismatched += 1
-
-    @property
-    def lossPercent(self) -> float:
-        if not self.sent:
-            return 0.0
-        return 100.0 * (self.sent - self.received) / self.sent
-
-    def summary(self) -> dict[str, float] | None:
-        """
-        min, avg, max, p50 and p99 of the round-trip times, in seconds;
-        L{None} when no reply came.
-        """
-        if not self.rtts:
-            return None
-        ordered = sorted(self.rtts)
-        return {
-            "min": ordered[0],
-            "avg": math.fsum(ordered) / len(ordered),
-            "max": ordered[-1],
-            "p50": _percentile(ordered, 50),
-            "p99": _percentile(ordered, 99),
-        }
-
-
-@dataclass
-class Summary:
-    """
-    The result of a run, for the report and for C{--json}.
-    """
-
-    mode: str
-    target: str
-    peer: str | None = None
-    payloadSize: int = 0
-    stats: RTTStats = field(default_factory=RTTStats)
-    bulkBytes: int = 0
-    bytesSent: int = 0
-    bytesVerified: int = 0
-    started: float | None = None
-    ended: float | None = None
-    firstProblem: str | None = None
-    error: ClientError | None = None
-
-    @property
-    def status(self) -> ExitStatus:
-        """
-        Echoed data that differed is what matters most, whatever ended the
-        run (a server that corrupts data may well close or stall next); then
-        the error that ended the run; else success.
-        """
-        if self.stats.mismatched and not isinstance(self.error, Mismatched):
-            return ExitStatus.MISMATCH
-        if self.error is not None:
-            return self.error.status
-        return ExitStatus.OK
-
-    @property
-    def seconds(self) -> float:
-        if self.started is None or self.ended is None:
-            return 0.0
-        return max(0.0, self.ended - self.started)
-
-    @property
-    def megabytesPerSecond(self) -> float:
-        """
-        Verified bytes per second, in MB (10**6 bytes).
-        """
-        seconds = self.seconds
-        return self.bytesVerified / seconds / 1e6 if seconds > 0 else 0.0
-
-    def asJSON(self) -> dict[str, Any]:
-        result: dict[str, Any] = {
-            "mode": self.mode,
-            "target": self.target,
-            "peer": self.peer,
-            "status": int(self.status),
-            "error": str(self.error) if self.error is not None else None,
-            "seconds": round(self.seconds, 6),
-        }
-        if self.mode == "bulk":
-            result.update(
-                bytes=self.bulkBytes,
-                bytes_sent=self.bytesSent,
-                bytes_verified=self.bytesVerified,
-                mb_per_s=round(self.megabytesPerSecond, 3),
-            )
-            return result
-        rtt = self.stats.summary()
-        result.update(
-            bytes_per_message=self.payloadSize,
-            sent=self.stats.sent,
-            received=self.stats.received,
-            mismatched=self.stats.mismatched,
-            loss_percent=round(self.stats.lossPercent, 3),
-            rtt_ms=None if rtt is None else {k: round(v * 1000, 3) for k, v in rtt.items()},
-        )
-        return result
-
-
-# --- output -------------------------------------------------------------------
-
-
-def _plural(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
-
-
-def _difference(expected: bytes, received: bytes, offset: int) -> str:
-    return f"sent 0x{expected[0]:02x}, received 0x{received[0]:02x} at byte {offset}"
-
-
-class Reporter:
-    """
-    Writes the run's lines to C{out} (standard output): the one-shot
-    C{Received b'...'} line, ping's per-reply lines and summary, bulk's result,
-    or only the JSON summary.  Errors go to C{err} as one line each.
-    """
-
-    def __init__(self, plan: Plan, out: IO[str], err: IO[str]) -> None:
-        self.plan = plan
-        self.out = out
-        self.err = err
-        self.quiet = plan.settings.json
-
-    def _line(self, text: str) -> None:
-        self.out.write(text + "\n")
-        self.out.flush()
-
-    def connected(self, summary: Summary) -> None:
-        if self.quiet or self.plan.mode == "once":
-            return
-        if self.plan.mode == "bulk":
-            self._line(f"BULK {summary.target} ({summary.peer}): {summary.bulkBytes} bytes")
-        else:
-            self._line(
-                f"ECHO {summary.target} ({summary.peer}): {summary.payloadSize} bytes, "
-                f"{_plural(self.plan.settings.count, 'message')}"
-            )
-
-    def replied(
-        self, summary: Summary, seq: int, rtt: float, reply: bytes | None, problem: str | None
-    ) -> None:
-        """
-        One whole reply came back; C{problem} says how it differs, if it does.
-        C{reply} is kept in one-shot mode only.
-        """
-        if self.quiet:
-            return
-        if self.plan.mode == "once":
-            self._line(f"Received {reply!r}")
-            return
-        line = (
-            f"{summary.payloadSize} bytes from {summary.peer}: seq={seq} time={rtt * 1000:.3f} ms"
-        )
-        if problem is not None:
-            line += f" MISMATCH ({problem})"
-        self._line(line)
-
-    def finished(self, summary: Summary) -> None:
-        if self.quiet:
-            self._line(json.dumps(summary.asJSON(), sort_keys=True))
-        elif self.plan.mode == "bulk":
-            if summary.bytesVerified or summary.error is None:
-                self._line(
-                    f"{summary.bytesSent} bytes sent, {summary.bytesVerified} bytes verified "
-                    f"in {summary.seconds:.3f} s: {summary.megabytesPerSecond:.1f} MB/s"
-                )
-        elif self.plan.mode == "ping" and summary.peer is not None:
-            stats = summary.stats
-            self._line("")
-            self._line(f"--- {summary.target} echo statistics ---")
-            self._line(
-                f"{stats.sent} sent, {stats.received} received, {stats.mismatched} mismatched, "
-                f"{stats.lossPercent:.1f}% loss, time {summary.seconds * 1000:.0f} ms"
-            )
-            rtt = stats.summary()
-            if rtt is not None:
-                values = "/".join(
-                    f"{rtt[k] * 1000:.3f}" for k in ("min", "avg", "max", "p50", "p99")
-                )
-                self._line(f"rtt min/avg/max/p50/p99 = {values} ms")
-        self.failed(summary)
-
-    def failed(self, summary: Summary) -> None:
-        """
-        One line on C{err} for each thing that went wrong: replies that
-        differed, and the error that ended the run.
-        """
-        lines = []
-        if summary.stats.mismatched:
-            if self.plan.mode == "once":
-                lines.append(f"the echo differs from what was sent ({summary.firstProblem})")
-            else:
-                lines.append(
-                    f"{summary.stats.mismatched} of {summary.stats.received} replies differed "
-                    f"from what was sent (first: {summary.firstProblem})"
-                )
-        if summary.error is not None:
-            lines.append(str(summary.error))
-        for line in lines:
-            self.err.write(f"{PROG}: {line}\n")
-        self.err.flush()
-
-
-# --- the protocols -------------------------------------------------------------
 
 
 class _Deadline:
@@ -527,7 +124,7 @@ def _tlsProblem(reason: Failure) -> str | None:
     return str(value) or type(value).__name__
 
 
-class _ClientProtocol(Protocol):
+class ClientProtocol(Protocol):
     """
     What every mode shares: the summary, the reply deadline, and closing.
     L{finished} fires once the connection is closed; L{error} then says why
@@ -615,7 +212,7 @@ class _ClientProtocol(Protocol):
         return f"lost the connection ({reason.getErrorMessage()})"
 
 
-class EchoClientProtocol(_ClientProtocol):
+class EchoClientProtocol(ClientProtocol):
     """
     One-shot and ping modes: send the same payload C{count} times,
     C{interval} seconds apart (or each as soon as the previous reply is back,
@@ -700,7 +297,7 @@ class EchoClientProtocol(_ClientProtocol):
     def _describe(self, piece: bytes) -> str:
         expected = self._payload[self._offset : self._offset + len(piece)]
         index = next(i for i, (a, b) in enumerate(zip(expected, piece, strict=True)) if a != b)
-        return _difference(
+        return describeDifference(
             expected[index : index + 1], piece[index : index + 1], self._offset + index
         )
 
@@ -743,63 +340,8 @@ class EchoClientProtocol(_ClientProtocol):
         )
 
 
-class BulkPattern:
-    """
-    The bytes bulk mode streams: chunk C{k} is C{k} as 8 bytes, big-endian,
-    then a fixed block from a seeded PRNG.  Deterministic, cheap to make and
-    to check piece by piece, and no two chunks alike, so a lost, repeated or
-    reordered chunk is caught too.
-    """
-
-    def __init__(self, total: int, chunkSize: int = BULK_CHUNK, seed: int = _BULK_SEED) -> None:
-        if chunkSize <= 8:
-            raise ValueError("chunkSize must be larger than 8")
-        self.total = total
-        self.chunkSize = chunkSize
-        self._body = random.Random(seed).randbytes(chunkSize - 8)
-        self._cache: tuple[int, bytes] = (-1, b"")
-
-    def chunk(self, index: int) -> bytes:
-        cachedIndex, cached = self._cache
-        if cachedIndex == index:
-            return cached
-        data = index.to_bytes(8, "big") + self._body
-        end = self.total - index * self.chunkSize
-        if end < self.chunkSize:
-            data = data[: max(0, end)]
-        self._cache = (index, data)
-        return data
-
-    def slice(self, offset: int, length: int) -> bytes:
-        """
-        The C{length} bytes (at most to the end of the chunk) at C{offset}.
-        """
-        index, start = divmod(offset, self.chunkSize)
-        return self.chunk(index)[start : start + length]
-
-    def mismatch(self, offset: int, data: bytes) -> str | None:
-        """
-        L{None} if C{data} is what the stream holds at C{offset}, else where
-        and how it first differs.
-        """
-        position = 0
-        while position < len(data):
-            index, start = divmod(offset + position, self.chunkSize)
-            chunk = self.chunk(index)
-            take = min(len(chunk) - start, len(data) - position)
-            if take <= 0:
-                return f"{len(data) - position} bytes more than were sent"
-            if not data.startswith(chunk[start : start + take], position):
-                piece = data[position : position + take]
-                expected = chunk[start : start + take]
-                i = next(i for i in range(take) if piece[i] != expected[i])
-                return _difference(expected[i : i + 1], piece[i : i + 1], offset + position + i)
-            position += take
-        return None
-
-
 @implementer(IPushProducer)
-class BulkEchoProtocol(_ClientProtocol):
+class BulkEchoProtocol(ClientProtocol):
     """
     Bulk mode: a streaming producer for its own transport.  It writes the
     pattern while the transport wants more (the transport pauses it when its
@@ -899,7 +441,7 @@ class BulkEchoProtocol(_ClientProtocol):
         )
 
 
-class EchoClientFactory(Factory[_ClientProtocol]):
+class EchoClientFactory(Factory[ClientProtocol]):
     """
     Builds the protocol of the plan's mode and hands it the plan, the clock,
     the summary and the reporter: the only way they reach it.
@@ -917,14 +459,12 @@ class EchoClientFactory(Factory[_ClientProtocol]):
         else:
             self.summary.payloadSize = len(plan.payload)
 
-    def buildProtocol(self, addr: IAddress | None) -> _ClientProtocol | None:
-        protocol: _ClientProtocol
+    def buildProtocol(self, addr: IAddress | None) -> ClientProtocol | None:
+        protocol: ClientProtocol
         protocol = BulkEchoProtocol() if self.plan.mode == "bulk" else EchoClientProtocol()
         protocol.factory = self
         return protocol
 
-
-# --- connecting ------------------------------------------------------------------
 
 _FAMILIES: dict[str, Sequence[type[IAddress]] | None] = {
     "any": None,
@@ -934,7 +474,7 @@ _FAMILIES: dict[str, Sequence[type[IAddress]] | None] = {
 
 
 @implementer(IHostnameResolver)
-class _Resolver:
+class RecordingResolver:
     """
     The reactor's resolver (or one handed in), restricted to one address
     family for C{-4}/C{-6}, and recording the addresses it found for error
@@ -1042,9 +582,13 @@ def connectFailure(reason: Failure, plan: Plan, addresses: Sequence[IAddress] = 
     return ConnectFailed(f"cannot connect to {target}: {reason.getErrorMessage()}{tried}")
 
 
-def _endpoint(
+def endpointFor(
     reactor: Any, plan: Plan, resolver: IHostnameResolver | None
-) -> tuple[IStreamClientEndpoint, _Resolver | None]:
+) -> tuple[IStreamClientEndpoint, RecordingResolver | None]:
+    """
+    The endpoint to connect to, and the resolver recording the addresses
+    tried (L{None} for an endpoint string, which resolves by itself).
+    """
     from twisted.internet.endpoints import (
         HostnameEndpoint,
         TCP6ClientEndpoint,
@@ -1062,7 +606,7 @@ def _endpoint(
             )
             return tcp6, None
         return clientFromString(reactor, settings.endpoint), None
-    recording = _Resolver(resolver or reactor.nameResolver, _FAMILIES[settings.family])
+    recording = RecordingResolver(resolver or reactor.nameResolver, _FAMILIES[settings.family])
     endpoint = HostnameEndpoint(
         _ResolvingReactor(reactor, recording),
         settings.host,
@@ -1070,9 +614,6 @@ def _endpoint(
         timeout=settings.timeout,
     )
     return endpoint, recording
-
-
-# --- a whole run ------------------------------------------------------------------
 
 
 class EchoClient:
@@ -1097,7 +638,7 @@ class EchoClient:
         self.factory = EchoClientFactory(plan, reactor, self.reporter)
         self._resolver = resolver
         self._connecting: Deferred[Any] | None = None
-        self._protocol: _ClientProtocol | None = None
+        self._protocol: ClientProtocol | None = None
         self._timedOut = False
         self._interrupted = False
         self._result: Deferred[Summary] | None = None
@@ -1110,7 +651,7 @@ class EchoClient:
         result: Deferred[Summary] = Deferred()
         self._result = result
         try:
-            endpoint, recording = _endpoint(self._reactor, self.plan, self._resolver)
+            endpoint, recording = endpointFor(self._reactor, self.plan, self._resolver)
         except Exception as e:
             self._end(connectFailure(Failure(e), self.plan))
             return result
@@ -1122,7 +663,7 @@ class EchoClient:
         # would be reported as a name that does not resolve.
         deadline = self._reactor.callLater(self.plan.settings.timeout, self._connectTimedOut)
 
-        def connected(protocol: _ClientProtocol) -> Deferred[None]:
+        def connected(protocol: ClientProtocol) -> Deferred[None]:
             self._connecting = None
             if deadline.active():
                 deadline.cancel()
@@ -1205,9 +746,6 @@ def runClient(
     client = EchoClient(reactor, plan, out, err, resolver)
     status = client.run().addCallback(lambda summary: summary.status)
     return client, status
-
-
-# --- twistd -----------------------------------------------------------------------
 
 
 class EchoClientService(Service):

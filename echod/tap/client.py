@@ -23,15 +23,10 @@ from twisted.python import usage
 
 from echod import config as _config
 from echod import versionLine
-from echod.client.protocols import (
-    PROG,
-    EchoClientService,
-    ExitStatus,
-    Plan,
-    Summary,
-    makePlan,
-    runClient,
-)
+from echod.client.errors import ExitStatus
+from echod.client.plan import Plan, makePlan
+from echod.client.protocols import EchoClientService, runClient
+from echod.client.report import PROG, Summary
 from echod.errors import UserError, errorLines, oneLine
 from echod.logs import observerForTwistd
 

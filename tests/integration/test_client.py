@@ -30,8 +30,10 @@ from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
 from echod import service
-from echod.client import protocols as client
-from echod.client.protocols import EchoClientService, ExitStatus, Plan, makePlan
+from echod.client.errors import ExitStatus
+from echod.client.plan import Plan, makePlan
+from echod.client.protocols import EchoClientService
+from echod.client.protocols import runClient as startClient
 from echod.config import ClientConfig, Config, ServerConfig
 from tests.environment import hasIPv6, requireIPv6
 
@@ -71,7 +73,7 @@ async def runClient(resolver: IHostnameResolver | None = None, **settings: objec
     thePlan = makePlan(dataclasses.replace(ClientConfig(), **settings))  # type: ignore[arg-type]
     out, err = io.StringIO(), io.StringIO()
     started = time.monotonic()
-    _, status = client.runClient(getReactor(), thePlan, out, err, resolver)
+    _, status = startClient(getReactor(), thePlan, out, err, resolver)
     result = await status
     return Run(result, out.getvalue(), err.getvalue(), time.monotonic() - started)
 

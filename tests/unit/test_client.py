@@ -28,23 +28,19 @@ from twisted.python.failure import Failure
 from twisted.test import iosim
 from zope.interface import implementer
 
-from echod.client import protocols as client
+from echod.client.bulk import BulkPattern
+from echod.client.errors import ClosedEarly, ExitStatus, Mismatched, TimedOut
+from echod.client.plan import Plan, makePlan
 from echod.client.protocols import (
+    BULK_WINDOW,
     BulkEchoProtocol,
-    BulkPattern,
-    ClosedEarly,
     EchoClientFactory,
     EchoClientProtocol,
-    ExitStatus,
-    Mismatched,
-    Plan,
-    Reporter,
-    RTTStats,
-    Summary,
-    TimedOut,
     connectFailure,
-    makePlan,
+    runClient,
 )
+from echod.client.report import Reporter, Summary
+from echod.client.statistics import RTTStats
 from echod.config import ClientConfig, ConfigError, ServerConfig
 from echod.echo import EchoFactory
 
@@ -60,7 +56,7 @@ class Harness:
     A client protocol on a L{StringTransport} and a L{Clock}, with its output.
     """
 
-    def __init__(self, thePlan: Plan, window: int = client.BULK_WINDOW) -> None:
+    def __init__(self, thePlan: Plan, window: int = BULK_WINDOW) -> None:
         self.plan = thePlan
         self.clock = Clock()
         self.out = io.StringIO()
@@ -729,7 +725,7 @@ def test_connectTimeoutCoversResolution() -> None:
     """
     reactor = MemoryReactorClock()
     out, err = io.StringIO(), io.StringIO()
-    _, status = client.runClient(reactor, plan(timeout=2.0), out, err, SilentResolver())
+    _, status = runClient(reactor, plan(timeout=2.0), out, err, SilentResolver())
     results: list[ExitStatus] = []
     status.addCallback(results.append)
     reactor.advance(1.9)
@@ -780,6 +776,6 @@ def test_familyFiltersAddresses(family: str, hosts: list[str]) -> None:
     """
     reactor = MemoryReactorClock()
     resolver = FixedResolver("::1", "127.0.0.1")
-    client.runClient(reactor, plan(family=family), io.StringIO(), io.StringIO(), resolver)
+    runClient(reactor, plan(family=family), io.StringIO(), io.StringIO(), resolver)
     reactor.advance(1)
     assert [c[0] for c in reactor.tcpClients] == hosts

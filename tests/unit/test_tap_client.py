@@ -11,7 +11,7 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from echod.client import protocols as client
+from echod.client.protocols import EchoClientFactory, EchoClientService, endpointFor
 from echod.config import ConfigError
 from echod.tap.client import Options, main, makeService
 
@@ -210,7 +210,7 @@ def test_makeServiceAssemblesOnly() -> None:
     reactor = MemoryReactorClock()
     options = parse("127.0.0.1", "7", "--count", "2")
     service = makeService(options, reactor)
-    assert isinstance(service, client.EchoClientService)
+    assert isinstance(service, EchoClientService)
     assert service.plan is options.plan
     assert not service.exitProcess
     assert reactor.tcpClients == []
@@ -306,9 +306,9 @@ def test_tcp6EndpointConnectsOverIPv6() -> None:
     """
     reactor = MemoryReactorClock()
     options = parse("--endpoint", r"tcp6:host=\:\:1:port=7007", "--timeout", "3")
-    endpoint, recording = client._endpoint(reactor, options.plan, None)
+    endpoint, recording = endpointFor(reactor, options.plan, None)
     assert recording is None
-    endpoint.connect(client.EchoClientFactory(options.plan, reactor, None))  # type: ignore[arg-type]
+    endpoint.connect(EchoClientFactory(options.plan, reactor, None))  # type: ignore[arg-type]
     [(host, port, _, timeout, bind)] = reactor.tcpClients
     assert (host, port, timeout, bind) == ("::1", 7007, 3.0, None)
 
