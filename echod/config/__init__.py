@@ -3,7 +3,15 @@
 echod's configuration: one TOML file, one table per part, every key with a
 default; the schema, the endpoint strings it names, and loading.
 
-Import from here; the modules inside are how it is built.
+Import from here; the modules inside are how it is built:
+L{errors<echod.config.errors>} (L{ConfigError} and how values are shown),
+L{kinds<echod.config.kinds>} (the validators),
+L{files<echod.config.files>} (reading named files of bounded size),
+L{endpoints<echod.config.endpoints>} (endpoint strings),
+L{schema<echod.config.schema>} (the tables and L{Config}),
+L{screen<echod.config.screen>} (bounds checked before the TOML parser),
+L{loading<echod.config.loading>} (text and files to a L{Config}),
+L{document<echod.config.document>} (a L{Config} as a line of JSON and back).
 """
 
 from echod.config.document import dumps, loadsDocument
