@@ -25,8 +25,9 @@ from echod import config as _config
 from echod import versionLine
 from echod.client.errors import ExitStatus
 from echod.client.plan import Plan, makePlan
-from echod.client.protocols import EchoClientService, runClient
 from echod.client.report import PROG, Summary
+from echod.client.run import runClient
+from echod.client.service import EchoClientService
 from echod.errors import UserError, errorLines, oneLine
 from echod.logs import observerForTwistd
 

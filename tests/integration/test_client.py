@@ -32,8 +32,8 @@ from zope.interface import implementer
 from echod import service
 from echod.client.errors import ExitStatus
 from echod.client.plan import Plan, makePlan
-from echod.client.protocols import EchoClientService
-from echod.client.protocols import runClient as startClient
+from echod.client.run import runClient as startClient
+from echod.client.service import EchoClientService
 from echod.config import ClientConfig, Config, ServerConfig
 from tests.environment import hasIPv6, requireIPv6
 

@@ -29,6 +29,7 @@ from twisted.test import iosim
 from zope.interface import implementer
 
 from echod.client.bulk import BulkPattern
+from echod.client.connect import connectFailure
 from echod.client.errors import ClosedEarly, ExitStatus, Mismatched, TimedOut
 from echod.client.plan import Plan, makePlan
 from echod.client.protocols import (
@@ -36,10 +37,9 @@ from echod.client.protocols import (
     BulkEchoProtocol,
     EchoClientFactory,
     EchoClientProtocol,
-    connectFailure,
-    runClient,
 )
 from echod.client.report import Reporter, Summary
+from echod.client.run import runClient
 from echod.client.statistics import RTTStats
 from echod.config import ClientConfig, ConfigError, ServerConfig
 from echod.echo import EchoFactory

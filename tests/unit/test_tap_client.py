@@ -11,7 +11,9 @@ import pytest
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
-from echod.client.protocols import EchoClientFactory, EchoClientService, endpointFor
+from echod.client.connect import endpointFor
+from echod.client.protocols import EchoClientFactory
+from echod.client.service import EchoClientService
 from echod.config import ConfigError
 from echod.tap.client import Options, main, makeService
 
