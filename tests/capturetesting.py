@@ -4,7 +4,8 @@ C{MemoryIOSystem} is for tun/tap: L{MemoryLinuxSystem} hands out
 L{MemoryPacketSocket}s that act like the kernel's packet sockets (the filter
 attached is run by L{tests.classicbpf}, packets go into a real TPACKET_V3
 ring layout in an anonymous mapping, or into a queue read by C{recvmsg}),
-and L{MemoryWindowsSystem} hands out C{SIO_RCVALL} sockets.
+and L{MemoryWindowsSystem} hands out C{SIO_RCVALL} sockets; L{Collector}
+keeps what a source delivers.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from echod.sniff import linux, windows
-from echod.sniff.source import PACKET_HOST, PACKET_OUTGOING
+from echod.sniff.source import PACKET_HOST, PACKET_OUTGOING, IPacketSource
 from tests import classicbpf
 
 __all__ = [
+    "Collector",
     "MemoryLinuxSystem",
     "MemoryPacketSocket",
     "MemoryRawSocket",
@@ -52,6 +54,37 @@ def receive(
     """
     seconds, nanoseconds = divmod(timestamp, 1_000_000_000)
     consumer.packetReceived(seconds, nanoseconds, data, wireLength, interfaceIndex, direction)
+
+
+class Collector:
+    """
+    Keeps what a source delivers.
+    """
+
+    def __init__(self, failOn: int | None = None) -> None:
+        self.packets: list[tuple[int, bytes, Meta]] = []
+        self.failures = 0
+        self.failOn = failOn
+
+    def __call__(
+        self,
+        seconds: int,
+        nanoseconds: int,
+        data: bytes,
+        wireLength: int,
+        interfaceIndex: int,
+        direction: int,
+    ) -> None:
+        timestamp = seconds * 1_000_000_000 + nanoseconds
+        self.packets.append((timestamp, data, Meta(wireLength, interfaceIndex, direction)))
+        if self.failOn is not None and len(self.packets) == self.failOn:
+            raise ValueError("consumer failed")
+
+    def failed(self) -> None:
+        self.failures += 1
+
+    def read(self, source: IPacketSource, limit: int = 1000) -> int:
+        return source.readPackets(self, limit, self.failed)
 
 
 _BLOCK_HEADER = 48

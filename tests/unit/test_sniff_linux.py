@@ -1,13 +1,12 @@
 """
-Opening captures and reading packets from them: Linux (ring and recvmsg)
-and Windows (SIO_RCVALL) against fake systems, and the same reading tests
-against the real Linux kernel when run as root.
+Opening Linux captures and reading packets from them (ring and recvmsg)
+against a fake system, and the same reading tests against the real kernel
+when run as root.
 """
 
 from __future__ import annotations
 
 import errno
-import os
 import select
 import socket
 import struct
@@ -18,10 +17,10 @@ import pytest
 from twisted.logger import capturedLogs
 from twisted.trial.unittest import SynchronousTestCase
 
-from echod.sniff import linux, windows
-from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW, FilterError
+from echod.sniff import linux
+from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, FilterError
 from echod.sniff.linux import LinuxRingSource, LinuxSocketSource, ringGeometry
-from echod.sniff.platforms import checkRequest, defaultSystem, openCapture
+from echod.sniff.platforms import checkRequest, openCapture
 from echod.sniff.source import (
     PACKET_BROADCAST,
     PACKET_HOST,
@@ -33,48 +32,16 @@ from echod.sniff.source import (
     IPacketSource,
     UnknownInterfaceError,
 )
-from echod.sniff.windows import WindowsSource
 from tests import frames
 from tests.capturetesting import (
+    Collector,
     MemoryLinuxSystem,
     MemoryPacketSocket,
-    MemoryWindowsSystem,
     Meta,
 )
 from tests.environment import freePort, requireRoot
 
 STAMP = 1_700_000_000_123_456_789
-
-
-class Collector:
-    """
-    Keeps what a source delivers.
-    """
-
-    def __init__(self, failOn: int | None = None) -> None:
-        self.packets: list[tuple[int, bytes, Meta]] = []
-        self.failures = 0
-        self.failOn = failOn
-
-    def __call__(
-        self,
-        seconds: int,
-        nanoseconds: int,
-        data: bytes,
-        wireLength: int,
-        interfaceIndex: int,
-        direction: int,
-    ) -> None:
-        timestamp = seconds * 1_000_000_000 + nanoseconds
-        self.packets.append((timestamp, data, Meta(wireLength, interfaceIndex, direction)))
-        if self.failOn is not None and len(self.packets) == self.failOn:
-            raise ValueError("consumer failed")
-
-    def failed(self) -> None:
-        self.failures += 1
-
-    def read(self, source: IPacketSource, limit: int = 1000) -> int:
-        return source.readPackets(self, limit, self.failed)
 
 
 def udpFrame(dport: int, payload: bytes = b"hello", sport: int = 40000) -> bytes:
@@ -516,93 +483,6 @@ class SocketReadTests(SynchronousTestCase):
         assert data[20:] == packet
 
 
-class WindowsSourceTests(SynchronousTestCase):
-    """
-    The C{SIO_RCVALL} capture, against a fake Windows socket.
-    """
-
-    def setUp(self) -> None:
-        self.system = MemoryWindowsSystem()
-
-    def test_setUp(self) -> None:
-        """
-        A raw IP socket bound to the interface's address, with the IP
-        header included and every packet of that interface asked for.
-        """
-        source = openCapture(CaptureRequest(interface="192.0.2.10"), self.system)
-        assert isinstance(source, WindowsSource)
-        (sock,) = self.system.sockets
-        assert sock.calls == [
-            ("socket", socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_IP),
-            ("bind", ("192.0.2.10", 0)),
-            ("setsockopt", socket.IPPROTO_IP, windows.IP_HDRINCL, 1),
-            ("ioctl", windows.SIO_RCVALL, windows.RCVALL_IPLEVEL),
-            ("setblocking", False),
-        ]
-        assert source.info.linktype == LINKTYPE_RAW
-
-    def test_promiscuous(self) -> None:
-        openCapture(CaptureRequest(interface="192.0.2.10", promiscuous=True), self.system)
-        assert ("ioctl", windows.SIO_RCVALL, windows.RCVALL_ON) in self.system.sockets[0].calls
-
-    def test_any(self) -> None:
-        """
-        C{any} is the host's own address, as in the seed example.
-        """
-        source = openCapture(CaptureRequest(interface="any"), self.system)
-        assert source.info.interface == "192.0.2.10"
-
-    def test_read(self) -> None:
-        """
-        Packets are read until the socket would block, truncated to the
-        snapshot length, stamped when read.
-        """
-        source = openCapture(CaptureRequest(interface="any", snaplen=64), self.system)
-        sock = self.system.sockets[0]
-        packets = [frames.ipv4(frames.udp(1, 2, bytes(100)), 17), frames.ipv4(b"", 1)]
-        sock.received.extend(packets)
-        collector = Collector()
-        assert collector.read(source) == 2
-        assert [p[1] for p in collector.packets] == [packets[0][:64], packets[1]]
-        assert collector.packets[0][2] == Meta(len(packets[0]), 0, -1)
-        assert collector.packets[0][0] < collector.packets[1][0]
-        assert source.statistics().received == 2
-        assert source.statistics().dropped is None
-
-    def test_filter(self) -> None:
-        """
-        SIO_RCVALL has no kernel filter: asking for one is an error.
-        """
-        with pytest.raises(FilterError, match="not available on Windows"):
-            openCapture(CaptureRequest(interface="any", filter="tcp"), self.system)
-        with pytest.raises(FilterError):
-            checkRequest(CaptureRequest(filter="tcp"), self.system)
-
-    def test_permission(self) -> None:
-        self.system.openError = errno.EACCES
-        with pytest.raises(CapturePermissionError, match="Administrator"):
-            openCapture(CaptureRequest(interface="any"), self.system)
-
-    def test_unknownAddress(self) -> None:
-        with pytest.raises(UnknownInterfaceError, match=r"192\.0\.2\.99"):
-            openCapture(CaptureRequest(interface="192.0.2.99"), self.system)
-        assert self.system.sockets[0].closed
-
-    def test_notAnAddress(self) -> None:
-        with pytest.raises(UnknownInterfaceError, match="IPv4 address"):
-            openCapture(CaptureRequest(interface="eth0"), self.system)
-
-    def test_close(self) -> None:
-        """
-        Closing turns SIO_RCVALL off first.
-        """
-        source = openCapture(CaptureRequest(interface="any"), self.system)
-        source.close()
-        source.close()
-        calls = self.system.sockets[0].calls
-        assert calls[-2:] == [("ioctl", windows.SIO_RCVALL, windows.RCVALL_OFF), ("close",)]
-
-
 class ReadingTestsMixin:
     """
     Reading a capture of the loopback interface, the same against the fake
@@ -684,12 +564,3 @@ class RealReadingTests(ReadingTestsMixin, SynchronousTestCase):
         time.sleep(0.2)
         collector.read(source)
         return collector
-
-
-def test_realSystemPlatform() -> None:
-    """
-    The default system is the platform's.
-    """
-    system = defaultSystem()
-    expected = windows.WindowsSystem if os.name == "nt" else linux.LinuxSystem
-    assert isinstance(system, expected)
