@@ -161,7 +161,7 @@ def workerPids(mainPid: int) -> list[int]:
     pids = []
     for pid in harness.processTree(mainPid)[1:]:
         with suppress(OSError):
-            if b"echod.worker" in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if b"echod.server.workers.child" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 pids.append(pid)
     return sorted(pids)
 

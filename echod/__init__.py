@@ -21,13 +21,13 @@ def versionLine() -> str:
     import twisted
 
     try:
-        import echod._inplace  # noqa: F401
+        import echod.server._inplace  # noqa: F401
     except ImportError:
         helper = "not built"
     else:
         helper = "built"
     try:
-        from echod.fastpath import unsupportedReason
+        from echod.server.fastpath import unsupportedReason
     except ImportError:  # no epoll
         off: str | None = f"no epoll on {sys.platform}"
     else:

@@ -76,7 +76,7 @@ class IStreamStatistics(Interface):
 
     def tcpTotals() -> Any:
         """
-        The totals to report (an L{echod.echo.TCPTotals}), or L{None} when
+        The totals to report (an L{echod.server.stats.TCPTotals}), or L{None} when
         another service reports for the same connections.
         """
 
@@ -88,7 +88,7 @@ class IWorkerStatistics(Interface):
 
     def workerTotals() -> dict[str, tuple[Any, int]]:
         """
-        Each worker's last report (L{echod.echo.TCPTotals}) and how many
+        Each worker's last report (L{echod.server.stats.TCPTotals}) and how many
         times it was restarted, by worker name.
         """
 
@@ -100,7 +100,7 @@ class IDatagramStatistics(Interface):
 
     def datagramStats() -> Any:
         """
-        Its L{echod.echo.DatagramStats}, shared by all its ports.
+        Its L{echod.server.stats.DatagramStats}, shared by all its ports.
         """
 
 

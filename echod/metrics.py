@@ -39,27 +39,31 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 from twisted.application.service import IService, IServiceCollection
-from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.internet.interfaces import IAddress, IListeningPort, IReactorTime
 from twisted.internet.protocol import Protocol as _Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
+from zope.interface import implementer
 
 from echod import __version__
 from echod.addresses import describePeer
-from echod.config import MetricsConfig
-from echod.echo import DatagramStats, TCPTotals
+from echod.config import Config, MetricsConfig
 from echod.health import Health
 from echod.interfaces import (
     CaptureCounts,
     ICaptureStatistics,
     IDatagramStatistics,
+    IListening,
+    IReconfigurable,
     IStreamStatistics,
     IWorkerStatistics,
 )
-from echod.limits import DatagramDrop, LogBudget, Refusal, logSummary
+from echod.server.limits import DatagramDrop, LogBudget, Refusal, logSummary
+from echod.server.listeners import ListenerService
+from echod.server.stats import DatagramStats, TCPTotals
 
 __all__ = [
     "MAX_HEADERS",
@@ -623,3 +627,43 @@ def metricsSite(
     top.putChild(b"metrics", MetricsResource(metricsRegistry(root, health, site)))
     top.putChild(b"healthz", HealthResource(health))
     return site
+
+
+@implementer(IReconfigurable, IListening)
+class MetricsService(ListenerService):
+    """
+    C{/metrics} and C{/healthz} (L{echod.metrics}) on C{[metrics] listen}.
+
+    A L{ListenerService}: a busy port stops start-up with one line.  The
+    root stops it after everything else, so that C{/healthz} answers 503 and
+    C{/metrics} keeps answering while connections drain.  Its connection cap
+    and request timeout are reloadable.
+    """
+
+    def __init__(
+        self,
+        description: str,
+        root: IServiceCollection,
+        health: Health,
+        settings: MetricsConfig,
+        reactor: Any,
+    ) -> None:
+        self.site = metricsSite(root, health, reactor, settings)
+        super().__init__(description, self.site, reactor)
+        self.setName("metrics")
+
+    def reconfigure(self, config: Config) -> None:
+        self.site.reconfigure(config.metrics)
+
+    def startService(self) -> None:
+        super().startService()
+        self.whenListening().addCallback(self._listening)
+
+    def _listening(self, port: IListeningPort) -> IListeningPort:
+        self.log.info(
+            "metrics listening on {address} ({description})",
+            event="metrics.started",
+            address=describePeer(port.getHost()),
+            description=self.description,
+        )
+        return port

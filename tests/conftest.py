@@ -39,7 +39,7 @@ _preferInstalledEchod()
 
 def pytest_report_header() -> str:
     import echod
-    from echod import fastpath
+    from echod.server import fastpath
 
     helper = "with" if fastpath.INPLACE_IN_C else "without"
     return f"echod under test: {Path(echod.__file__).parent} ({helper} its C helper)"

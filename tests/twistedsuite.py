@@ -16,11 +16,11 @@ from twisted.internet import tcp, unix
 from twisted.internet.test import reactormixins
 from twisted.trial.unittest import SkipTest
 
-from echod import fastpath
+from echod.server import fastpath
 
 # Before any test module is imported: they make one test class per reactor
 # in this list when they are imported.
-reactormixins.ReactorBuilder._reactors = ["echod.fastpath.EchodReactor"]
+reactormixins.ReactorBuilder._reactors = ["echod.server.fastpath.EchodReactor"]
 
 from twisted.internet.test import test_fdset, test_tcp, test_tls  # noqa: E402
 

@@ -18,10 +18,11 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.util import untilConcludes
 
+from echod import app, versionLine
 from echod import config as _config
-from echod import fastpath, service, versionLine
 from echod.errors import UserError, errorLines, reportUserErrors
 from echod.logs import observerForTwistd
+from echod.server import fastpath
 from echod.sniff.service import checkSniffing
 
 __all__ = ["Options", "makeService"]
@@ -210,7 +211,7 @@ def _chooseReactor(config: _config.Config) -> None:
 def makeService(options: Options, reactor: Any = None) -> IService:
     twistd = getattr(options, "parent", None)
     log = options.config.log
-    return service.makeService(
+    return app.makeService(
         options.config,
         reactor,
         logObserver=observerForTwistd(twistd, log.format, log.level),

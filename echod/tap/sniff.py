@@ -16,9 +16,9 @@ from twisted.python import usage
 
 from echod import config as _config
 from echod import versionLine
+from echod.app import EchodService
 from echod.errors import oneLine, reportUserErrors
 from echod.logs import EchodLogObserver, observerForTwistd
-from echod.service import EchodService
 from echod.sniff.service import SniffService, checkSniffing, standardOutput
 
 __all__ = ["Options", "makeService"]

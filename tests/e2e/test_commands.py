@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from echod import fastpath, versionLine
+from echod import versionLine
+from echod.server import fastpath
 from echod.sniff import bpf
 from tests.daemon import twistdPath
 from tests.environment import need

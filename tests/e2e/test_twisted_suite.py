@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from echod import fastpath
+from echod.server import fastpath
 
 pytestmark = pytest.mark.e2e
 

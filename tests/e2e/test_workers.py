@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e
 
 def workerPids(mainPid: int) -> list[int]:
     result = subprocess.run(
-        ["pgrep", "-P", str(mainPid), "-f", "echod.worker"],
+        ["pgrep", "-P", str(mainPid), "-f", "echod.server.workers.child"],
         capture_output=True,
         text=True,
         check=False,
@@ -371,7 +371,7 @@ def test_howAWorkerEnded() -> None:
     from twisted.internet.error import ProcessDone, ProcessTerminated
     from twisted.python.failure import Failure
 
-    from echod.workers import howItEnded
+    from echod.server.workers.supervisor import howItEnded
 
     assert howItEnded(Failure(ProcessTerminated(exitCode=3))) == "exited with status 3"
     assert howItEnded(Failure(ProcessDone(0))) == "exited with status 0"

@@ -29,12 +29,13 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from zope.interface import implementer
 
-from echod import service
+from echod import app
 from echod.client.errors import ExitStatus
 from echod.client.plan import Plan, makePlan
 from echod.client.run import runClient as startClient
 from echod.client.service import EchoClientService
 from echod.config import ClientConfig, Config, ServerConfig
+from echod.server.listeners import EchoService
 from tests.environment import hasIPv6, requireIPv6
 
 _F = TypeVar("_F")
@@ -85,9 +86,9 @@ class EchoServer:
 
     def __init__(self, *listen: str) -> None:
         config = Config(server=ServerConfig(listen=listen, shutdown_timeout=1.0))
-        self.root = service.makeService(config, getReactor())
+        self.root = app.makeService(config, getReactor())
         echo = self.root.getServiceNamed("tcp-echo")
-        assert isinstance(echo, service.EchoService)
+        assert isinstance(echo, EchoService)
         self.echo = echo
         self.ports: list[int] = []
 

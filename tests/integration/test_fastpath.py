@@ -17,7 +17,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import tcp
 
-from echod import fastpath
+from echod.server import fastpath
 from tests.environment import need
 from tests.integration.test_client import _needTLS, _selfSigned
 from tests.integration.test_service import Server, inThread, recvAll, sleep

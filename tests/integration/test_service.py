@@ -21,8 +21,9 @@ from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from echod import config
-from echod.echo import EchoFactory
-from echod.service import EchoService, makeService
+from echod.app import makeService
+from echod.server.listeners import EchoService
+from echod.server.stream import EchoFactory
 from tests.environment import requireIPv6
 
 T = TypeVar("T")

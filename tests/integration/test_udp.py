@@ -12,8 +12,9 @@ import pytest
 import pytest_twisted
 
 from echod import config
-from echod.limits import DatagramDrop
-from echod.service import UDPEchoService, makeService
+from echod.app import makeService
+from echod.server.limits import DatagramDrop
+from echod.server.listeners import UDPEchoService
 from tests.environment import requireIPv6, requireRoot
 
 

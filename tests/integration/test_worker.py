@@ -1,5 +1,5 @@
 """
-The pieces of a worker process (echod.worker) that stand on Twisted's
+The pieces of a worker process (echod.server.workers.child) that stand on Twisted's
 internals, run on the real reactor so that a Twisted upgrade that changes
 them fails here.
 """
@@ -16,7 +16,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
-from echod.worker import AdoptedUNIXPort, adoptStreamPort
+from echod.server.workers.child import AdoptedUNIXPort, adoptStreamPort
 
 reactor: Any = _reactor
 

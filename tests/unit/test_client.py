@@ -42,7 +42,7 @@ from echod.client.report import Reporter, Summary
 from echod.client.run import runClient
 from echod.client.statistics import RTTStats
 from echod.config import ClientConfig, ConfigError, ServerConfig
-from echod.echo import EchoFactory
+from echod.server.stream import EchoFactory
 
 PEER = IPv4Address("TCP", "127.0.0.1", 7007)
 

@@ -1,5 +1,5 @@
 """
-Tests for L{echod.echo} with in-memory transports and a fake clock.
+Tests for L{echod.server.stream} with in-memory transports and a fake clock.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from twisted.logger import LogEvent, LogLevel, capturedLogs
 from twisted.python.failure import Failure
 
 from echod.config import ServerConfig
-from echod.echo import EchoFactory, EchoProtocol
-from echod.limits import Refusal
+from echod.server.limits import Refusal
+from echod.server.stream import EchoFactory, EchoProtocol
 
 
 def makeFactory(**settings: object) -> tuple[EchoFactory, Clock]:
@@ -132,7 +132,7 @@ class EchoProtocolTests:
         A busy connection costs a timer firing only IDLE_CHECKS times per
         idle_timeout, however many messages it sends.
         """
-        from echod.echo import IDLE_CHECKS
+        from echod.server.stream import IDLE_CHECKS
 
         # No connection caps: no pressure checks (PressureTests count those).
         factory, clock = makeFactory(idle_timeout=40.0, max_connections=0)
@@ -382,7 +382,7 @@ def proxiedFactory(**settings: object) -> tuple[EchoFactory, Clock]:
 def connectProxied(
     factory: EchoFactory, proxyHost: str = "10.0.0.1"
 ) -> tuple[EchoProtocol, StringTransport]:
-    from echod.echo import ProxiedEchoFactory
+    from echod.server.stream import ProxiedEchoFactory
 
     address = IPv4Address("TCP", proxyHost, 50000)
     protocol = ProxiedEchoFactory(factory).buildProtocol(address)
@@ -554,7 +554,7 @@ class TrustedProxyTests:
         A dual-stack listener sees an IPv4 proxy as ::ffff:a.b.c.d: it is
         trusted by the IPv4 network; ::1 by ::1/128.
         """
-        from echod.echo import ProxiedEchoFactory
+        from echod.server.stream import ProxiedEchoFactory
 
         factory, _ = makeFactory()
         for host, trusted in (("::ffff:127.0.0.1", True), ("::1", True), ("2001:db8::1", False)):
@@ -677,7 +677,7 @@ class PressureTests:
         assert transport.value() == b"hi"
 
     def test_oneTimerPerFactoryNotPerConnection(self) -> None:
-        from echod.echo import PRESSURE_TICK_MAX
+        from echod.server.stream import PRESSURE_TICK_MAX
 
         factory, clock = makeFactory(idle_timeout=0.0, pressure_idle_timeout=10.0)
         protocols = [connect(factory, "192.0.2.1", n)[0] for n in range(50)]
@@ -711,7 +711,7 @@ class CloseReasonTests:
         """
         from OpenSSL import SSL
 
-        from echod.echo import describeLoss
+        from echod.server.stream import describeLoss
 
         failure = Failure(SSL.Error([("SSL routines", "", "tlsv1 alert unknown ca")]))
         assert describeLoss(failure) == "TLS failed: tlsv1 alert unknown ca"

@@ -20,7 +20,7 @@ from echod import config
 from echod.config import ConfigError
 from echod.config.screen import _screen
 from echod.errors import MAX_LINE
-from echod.proxyprotocol import V2_SIGNATURE, ProxyHeader, ProxyHeaderError, parseProxyHeader
+from echod.server.proxyprotocol import V2_SIGNATURE, ProxyHeader, ProxyHeaderError, parseProxyHeader
 from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
 from echod.sniff.decode import PacketSummary, decodePacket, describe
 

@@ -18,9 +18,10 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echod import config
+from echod.app import EchodService
 from echod.health import Health, watchdogInterval
 from echod.interfaces import IListening
-from echod.service import EchodService, MetricsService
+from echod.metrics import MetricsService
 
 
 class Notifications:
@@ -218,7 +219,9 @@ class RootReadinessTests:
         """
         echo = SlowListener(7)
         root, notifications, reactor = tree()
-        metrics = MetricsService("tcp:9107:interface=127.0.0.1", root, reactor)
+        metrics = MetricsService(
+            "tcp:9107:interface=127.0.0.1", root, root.health, root.config.metrics, reactor
+        )
         metrics.setServiceParent(root)
         echo.setServiceParent(root)
         root.privilegedStartService()

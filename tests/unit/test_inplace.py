@@ -16,14 +16,14 @@ from types import ModuleType
 
 import pytest
 
-from echod import fastpath
+from echod.server import fastpath
 from tests.environment import need
 
 
 @pytest.fixture
 def inplace() -> ModuleType:
     need(fastpath.INPLACE_IN_C, "echod's C helper was not built (no C compiler or Python headers)")
-    from echod import _inplace
+    from echod.server import _inplace
 
     return _inplace
 

@@ -12,6 +12,7 @@ import io
 from twisted.internet.testing import MemoryReactorClock
 from zope.interface.verify import verifyObject
 
+from echod.app import makeService
 from echod.config import Config, MetricsConfig, ServerConfig, UDPConfig
 from echod.interfaces import (
     ICaptureStatistics,
@@ -22,9 +23,10 @@ from echod.interfaces import (
     IStreamStatistics,
     IWorkerStatistics,
 )
-from echod.service import EchoService, MetricsService, UDPEchoService, makeService
+from echod.metrics import MetricsService
+from echod.server.listeners import EchoService, UDPEchoService
+from echod.server.workers.supervisor import WorkersService
 from echod.sniff.service import SniffService
-from echod.workers import WorkersService
 
 
 def config(**server: object) -> Config:

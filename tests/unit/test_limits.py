@@ -1,5 +1,5 @@
 """
-Tests for L{echod.limits}.
+Tests for L{echod.server.limits}.
 """
 
 from __future__ import annotations
@@ -10,12 +10,7 @@ from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.task import Clock
 
 from echod.addresses import describePeer, peerIP
-from echod.limits import (
-    AccessList,
-    ConnectionLimits,
-    LogBudget,
-    Refusal,
-)
+from echod.server.limits import AccessList, ConnectionLimits, LogBudget, Refusal
 
 
 class PeerTests:

@@ -17,7 +17,7 @@ def event(**fields: object) -> dict[str, object]:
     base: dict[str, object] = {
         "log_format": "{peer} said {bytes} bytes",
         "log_level": LogLevel.info,
-        "log_namespace": "echod.echo.EchoProtocol",
+        "log_namespace": "echod.server.stream.EchoProtocol",
         "log_time": 0.5,
         "peer": "192.0.2.1:7",
         "bytes": 12,
@@ -38,7 +38,7 @@ class JSONLineTests:
         assert record == {
             "time": "1970-01-01T00:00:00.500000+00:00",
             "level": "info",
-            "namespace": "echod.echo.EchoProtocol",
+            "namespace": "echod.server.stream.EchoProtocol",
             "message": "192.0.2.1:7 said 12 bytes",
             "peer": "192.0.2.1:7",
             "bytes": 12,
@@ -69,7 +69,7 @@ class ObserverTests:
         observer.reconfigure("json", "debug")
         observer(event(log_level=LogLevel.debug))
         first, second = out.getvalue().splitlines()
-        assert "[echod.echo.EchoProtocol#info] 192.0.2.1:7 said 12 bytes" in first
+        assert "[echod.server.stream.EchoProtocol#info] 192.0.2.1:7 said 12 bytes" in first
         assert json.loads(second)["level"] == "debug"
 
 

@@ -26,23 +26,19 @@ from twisted.web.test.requesthelper import DummyRequest
 from zope.interface import implementer
 
 from echod import __version__, config
-from echod.echo import EchoProtocol
+from echod.app import EchodService, makeService
 from echod.health import Health
 from echod.interfaces import ICaptureStatistics
 from echod.metrics import (
     HealthResource,
     MetricsResource,
+    MetricsService,
     MetricsSite,
     metricsRegistry,
     metricsSite,
 )
-from echod.service import (
-    EchodService,
-    EchoService,
-    MetricsService,
-    UDPEchoService,
-    makeService,
-)
+from echod.server.listeners import EchoService, UDPEchoService
+from echod.server.stream import EchoProtocol
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 

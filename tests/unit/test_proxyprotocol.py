@@ -1,5 +1,5 @@
 """
-Tests for L{echod.proxyprotocol}.
+Tests for L{echod.server.proxyprotocol}.
 """
 
 from __future__ import annotations
@@ -12,12 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
-from echod.proxyprotocol import (
-    V2_SIGNATURE,
-    ProxyHeader,
-    ProxyHeaderError,
-    parseProxyHeader,
-)
+from echod.server.proxyprotocol import V2_SIGNATURE, ProxyHeader, ProxyHeaderError, parseProxyHeader
 
 
 def v2(command: int, family: int, block: bytes, tlvs: bytes = b"") -> bytes:

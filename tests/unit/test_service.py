@@ -1,5 +1,5 @@
 """
-Tests for L{echod.service} that need no sockets.
+Tests for L{echod.app} that need no sockets.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from twisted.logger import LogEvent, capturedLogs
 
 from echod import config
 from echod.errors import ListenError
-from echod.service import EchoService, ListenerService
+from echod.server.listeners import EchoService, ListenerService
 
 
 class FakeListener(ListenerService):
@@ -126,7 +126,7 @@ class ReloadTests:
         and SIGHUP again does not warn again, but says the file matches what
         runs; a third identical reload says nothing about it.
         """
-        from echod.service import makeService
+        from echod.app import makeService
 
         original = config.Config(server=config.ServerConfig(listen=("tcp:7007",)))
         changed = config.Config(server=config.ServerConfig(listen=("tcp:7008",)))
@@ -153,7 +153,7 @@ def test_reloadLogsEveryProblemOfTheFile() -> None:
     A file with several problems: SIGHUP logs each as its own C{reload failed}
     event, one line each, and the running configuration stays.
     """
-    from echod.service import makeService
+    from echod.app import makeService
 
     def broken() -> config.Config:
         return config.loads('[server]\nbacklog = 0\n[log]\nformat = "xml"\n', "e.toml")

@@ -20,8 +20,8 @@ from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from echod import app as echodService
 from echod import config as _config
-from echod import service as echodService
 from echod.config import SniffConfig
 from echod.metrics import _captureMetrics
 from echod.sniff.service import SniffService

@@ -12,7 +12,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
 from echod.config import ConfigError
-from echod.service import EchoService
+from echod.server.listeners import EchoService
 from echod.tap.server import Options, makeService
 
 

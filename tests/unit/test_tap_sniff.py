@@ -19,8 +19,8 @@ from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
+from echod.app import EchodService
 from echod.config import ConfigError
-from echod.service import EchodService
 from echod.sniff.bpf import FilterError
 from echod.sniff.service import SniffService
 from echod.sniff.sinks import OutputError

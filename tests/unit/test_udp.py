@@ -11,8 +11,9 @@ from twisted.internet.testing import FakeDatagramTransport
 from twisted.logger import LogEvent, capturedLogs
 
 from echod.config import UDPConfig
-from echod.echo import DatagramStats, EchoDatagramProtocol, datagramDropLog
-from echod.limits import DatagramDrop, DatagramGuard
+from echod.server.datagram import EchoDatagramProtocol, datagramDropLog
+from echod.server.limits import DatagramDrop, DatagramGuard
+from echod.server.stats import DatagramStats
 
 
 def guard(**settings: object) -> tuple[DatagramGuard, Clock]:

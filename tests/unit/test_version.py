@@ -10,7 +10,8 @@ import sys
 import pytest
 
 import twisted
-from echod import __version__, fastpath, versionLine
+from echod import __version__, versionLine
+from echod.server import fastpath
 
 PYTHON = f"Python {platform.python_version()} {platform.python_implementation()}"
 HELPER = "built" if fastpath.INPLACE_IN_C else "not built"
@@ -29,7 +30,7 @@ def test_here() -> None:
 
 
 def test_withoutTheCHelper(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "echod._inplace", None)
+    monkeypatch.setitem(sys.modules, "echod.server._inplace", None)
     assert ", C helper: not built" in versionLine()
 
 

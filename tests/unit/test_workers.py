@@ -1,5 +1,5 @@
 """
-The supervisor's side of the wire from the workers (L{echod.workers}), with a
+The supervisor's side of the wire from the workers (L{echod.server.workers.supervisor}), with a
 fake clock and captured logs: no process is started.
 """
 
@@ -19,8 +19,8 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from echod.config import Config
-from echod.worker import EVENT
-from echod.workers import WorkerSockets, WorkerSupervisor
+from echod.server.workers.supervisor import WorkerSockets, WorkerSupervisor
+from echod.server.workers.wire import EVENT
 
 
 def test_workerEventsNameTheirWorker() -> None:
@@ -32,7 +32,7 @@ def test_workerEventsNameTheirWorker() -> None:
     with capturedLogs() as seen:
         event = {
             "log_format": "127.0.0.1:5000 connected to 127.0.0.1:7007",
-            "log_namespace": "echod.echo.EchoProtocol",
+            "log_namespace": "echod.server.stream.EchoProtocol",
             "log_level": LogLevel.info,
             "log_time": 0.0,
             "event": "connection.opened",
@@ -42,7 +42,7 @@ def test_workerEventsNameTheirWorker() -> None:
     assert logged["worker"] == "worker-2"
     text = formatEventAsClassicLogText(logged)
     assert text is not None
-    assert "[worker-2 echod.echo.EchoProtocol#info] 127.0.0.1:5000 connected" in text
+    assert "[worker-2 echod.server.stream.EchoProtocol#info] 127.0.0.1:5000 connected" in text
 
 
 class FakeProcess:
@@ -82,7 +82,9 @@ class ProcessReactor(Clock):
 def supervised() -> tuple[WorkerSupervisor, ProcessReactor]:
     reactor = ProcessReactor()
     supervisor = WorkerSupervisor(reactor, Config())
-    supervisor.addWorker("worker-1", ["python", "-m", "echod.worker"], {0: "w", 3: 7}, _NoSockets())
+    supervisor.addWorker(
+        "worker-1", ["python", "-m", "echod.server.workers.child"], {0: "w", 3: 7}, _NoSockets()
+    )
     supervisor.startService()
     return supervisor, reactor
 
@@ -104,7 +106,7 @@ class SupervisorTests:
     def test_spawnsWithItsDescriptorsAndConfig(self) -> None:
         _, reactor = supervised()
         ((_, args, childFDs, process),) = reactor.spawned
-        assert args == ["python", "-m", "echod.worker"]
+        assert args == ["python", "-m", "echod.server.workers.child"]
         assert childFDs == {0: "w", 3: 7}
         assert process.written and process.written[0].startswith(b"config ")
 
@@ -146,3 +148,58 @@ class SupervisorTests:
         reactor.spawned[0][0].processEnded(died())
         sockets = supervisor.workers["worker-1"].sockets
         assert isinstance(sockets, _NoSockets) and sockets.paused == 1
+
+
+class WireTests:
+    def test_configGoesAsDataAndComesBackValidated(self) -> None:
+        """
+        A worker's configuration crosses the pipe as values (JSON), not as
+        pickled objects, and comes out equal for what a worker serves.
+        """
+        from echod.config import LogConfig, ServerConfig
+        from echod.server.workers.wire import configFromLine, configLine
+
+        config = Config(
+            server=ServerConfig(listen=("tcp:7007",), max_connections=5, workers=2),
+            log=LogConfig(format="json"),
+            source="/etc/echod/echod.toml",
+        )
+        line = configLine(config)
+        assert line.startswith(b"config {") and line.endswith(b"}\n")
+        assert b"pickle" not in line and b"\x80" not in line
+        back = configFromLine(line.rstrip(b"\n"))
+        assert back is not None
+        assert (back.server, back.log, back.source) == (config.server, config.log, config.source)
+
+    def test_onlyWhatAWorkerServes(self) -> None:
+        """
+        The main process's own tables (metrics, UDP, sniffer, client) stay
+        in the main process: a root-only key named there is not the
+        worker's to read.
+        """
+        from echod.config import MetricsConfig, ServerConfig
+        from echod.server.workers.wire import configFromLine, configLine
+
+        config = Config(
+            server=ServerConfig(listen=("tcp:7007",)),
+            metrics=MetricsConfig(listen="tcp:9107"),
+        )
+        back = configFromLine(configLine(config).rstrip(b"\n"))
+        assert back is not None and back.metrics == MetricsConfig()
+
+    def test_badDocumentIsAConfigError(self) -> None:
+        import pickle
+
+        import pytest
+
+        from echod.config import ConfigError
+        from echod.server.workers.wire import CONFIG, configFromLine
+
+        for line in (
+            CONFIG + b'{"server": {"max_connections": -1}}',
+            CONFIG + b"not json",
+            CONFIG + pickle.dumps(Config()),
+        ):
+            with pytest.raises(ConfigError):
+                configFromLine(line)
+        assert configFromLine(b"stop") is None

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.e2e.test_workers -*-
 """
-One worker of C{[server] workers = N} (see L{echod.workers}):
-C{python -m echod.worker --listener FD:FAMILY:DESCRIPTION ... --name NAME}.
+One worker of C{[server] workers = N} (see L{echod.server.workers.supervisor}):
+C{python -m echod.server.workers.child --listener FD:FAMILY:DESCRIPTION ... --name NAME}.
 
 Its configuration comes from the main process, on its standard input (a
 C{config} line at start, another at each reload): the one the main process
@@ -16,11 +16,9 @@ process installs its own.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
-import pickle
 import signal
 import socket
 import stat
@@ -35,46 +33,17 @@ from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger, eventAsJSON, formatEvent
 from twisted.python.failure import Failure
 
-from echod.config import Config
+from echod.config import Config, ConfigError
+from echod.server.workers.wire import (
+    ABORT,
+    EVENT,
+    STATS,
+    STATS_INTERVAL,
+    STOP,
+    configFromLine,
+)
 
-__all__ = [
-    "ABORT",
-    "CONFIG",
-    "EVENT",
-    "STATS",
-    "STATS_INTERVAL",
-    "STOP",
-    "AdoptedUNIXPort",
-    "adoptStreamPort",
-    "configLine",
-    "main",
-]
-
-# Lines a worker writes on its standard output: a log event, or its totals.
-EVENT = "event "
-STATS = "stats "
-STATS_INTERVAL = 1.0
-# The lines the main process writes on a worker's standard input: its
-# configuration; stop (drain, then exit); abort (cut the connections now).
-CONFIG = b"config "
-STOP = b"stop"
-ABORT = b"abort"
-
-
-def configLine(config: Config) -> bytes:
-    """
-    C{config} as one line for a worker's standard input.  Pickle, because
-    the C{Config} goes exactly as it is, between two processes of the same
-    echod over a pipe only the main process can write to.
-    """
-    return CONFIG + base64.b64encode(pickle.dumps(config)) + b"\n"
-
-
-def _configFromLine(line: bytes) -> Config | None:
-    if not line.startswith(CONFIG):
-        return None
-    config = pickle.loads(base64.b64decode(line[len(CONFIG) :]))  # trusted: see configLine
-    return config if isinstance(config, Config) else None
+__all__ = ["AdoptedUNIXPort", "adoptStreamPort", "main"]
 
 
 def _readFirstConfig() -> tuple[Config | None, bytes]:
@@ -89,7 +58,10 @@ def _readFirstConfig() -> tuple[Config | None, bytes]:
             return None, b""
         data += chunk
     line, _, rest = data.partition(b"\n")
-    return _configFromLine(line), rest
+    try:
+        return configFromLine(line), rest
+    except ConfigError as e:
+        sys.exit("\n".join(f"worker: {problem}" for problem in e.lines()))
 
 
 def _jsonEvents(stream: Any, predicate: Any) -> Any:
@@ -192,7 +164,7 @@ def adoptStreamPort(reactor: Any, fd: int, family: socket.AddressFamily, factory
 
 def main(argv: Sequence[str] | None = None) -> None:
     """
-    C{python -m echod.worker --listener FD:FAMILY:DESCRIPTION ... --name
+    C{python -m echod.server.workers.child --listener FD:FAMILY:DESCRIPTION ... --name
     worker-N}, its configuration on standard input: one worker.
     """
     import argparse
@@ -202,7 +174,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--name", default="worker")
     args = parser.parse_args(argv)
 
-    from echod import fastpath
+    from echod.server import fastpath
 
     config, pending = _readFirstConfig()
     if config is None:
@@ -212,9 +184,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.internet import reactor as _reactor
     from twisted.logger import LogLevelFilterPredicate, globalLogBeginner
 
-    from echod.echo import EchoFactory, ProxiedEchoFactory
     from echod.logs import logLevel
-    from echod.service import PROXY_PREFIX, logsConnections
+    from echod.server.listeners import PROXY_PREFIX, logsConnections
+    from echod.server.stream import EchoFactory, ProxiedEchoFactory
 
     reactor: Any = _reactor
     out = sys.stdout
@@ -287,7 +259,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             stop()
             factory.abortAll("second SIGTERM")  # to the main process
         else:
-            fresh = _configFromLine(line)
+            try:
+                fresh = configFromLine(line)
+            except ConfigError as e:
+                for problem in e.lines():
+                    log.error(
+                        "configuration refused, keeping the running one: {problem}",
+                        problem=problem,
+                        event="worker.config_refused",
+                    )
+                return
             if fresh is not None:
                 reload(fresh)
 

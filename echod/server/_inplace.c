@@ -1,5 +1,5 @@
 /*
- * echod._inplace: the in-place echo of echod.fastpath.EchoTCPServer, in C.
+ * echod.server._inplace: the in-place echo of echod.server.fastpath.EchoTCPServer, in C.
  *
  * echo(fd) reads what a non-blocking stream socket has (up to 256 KiB) into
  * a buffer of this module and sends it straight back: one call from Python
@@ -74,7 +74,7 @@ static PyMethodDef inplace_methods[] = {
 
 static struct PyModuleDef inplace_module = {
     PyModuleDef_HEAD_INIT,
-    "echod._inplace",
+    "echod.server._inplace",
     "The in-place echo of echod's fast TCP transport, in C.",
     -1,
     inplace_methods,

@@ -18,10 +18,8 @@ Three duties shape the protocol beyond C{transport.write(data)}:
 
 from __future__ import annotations
 
-import dataclasses
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -33,7 +31,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     ITCPTransport,
 )
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol, connectionDone
+from twisted.internet.protocol import Factory, Protocol, connectionDone
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
@@ -41,28 +39,24 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echod.addresses import IPAddress, describePeer, peerIP
-from echod.config import ServerConfig, UDPConfig
-from echod.fastpath import IInPlaceEcho
-from echod.limits import (
+from echod.config import ServerConfig
+from echod.server.fastpath import IInPlaceEcho
+from echod.server.limits import (
     AccessList,
     ConnectionLimits,
-    DatagramDrop,
-    DatagramGuard,
     LogBudget,
     NetworkList,
     Refusal,
     logSummary,
 )
-from echod.proxyprotocol import ProxyHeaderError, parseProxyHeader
+from echod.server.proxyprotocol import ProxyHeaderError, parseProxyHeader
+from echod.server.stats import EchoStats, TCPTotals
 
 __all__ = [
-    "DatagramStats",
-    "EchoDatagramProtocol",
     "EchoFactory",
     "EchoProtocol",
-    "EchoStats",
     "ProxiedEchoFactory",
-    "TCPTotals",
+    "describeLoss",
 ]
 
 # While draining for shutdown, how often connections are checked for having been
@@ -93,7 +87,7 @@ class EchoProtocol(Protocol, TimeoutMixin):
     @ivar received: bytes received (and, unless discarded while closing,
         echoed) so far.
     @ivar echoing: admitted and echoing every byte: the fast TCP transport
-        (L{echod.fastpath.EchoTCPServer}) then echoes and counts what it
+        (L{echod.server.fastpath.EchoTCPServer}) then echoes and counts what it
         reads itself, without calling L{dataReceived}.
     @ivar proxyAddress: the proxy's own address, behind a proxy.
     """
@@ -395,57 +389,6 @@ class ProxiedEchoFactory(Factory[EchoProtocol]):
         if protocol is not None:
             protocol.expectProxyHeader = True
         return protocol
-
-
-@dataclass
-class TCPTotals:
-    """
-    TCP totals of one echo factory, or of several added up (the worker
-    processes of C{workers = N}): what the metrics report.
-    """
-
-    opened: int = 0
-    refused: Counter[str] = field(default_factory=Counter)
-    evicted: int = 0
-    sent: int = 0
-    discarded: int = 0
-    open: int = 0
-    limit: int = 0
-
-    def add(self, other: TCPTotals) -> None:
-        self.opened += other.opened
-        self.refused.update(other.refused)
-        self.evicted += other.evicted
-        self.sent += other.sent
-        self.discarded += other.discarded
-        self.open += other.open
-        self.limit += other.limit
-
-    def asJSON(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self), "refused": dict(self.refused)}
-
-    @classmethod
-    def fromJSON(cls, values: dict[str, Any]) -> TCPTotals:
-        return cls(**{**values, "refused": Counter(values["refused"])})
-
-
-@dataclass
-class EchoStats:
-    """
-    Totals kept per connection event, never per message: what the metrics
-    and the shutdown summary report.  Bytes of open connections are added at
-    read time from the protocols themselves.
-    """
-
-    opened: int = 0
-    closed: int = 0
-    refused: Counter[str] = field(default_factory=Counter)
-    # Idle connections aborted to make room for a newcomer.
-    evicted: int = 0
-    bytesClosed: int = 0
-    # Read and not echoed (discarded while closing at shutdown), by closed
-    # connections: with bytesClosed, all that closed connections received.
-    bytesDiscarded: int = 0
 
 
 @implementer(IInPlaceEcho)
@@ -818,82 +761,3 @@ class EchoFactory(Factory[EchoProtocol]):
         if drained is not None:
             self.log.info("all connections closed", event="shutdown.drained")
             drained.callback(None)
-
-
-@dataclass
-class DatagramStats:
-    """
-    UDP totals, shared by every UDP listener: what the metrics report.
-    """
-
-    received: int = 0
-    echoed: int = 0
-    bytesEchoed: int = 0
-    dropped: Counter[str] = field(default_factory=Counter)
-
-
-class EchoDatagramProtocol(DatagramProtocol):
-    """
-    The echo service of RFC 862 over UDP: each datagram goes back to its
-    sender, byte for byte, unless the L{DatagramGuard} says no.  One instance
-    per listening port; the guard and the totals are shared.
-
-    The port must read datagrams of up to 65535 bytes (Twisted's default of
-    8192 truncates larger ones silently): an echo never returns less than
-    it got.
-    """
-
-    log = Logger()
-    noisy = False
-
-    def __init__(
-        self,
-        guard: DatagramGuard,
-        stats: DatagramStats,
-        dropLog: LogBudget,
-    ) -> None:
-        self.guard = guard
-        self.stats = stats
-        self._dropLog = dropLog
-
-    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
-        host, port = addr[0], addr[1]
-        self.stats.received += 1
-        reason = self.guard.check(host, port, len(datagram))
-        if reason is None:
-            try:
-                self.transport.write(datagram, addr)  # type: ignore[union-attr]
-            except OSError as e:
-                reason = DatagramDrop.SEND_ERROR
-                detail = e.strerror or str(e)
-            else:
-                self.stats.echoed += 1
-                self.stats.bytesEchoed += len(datagram)
-                return
-        else:
-            detail = reason
-        self.stats.dropped[reason] += 1
-        if self._dropLog.allow(reason):
-            self.log.info(
-                "no UDP echo to {source}: {reason} ({size} bytes)",
-                event="datagram.dropped",
-                source=_datagramSource(host, port),
-                reason=detail,
-                size=len(datagram),
-            )
-
-
-def _datagramSource(host: str, port: int) -> str:
-    if host.startswith("::ffff:") and "." in host:
-        host = host[7:]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def datagramDropLog(clock: IReactorTime, settings: UDPConfig) -> LogBudget:
-    """
-    The budget for UDP drop lines: a few per interval, then one summary.
-    """
-    summary = logSummary(
-        EchoDatagramProtocol.log, "UDP datagrams got no echo", "datagram.dropped.summary"
-    )
-    return LogBudget(clock, summary, perInterval=5, interval=settings.drop_log_interval)

@@ -19,7 +19,7 @@ and C{_doReadOrWrite}.  Three pieces remove that, and nothing else changes:
     C{Port.transport}, which Twisted documents as the class to instantiate
     for accepted connections.
   - L{EchoTCPServer}: where echod was built with its C helper
-    (L{echod._inplace}, optional), the transport of listeners whose factory
+    (L{echod.server._inplace}, optional), the transport of listeners whose factory
     provides L{IInPlaceEcho}: while its protocol says it is echoing, one
     call into C reads and sends back, and the transport counts it on the
     protocol.  Skipped per message: the protocol's C{dataReceived} and the
@@ -86,14 +86,14 @@ _TRY_AGAIN = {errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.EINTR}
 
 _inplaceEcho: Callable[[int], int | tuple[int, bytes]] | None
 try:
-    from echod._inplace import echo as _inplaceEcho
+    from echod.server._inplace import echo as _inplaceEcho
 except ImportError:  # built without a C compiler: echo through the immediate write
     _inplaceEcho = None
 
 # Whether the in-place echo runs in echod's C helper.
 INPLACE_IN_C = _inplaceEcho is not None
 
-# What echod._inplace.echo's codes other than a byte count mean for doRead.
+# What echod.server._inplace.echo's codes other than a byte count mean for doRead.
 _INPLACE_OUTCOMES: dict[int, Any] = {0: CONNECTION_DONE, -1: None, -2: CONNECTION_LOST}
 
 

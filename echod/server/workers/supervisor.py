@@ -71,7 +71,6 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from echod.config import Config
-from echod.echo import TCPTotals
 from echod.errors import ListenError, UserError
 from echod.interfaces import (
     IDrainable,
@@ -80,10 +79,11 @@ from echod.interfaces import (
     IStreamStatistics,
     IWorkerStatistics,
 )
-from echod.worker import ABORT, EVENT, STATS, STOP, configLine
+from echod.server.stats import TCPTotals
+from echod.server.workers.wire import ABORT, EVENT, STATS, STOP, configLine
 
 if TYPE_CHECKING:
-    from echod.service import ListenerService
+    from echod.server.listeners import ListenerService
 
 __all__ = ["ReusePortReactor", "WorkerSupervisor", "WorkersService"]
 
@@ -364,7 +364,7 @@ class WorkerSupervisor(Service):
             else:
                 event["worker"] = name
                 # Text lines name the worker where they name the logger:
-                # [worker-1 echod.echo.EchoProtocol#info].
+                # [worker-1 echod.server.stream.EchoProtocol#info].
                 level = getattr(event.get("log_level"), "name", "info")
                 event["log_system"] = f"{name} {event.get('log_namespace', '-')}#{level}"
                 self.log.observer(event)
@@ -486,7 +486,7 @@ def _checkWorkersCanRun() -> None:
     package = os.path.dirname(os.path.abspath(echod.__file__))
     for path, mode, what in (
         (sys.executable, os.X_OK, "run"),
-        (os.path.join(package, "worker.py"), os.R_OK, "read"),
+        (os.path.join(package, "server", "workers", "child.py"), os.R_OK, "read"),
     ):
         if not os.access(path, mode):
             raise UserError(
@@ -507,7 +507,7 @@ class WorkersService(MultiService):
     log = Logger()
 
     def __init__(self, config: Config, reactor: Any) -> None:
-        from echod.service import EchoService
+        from echod.server.listeners import EchoService
 
         super().__init__()
         self.setName("tcp-echo-workers")
@@ -532,7 +532,7 @@ class WorkersService(MultiService):
     def _listener(
         self, description: str, factory: Any, reactor: Any, listen: str | None
     ) -> ListenerService:
-        from echod.service import ListenerService
+        from echod.server.listeners import ListenerService
 
         # ReusePortReactor passes on whatever the endpoint asks of the reactor.
         listening: Any = self._reusing or reactor
@@ -573,7 +573,7 @@ class WorkersService(MultiService):
                 for fds in childFDs:
                     fds[index] = stream.fileno()
         monitor = WorkerSupervisor(self.reactor, self.config)
-        args = [sys.executable, "-m", "echod.worker"]
+        args = [sys.executable, "-m", "echod.server.workers.child"]
         for description in inherited:
             args += ["--listener", description]
         for worker in range(workers):
