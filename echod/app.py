@@ -12,7 +12,6 @@ drain.
 
 from __future__ import annotations
 
-import resource
 import signal
 from collections.abc import Callable
 from types import FrameType
@@ -35,11 +34,9 @@ from echod.interfaces import (
     IDrainable,
     IListening,
     IReconfigurable,
+    IStopsLast,
 )
 from echod.logs import EchodLogObserver, offerToTwistd
-from echod.metrics import MetricsService
-from echod.server.listeners import EchoService, UDPEchoService
-from echod.sniff.service import SniffService
 
 __all__ = ["EchodService", "makeService"]
 
@@ -127,7 +124,7 @@ class EchodService(MultiService):
         """
         Service.stopService(self)
         children = list(self)[::-1]
-        last = [child for child in children if isinstance(child, MetricsService)]
+        last = [child for child in children if IStopsLast.providedBy(child)]
         first = DeferredList(
             [maybeDeferred(child.stopService) for child in children if child not in last]
         )
@@ -230,6 +227,10 @@ def _raiseFileLimit(wanted: int, log: Logger) -> None:
     Raise the soft limit on open files to the hard limit: thousands of clients
     need thousands of descriptors, and the usual soft limit is 1024.
     """
+    try:
+        import resource
+    except ImportError:  # not on a Unix: no such limit to raise
+        return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or hard > soft:
         target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
@@ -256,13 +257,17 @@ def makeService(
 ) -> EchodService:
     """
     Assemble the echo service tree for C{config}.  Nothing listens until the
-    tree is started.
+    tree is started.  The parts are imported only when configured: the
+    sniffer's command uses this root too, and needs neither the echo server
+    nor its epoll reactor (which Windows does not have).
     """
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
         reactor = globalReactor
     root = EchodService(config, reactor, logObserver, handleSignals, reload)
+    if config.server.listen or config.udp.listen:
+        from echod.server.listeners import EchoService, UDPEchoService
     if config.server.listen:
         if config.server.workers > 1:
             from echod.server.workers.supervisor import WorkersService
@@ -275,8 +280,12 @@ def makeService(
     if config.udp.listen:
         UDPEchoService(config, reactor).setServiceParent(root)
     if config.sniff.enabled:
+        from echod.sniff.service import SniffService
+
         SniffService(config.sniff, reactor).setServiceParent(root)
     if config.metrics.listen:
+        from echod.metrics import MetricsService
+
         MetricsService(
             config.metrics.listen, root, root.health, config.metrics, reactor
         ).setServiceParent(root)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Protocol
 
+from twisted.application.service import IService
 from zope.interface import Interface
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ __all__ = [
     "IDrainable",
     "IListening",
     "IReconfigurable",
+    "IStopsLast",
     "IStreamStatistics",
     "IWorkerStatistics",
 ]
@@ -55,6 +57,14 @@ class IListening(Interface):
         Fires with the listening port, or a list of them, once all listen;
         fails if one cannot.
         """
+
+
+class IStopsLast(IService):
+    """
+    A service the root stops only once every other child has stopped: the
+    metrics listener, so that C{/healthz} answers 503 and C{/metrics} keeps
+    answering while connections drain.
+    """
 
 
 class IDrainable(Interface):

@@ -58,6 +58,7 @@ from echod.interfaces import (
     IDatagramStatistics,
     IListening,
     IReconfigurable,
+    IStopsLast,
     IStreamStatistics,
     IWorkerStatistics,
 )
@@ -629,7 +630,7 @@ def metricsSite(
     return site
 
 
-@implementer(IReconfigurable, IListening)
+@implementer(IReconfigurable, IListening, IStopsLast)
 class MetricsService(ListenerService):
     """
     C{/metrics} and C{/healthz} (L{echod.metrics}) on C{[metrics] listen}.

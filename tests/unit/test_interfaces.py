@@ -20,6 +20,7 @@ from echod.interfaces import (
     IDrainable,
     IListening,
     IReconfigurable,
+    IStopsLast,
     IStreamStatistics,
     IWorkerStatistics,
 )
@@ -72,3 +73,30 @@ def test_sniffService() -> None:
     settings = dataclasses.replace(Config().sniff, interface="lo")
     service = SniffService(settings, MemoryReactorClock(), stdout=io.BytesIO())
     assert verifyObject(ICaptureStatistics, service)
+
+
+def test_metricsListenerStopsLast() -> None:
+    root = makeService(config(), MemoryReactorClock())
+    (metrics,) = [child for child in root if isinstance(child, MetricsService)]
+    assert verifyObject(IStopsLast, metrics)
+
+
+def test_sniffersCommandLoadsNoServer() -> None:
+    """
+    C{twistd echod-sniff} uses the same root service, but its command loads
+    neither the echo server nor the metrics nor the epoll reactor (which
+    Windows, where the sniffer also runs, does not have).
+    """
+    import json
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; import echod.tap.sniff, echod.app; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith(("
+        "'echod.server', 'echod.metrics', 'twisted.internet.epollreactor')))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert json.loads(done.stdout) == []
