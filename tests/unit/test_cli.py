@@ -1,5 +1,5 @@
 """
-Tests for L{echod.cli}: echod check-config.
+Tests for L{echod.tap.command}: echod check-config.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 
 import twisted
 from echod import __version__, versionLine
-from echod.cli import main
+from echod.tap.command import main
 
 SAMPLE = Path(__file__).resolve().parents[2] / "etc" / "echod.toml"
 
