@@ -68,6 +68,7 @@ __all__ = [
     "ImmediateWriteTCPServer",
     "ImmediateWriteUNIXServer",
     "install",
+    "status",
     "supported",
     "unsupportedReason",
     "useImmediateWrites",
@@ -114,6 +115,29 @@ def unsupportedReason() -> str | None:
     if not twisted.__version__.startswith(CHECKED_TWISTED):
         return f"checked against Twisted {CHECKED_TWISTED}x only"
     return None
+
+
+def status(wanted: bool, reactor: object) -> str:
+    """
+    Which fast paths run, or why none does, for the start-up log line:
+    C{on: lean epoll reactor, immediate writes, in-place echo in C}, or
+    C{off (checked against Twisted 26.10.x only): Twisted's stock reactor
+    and transports}.
+
+    @param wanted: C{[server] fast_paths}.
+    @param reactor: the reactor that runs.
+    """
+    reason = "[server] fast_paths = false" if not wanted else unsupportedReason()
+    if reason is not None:
+        return f"off ({reason}): Twisted's stock reactor and transports"
+    parts = [
+        "lean epoll reactor"
+        if isinstance(reactor, EchodReactor)
+        else f"{type(reactor).__name__} (chosen with --reactor) instead of the lean one",
+        "immediate writes",
+        "in-place echo in C" if INPLACE_IN_C else "no in-place echo (the C helper is not built)",
+    ]
+    return "on: " + ", ".join(parts)
 
 
 class IInPlaceEcho(Interface):

@@ -196,7 +196,8 @@ class EchoService(MultiService):
         self.factory.logConnections = logsConnections(config)
         self.proxiedFactory = ProxiedEchoFactory(self.factory)
         self.backlog = config.server.backlog
-        self.fastPaths = config.server.fast_paths and fastpath.supported()
+        self.wanted = config.server.fast_paths
+        self.fastPaths = self.wanted and fastpath.supported()
         # False when worker processes accept on these listeners instead.
         self.accepting = True
         self.listeners: list[ListenerService] = []
@@ -262,6 +263,12 @@ class EchoService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        if self.accepting:
+            self.log.info(
+                "fast paths {status}",
+                event="fastpaths",
+                status=fastpath.status(self.wanted, self._reactor),
+            )
 
         def listening(ports: list[IListeningPort]) -> None:
             for listener, port in zip(self.listeners, ports, strict=True):

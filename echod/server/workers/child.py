@@ -211,6 +211,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             fastpath.useImmediateWrites(port)
         ports.append(port)
     log.info(
+        "{worker}: fast paths {status}",
+        worker=args.name,
+        status=fastpath.status(config.server.fast_paths, reactor),
+        event="fastpaths",
+    )
+    log.info(
         "{worker} serving {count} listeners (pid {pid})",
         worker=args.name,
         count=len(ports),
