@@ -45,6 +45,9 @@ suites run against them in CI (tests/e2e/test_twisted_suite.py).
 from __future__ import annotations
 
 import errno
+import os
+import socket
+import stat
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -55,6 +58,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import log
+from twisted.python.failure import Failure
 from zope.interface import Interface
 
 import twisted
@@ -62,11 +66,13 @@ import twisted
 __all__ = [
     "CHECKED_TWISTED",
     "INPLACE_IN_C",
+    "AdoptedUNIXPort",
     "EchoTCPServer",
     "EchodReactor",
     "IInPlaceEcho",
     "ImmediateWriteTCPServer",
     "ImmediateWriteUNIXServer",
+    "adoptStreamPort",
     "install",
     "status",
     "supported",
@@ -304,6 +310,47 @@ def useImmediateWrites(port: IListeningPort) -> bool:
         fast = EchoTCPServer
     port.transport = fast  # type: ignore[attr-defined]
     return True
+
+
+class AdoptedUNIXPort(unix.Port):
+    """
+    A unix listening socket inherited from the main process, which made it
+    and its path and removes them.  Twisted's adopted unix port treats the
+    socket as its own: it sets the path's mode to its default (0666), shuts
+    the socket down when it stops listening (refusing connections for every
+    process that shares it) and unlinks the path (systemd.socket(5): a daemon
+    must not unlink a socket it was passed).  This one does none of that.
+    """
+
+    # tcp.Port's own switch, set on its adopted sockets (not on unix ones).
+    _shouldShutdown = False
+
+    def connectionLost(self, reason: Failure) -> None:
+        # unix.Port.connectionLost without the unlink.
+        if self.lockFile is not None:
+            self.lockFile.unlock()
+        tcp.Port.connectionLost(self, reason)
+
+
+def adoptStreamPort(reactor: Any, fd: int, family: socket.AddressFamily, factory: Any) -> Any:
+    """
+    C{reactor.adoptStreamPort}, but for a unix socket an L{AdoptedUNIXPort},
+    made as the reactor makes its own (C{_fromListeningDescriptor}), with
+    the mode the path has (which C{startListening} sets again).
+    tests/integration/test_worker.py checks all of it on the Twisted in use.
+    Twisted's private parts: only with the Twisted release they were
+    checked against (L{unsupportedReason}); the supervisor refuses to share
+    a unix socket among workers on any other.
+    """
+    if family != socket.AF_UNIX:
+        return reactor.adoptStreamPort(fd, family, factory)
+    with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as inherited:
+        path = inherited.getsockname()
+    port = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    if path and path[:1] not in (b"\0", "\0"):  # not an abstract name
+        port.mode = stat.S_IMODE(os.stat(path).st_mode)
+    port.startListening()
+    return port
 
 
 class EchodReactor(EPollReactor):

@@ -16,7 +16,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
-from echod.server.workers.child import AdoptedUNIXPort, adoptStreamPort
+from echod.server.fastpath import AdoptedUNIXPort, adoptStreamPort
 
 reactor: Any = _reactor
 
@@ -110,3 +110,31 @@ async def test_tcpPortsAreTheReactorsOwn() -> None:
         assert not isinstance(port, AdoptedUNIXPort)
         assert port.getHost().port == inherited.getsockname()[1]
         await port.stopListening()
+
+
+def test_sharedUnixSocketRefusedOnAnotherTwisted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """
+    On a Twisted release the private parts were not checked against, the
+    workers could only adopt a shared unix socket the stock way (mode 0666,
+    unlinked when one stops): echod refuses to start instead, in one line.
+    """
+    from echod.config import Config, ServerConfig
+    from echod.errors import ListenError
+    from echod.server import fastpath
+    from echod.server.workers.supervisor import WorkersService
+
+    monkeypatch.setattr(
+        fastpath, "unsupportedReason", lambda: "checked against Twisted 26.10.x only"
+    )
+    path = tmp_path / "echo.sock"
+    config = Config(server=ServerConfig(listen=(f"unix:{path}",), workers=2))
+    service = WorkersService(config, _reactor)
+    with pytest.raises(ListenError) as caught:
+        service.privilegedStartService()
+    assert str(caught.value) == (
+        f"workers = N cannot share unix:{path} here (checked against Twisted 26.10.x only): "
+        "use workers = 1 for unix: listeners"
+    )
+    service.listening.stopService()

@@ -21,12 +21,10 @@ import json
 import os
 import signal
 import socket
-import stat
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from twisted.internet import tcp, unix
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
 from twisted.internet.main import CONNECTION_DONE
@@ -43,7 +41,7 @@ from echod.server.workers.wire import (
     configFromLine,
 )
 
-__all__ = ["AdoptedUNIXPort", "adoptStreamPort", "main"]
+__all__ = ["main"]
 
 
 def _readFirstConfig() -> tuple[Config | None, bytes]:
@@ -124,44 +122,6 @@ class ParentPipe(FileDescriptor):
         self._gone()
 
 
-class AdoptedUNIXPort(unix.Port):
-    """
-    A unix listening socket inherited from the main process, which made it
-    and its path and removes them.  Twisted's adopted unix port treats the
-    socket as its own: it sets the path's mode to its default (0666), shuts
-    the socket down when it stops listening (refusing connections for every
-    process that shares it) and unlinks the path (systemd.socket(5): a daemon
-    must not unlink a socket it was passed).  This one does none of that.
-    """
-
-    # tcp.Port's own switch, set on its adopted sockets (not on unix ones).
-    _shouldShutdown = False
-
-    def connectionLost(self, reason: Failure) -> None:
-        # unix.Port.connectionLost without the unlink.
-        if self.lockFile is not None:
-            self.lockFile.unlock()
-        tcp.Port.connectionLost(self, reason)
-
-
-def adoptStreamPort(reactor: Any, fd: int, family: socket.AddressFamily, factory: Any) -> Any:
-    """
-    C{reactor.adoptStreamPort}, but for a unix socket an L{AdoptedUNIXPort},
-    made as the reactor makes its own (C{_fromListeningDescriptor}), with
-    the mode the path has (which C{startListening} sets again).
-    tests/integration/test_worker.py checks all of it on the Twisted in use.
-    """
-    if family != socket.AF_UNIX:
-        return reactor.adoptStreamPort(fd, family, factory)
-    with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as inherited:
-        path = inherited.getsockname()
-    port = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
-    if path and path[:1] not in (b"\0", "\0"):  # not an abstract name
-        port.mode = stat.S_IMODE(os.stat(path).st_mode)
-    port.startListening()
-    return port
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     """
     C{python -m echod.server.workers.child --listener FD:FAMILY:DESCRIPTION ... --name
@@ -200,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ports = []
     for listener in args.listener:
         fd, family, description = listener.split(":", 2)
-        port = adoptStreamPort(
+        port = fastpath.adoptStreamPort(
             reactor,
             int(fd),
             socket.AddressFamily(int(family)),

@@ -12,7 +12,8 @@ per worker.
 
 How connections reach the workers:
   - C{tcp:}/C{tcp6:} listeners (behind C{haproxy:} too) are bound with
-    C{SO_REUSEPORT} (Twisted's C{makeBinding}), and N more sockets on the
+    C{SO_REUSEPORT} (Twisted's C{makeBinding}; the sockets are made in
+    L{echod.server.workers.sockets}), and N more sockets on the
     same address, one per worker: the kernel spreads new connections evenly
     over the sockets by a hash of the peer's address and port.  The main
     process's own socket only holds the address, out of the group.  One
@@ -60,12 +61,10 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import MultiService, Service
-from twisted.internet.abstract import isIPv6Address
 from twisted.internet.defer import Deferred, DeferredList, succeed
-from twisted.internet.error import CannotListenError, ProcessExitedAlready
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.tcp import makeBinding
 from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -79,123 +78,20 @@ from echod.interfaces import (
     IStreamStatistics,
     IWorkerStatistics,
 )
+from echod.server import fastpath
 from echod.server.stats import TCPTotals
+from echod.server.workers.sockets import (
+    REUSE_PORT,
+    ReusePortReactor,
+    WorkerSockets,
+    siblingSockets,
+)
 from echod.server.workers.wire import ABORT, EVENT, STATS, STOP, configLine
 
 if TYPE_CHECKING:
     from echod.server.listeners import ListenerService
 
-__all__ = ["ReusePortReactor", "WorkerSupervisor", "WorkersService"]
-
-# None where the platform has no SO_REUSEPORT: every listener is then shared.
-_REUSE_PORT = getattr(socket, "SO_REUSEPORT", None)
-
-
-class ReusePortReactor:
-    """
-    The reactor, as the main process's C{tcp:}/C{tcp6:} endpoints see it when
-    C{workers > 1}: C{listenTCP} binds with C{SO_REUSEPORT} (so that the
-    workers' sibling sockets can join the same address) after checking that
-    no other socket listens there.  Everything else is the reactor's own.
-    """
-
-    def __init__(self, reactor: Any) -> None:
-        self._reactor = reactor
-        # The ports bound here: those that get a socket per worker.
-        self.ports: list[IListeningPort] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._reactor, name)
-
-    def listenTCP(
-        self, port: int, factory: Any, backlog: int = 50, interface: str = ""
-    ) -> IListeningPort:
-        if port:  # port 0 is a fresh one: nobody else can be on it
-            _refuseIfListening(interface, port)
-        binding = makeBinding(interface, port, reuseAddress=True, reusePort=True)
-        listening: IListeningPort = self._reactor.listenTCP(binding, factory, backlog, interface)
-        self.ports.append(listening)
-        return listening
-
-
-def _refuseIfListening(interface: str, port: int) -> None:
-    """
-    Raise L{CannotListenError} if a socket listens on C{interface}:C{port}
-    already: binding with C{SO_REUSEPORT} would join it (another echod, say)
-    instead of failing.  A plain bind fails there, and only there (with
-    C{SO_REUSEADDR}, connections left in TIME_WAIT do not count).
-    """
-    family = socket.AF_INET6 if isIPv6Address(interface) else socket.AF_INET
-    try:
-        address = socket.getaddrinfo(
-            interface or None,
-            port,
-            family,
-            socket.SOCK_STREAM,
-            0,
-            socket.AI_NUMERICHOST | socket.AI_PASSIVE,
-        )[0][4]
-        with socket.socket(family, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            probe.bind(address)
-    except OSError as e:
-        raise CannotListenError(interface, port, e) from None
-
-
-def siblingSockets(listening: socket.socket, count: int, backlog: int) -> list[socket.socket]:
-    """
-    C{count} more sockets listening on the address of C{listening} (bound
-    with C{SO_REUSEPORT}), with its family and its C{IPV6_V6ONLY}.
-    """
-    address = listening.getsockname()
-    siblings: list[socket.socket] = []
-    try:
-        for _ in range(count):
-            sibling = socket.socket(listening.family, socket.SOCK_STREAM)
-            siblings.append(sibling)
-            sibling.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sibling.setsockopt(socket.SOL_SOCKET, _REUSE_PORT, 1)  # type: ignore[arg-type]
-            if listening.family == socket.AF_INET6:
-                sibling.setsockopt(
-                    socket.IPPROTO_IPV6,
-                    socket.IPV6_V6ONLY,
-                    listening.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY),
-                )
-            sibling.bind(address)
-            sibling.listen(backlog)
-            sibling.setblocking(False)
-    except OSError:
-        for sibling in siblings:
-            sibling.close()
-        raise
-    return siblings
-
-
-@dataclass
-class WorkerSockets:
-    """
-    The listening sockets that one worker, and only it, accepts on (one per
-    C{SO_REUSEPORT} listener), with their backlogs.
-    """
-
-    sockets: list[tuple[socket.socket, int]]
-
-    def pause(self) -> None:
-        """
-        Out of their C{SO_REUSEPORT} groups: the kernel stops sending new
-        connections to these sockets, and resets those queued there.
-        """
-        for sock, _ in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RD)
-
-    def resume(self) -> None:
-        """
-        Back in their groups (the address is still bound).
-        """
-        for sock, backlog in self.sockets:
-            with contextlib.suppress(OSError):
-                sock.listen(backlog)
+__all__ = ["WorkerSupervisor", "WorkersService"]
 
 
 class WorkerProtocol(ProcessProtocol):
@@ -514,7 +410,7 @@ class WorkersService(MultiService):
         self.config = config
         self.reactor = reactor
         # tcp: and tcp6: listeners (not systemd: ones) bind through this one.
-        self._reusing = ReusePortReactor(reactor) if _REUSE_PORT is not None else None
+        self._reusing = ReusePortReactor(reactor) if REUSE_PORT is not None else None
         self.listening = EchoService(config, reactor, listener=self._listener)
         self._siblings: list[socket.socket] = []
         self.listening.accepting = False
@@ -552,6 +448,14 @@ class WorkersService(MultiService):
             stream: Any = port  # Twisted's tcp.Port or unix.Port: a FileDescriptor
             stream.stopReading()
             inherited.append(f"{index}:{int(stream.addressFamily)}:{listener.description}")
+            if stream.addressFamily == socket.AF_UNIX and (why := fastpath.unsupportedReason()):
+                # Workers adopt a shared unix socket through Twisted's private
+                # parts (echod.server.fastpath.adoptStreamPort); its stock
+                # adoption would chmod the path to 0666 and unlink it.
+                raise ListenError(
+                    f"workers = N cannot share {listener.description} here ({why}): "
+                    "use workers = 1 for unix: listeners"
+                )
             if self._reusing is not None and port in self._reusing.ports:
                 try:
                     siblings = siblingSockets(stream.socket, workers, stream.backlog)
