@@ -19,7 +19,8 @@ from twisted.logger import (
 from twisted.python.failure import Failure
 
 from echod.config import Config
-from echod.server.workers.supervisor import WorkerSockets, WorkerSupervisor
+from echod.server.workers.sockets import WorkerSockets
+from echod.server.workers.supervisor import WorkerSupervisor
 from echod.server.workers.wire import EVENT
 
 
