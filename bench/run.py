@@ -1,8 +1,8 @@
 """
 echod's benchmark: every scenario against echod and its peers, in one run.
 
-    python bench/run.py             # the full run: 7 alternating rounds of 3 s
-    python bench/run.py --quick     # smoke run (CI): 1 round of 0.5 s, < 60 s
+    python -m bench.run             # the full run: 7 alternating rounds of 3 s
+    python -m bench.run --quick     # smoke run (CI): 1 round of 0.5 s, < 60 s
 
 The harness compiles the native load generator (bench/loadgen.c) and the native
 reference server (bench/peers/epoll_echo.c) into bench/build/.  Each round starts
@@ -1096,6 +1096,7 @@ SERVER_NAMES = ("echod", "textbook", "asyncio", "uvloop", "native")
 
 def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
         description="Benchmark echod against the textbook Twisted, asyncio, uvloop and "
         "native echo servers, side by side.",
     )

@@ -2,9 +2,9 @@
 Worker scaling: echod with [server] workers = N, each worker held to the same
 CPU budget, against echod in one process held to that budget, in one run.
 
-    sudo python bench/workers.py                      # workers 1,2,3; 0.3 CPU each
-    sudo python bench/workers.py --workers 1,2 --budget 0.45
-    sudo python bench/workers.py --quick              # smoke run (CI)
+    sudo python -m bench.workers                      # workers 1,2,3; 0.3 CPU each
+    sudo python -m bench.workers --workers 1,2 --budget 0.45
+    sudo python -m bench.workers --quick              # smoke run (CI)
 
 Why budgets: on a 2-core machine the load generator needs about a core, so a
 second echod process has no core of its own to show what it adds.  Here every
@@ -45,8 +45,6 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -406,7 +404,8 @@ def table(options: Options, summary: dict[str, Any]) -> str:
 
 def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="echod's worker scaling, each worker held to the same CPU budget"
+        prog="python -m bench.workers",
+        description="echod's worker scaling, each worker held to the same CPU budget",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 round of 0.5 s, 1,2")
     parser.add_argument("--workers", help="worker counts to compare (default 1,2,3)")
@@ -464,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="echod-workers-") as directory:
             results = runAll(chosen, Path(directory))
     except (ScalingError, harness.BenchError, harness.ServerFailed) as e:
-        print(f"bench/workers.py: {e}", file=sys.stderr)
+        print(f"bench.workers: {e}", file=sys.stderr)
         return 2 if isinstance(e, harness.MismatchError) else 1
     summary = report(chosen, results)
     output = args.json or RESULTS / f"workers-{time.strftime('%Y%m%dT%H%M%S')}.json"

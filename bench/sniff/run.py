@@ -1,7 +1,7 @@
 """
 echod-sniff against tcpdump on the same UDP flood, in the same run.
 
-    sudo python bench/sniff/run.py [--rate 200000 --rate 300000 ...] [--seconds 5]
+    sudo python -m bench.sniff.run [--rate 200000 --rate 300000 ...] [--seconds 5]
 
 For each rate, a native sender (udpflood.c, compiled into bench/build/sniff/)
 floods UDP on loopback at that fixed rate for a few seconds, while both
@@ -312,7 +312,9 @@ def runDrain(flooder: Path, frames: int, work: Path) -> Drain:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sniff.run", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--rate", type=int, action="append", help="datagrams/s (repeatable)")
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=1, help="rounds per rate")

@@ -26,8 +26,8 @@ from tests.environment import need, requireTool
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-RUN = ROOT / "bench" / "run.py"
-WORKERS = ROOT / "bench" / "workers.py"
+RUN = "bench.run"
+WORKERS = "bench.workers"
 SERVERS = {"echod", "textbook", "asyncio", "uvloop", "native"}
 SCENARIOS = {
     "conn-10k",
@@ -39,9 +39,13 @@ SCENARIOS = {
 }
 
 
-def bench(script: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def bench(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """
+    Run C{python -m module} from the checkout, as the README does.
+    """
     return subprocess.run(
-        [sys.executable, str(script), *args],
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -51,7 +55,7 @@ def bench(script: Path, *args: str, timeout: float = 60) -> subprocess.Completed
 
 def test_quickRunMeasuresEveryScenarioOnEveryServer(tmp_path: Path) -> None:
     """
-    C{bench/run.py --quick} completes and writes JSON holding a result for
+    C{python -m bench.run --quick} completes and writes JSON holding a result for
     every scenario on every server, with no byte mismatch.
     """
     requireTool("gcc")
@@ -79,7 +83,7 @@ def test_quickRunMeasuresEveryScenarioOnEveryServer(tmp_path: Path) -> None:
 
 def test_workerScalingQuickRun(tmp_path: Path) -> None:
     """
-    C{bench/workers.py --quick} runs echod in one process and with two
+    C{python -m bench.workers --quick} runs echod in one process and with two
     workers, each in a CPU budget of its own, and writes what it measured:
     the budgets held (no more CPU used than given), the two workers both got
     connections.  (How much faster two are is measured, never asserted.)

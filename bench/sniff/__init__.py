@@ -1,0 +1,3 @@
+"""
+The capture-rate benchmark: ``python -m bench.sniff.run``.
+"""
