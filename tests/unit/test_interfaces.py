@@ -24,7 +24,7 @@ from echod.interfaces import (
     IStreamStatistics,
     IWorkerStatistics,
 )
-from echod.metrics import MetricsService
+from echod.metrics.collector import MetricsService
 from echod.server.listeners import EchoService, UDPEchoService
 from echod.server.workers.supervisor import WorkersService
 from echod.sniff.service import SniffService

@@ -29,7 +29,7 @@ from echod import __version__, config
 from echod.app import EchodService, makeService
 from echod.health import Health
 from echod.interfaces import ICaptureStatistics
-from echod.metrics import (
+from echod.metrics.collector import (
     HealthResource,
     MetricsResource,
     MetricsService,

@@ -76,7 +76,7 @@ class ReadmeTests:
         can yield (as the scraper sees it: counters end in _total), and no
         row for one it does not.
         """
-        source = (ROOT / "echod" / "metrics.py").read_text()
+        source = (ROOT / "echod" / "metrics" / "collector.py").read_text()
         suffixes = {"Counter": "_total", "Gauge": "", "Info": "_info"}
         exported = {
             name + suffixes[kind]

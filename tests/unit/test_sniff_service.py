@@ -23,7 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from echod import app as echodService
 from echod import config as _config
 from echod.config import SniffConfig
-from echod.metrics import _captureMetrics
+from echod.metrics.collector import _captureMetrics
 from echod.sniff.service import SniffService
 from echod.sniff.sinks import OutputError
 from echod.sniff.source import CapturePermissionError
