@@ -5,13 +5,12 @@ run against them, say whether they still behave as Twisted does.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from echod.server import fastpath
+from tests.testing import runPython
 
 pytestmark = pytest.mark.e2e
 
@@ -20,13 +19,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_twistedSuitesPassAgainstFastPaths(tmp_path: Path) -> None:
     assert fastpath.supported(), "echod's fast paths are not checked against this Twisted"
-    result = subprocess.run(
-        [sys.executable, "-m", "tests.twistedsuite", "--temp-directory", str(tmp_path / "trial")],
+    result = runPython(
+        ["-m", "tests.twistedsuite", "--temp-directory", str(tmp_path / "trial")],
         cwd=ROOT,
-        capture_output=True,
-        text=True,
         timeout=280,
-        check=False,
     )
     tail = result.stdout[-3000:]
     assert result.returncode == 0, tail

@@ -6,13 +6,12 @@ their traceback.
 from __future__ import annotations
 
 import subprocess
-import sys
+
+from tests.testing import runPython
 
 
 def run(code: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
-    )
+    return runPython(["-c", code])
 
 
 class ReportUserErrorsTests:

@@ -24,7 +24,7 @@ from echod.interfaces import (
     IStreamStatistics,
     IWorkerStatistics,
 )
-from echod.metrics.collector import MetricsService
+from echod.metrics.listener import MetricsService
 from echod.server.listeners import EchoService, UDPEchoService
 from echod.server.workers.supervisor import WorkersService
 from echod.sniff.service import SniffService
@@ -88,15 +88,13 @@ def test_sniffersCommandLoadsNoServer() -> None:
     Windows, where the sniffer also runs, does not have).
     """
     import json
-    import subprocess
-    import sys
+
+    from tests.testing import runPython
 
     code = (
         "import json, sys; import echod.tap.sniff, echod.app; "
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith(("
         "'echod.server', 'echod.metrics', 'twisted.internet.epollreactor')))))"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    done = runPython(["-c", code], check=True)
     assert json.loads(done.stdout) == []

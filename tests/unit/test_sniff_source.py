@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from typing import Any
 
@@ -20,6 +18,7 @@ from echod.sniff import linux, windows
 from echod.sniff.platforms import defaultSystem, openCapture
 from echod.sniff.source import CaptureRequest, IPacketSource
 from tests.capturetesting import MemoryLinuxSystem, MemoryWindowsSystem
+from tests.testing import runPython
 
 # What the sniffer must not import: the echo server (where it was, and the
 # package it moves to, with the root service), the metrics (which import
@@ -58,13 +57,7 @@ def importing(code: str) -> Any:
     """
     Run C{code} in a fresh interpreter; what it prints, as JSON, is returned.
     """
-    done = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = runPython(["-c", textwrap.dedent(code)])
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
