@@ -284,7 +284,7 @@ def makeService(
 
         SniffService(config.sniff, reactor).setServiceParent(root)
     if config.metrics.listen:
-        from echod.metrics.collector import MetricsService
+        from echod.metrics.listener import MetricsService
 
         MetricsService(
             config.metrics.listen, root, root.health, config.metrics, reactor

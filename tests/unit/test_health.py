@@ -21,7 +21,7 @@ from echod import config
 from echod.app import EchodService
 from echod.health import Health, watchdogInterval
 from echod.interfaces import IListening
-from echod.metrics.collector import MetricsService
+from echod.metrics.listener import MetricsService
 
 
 class Notifications:

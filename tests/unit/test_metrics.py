@@ -29,14 +29,8 @@ from echod import __version__, config
 from echod.app import EchodService, makeService
 from echod.health import Health
 from echod.interfaces import ICaptureStatistics
-from echod.metrics.collector import (
-    HealthResource,
-    MetricsResource,
-    MetricsService,
-    MetricsSite,
-    metricsRegistry,
-    metricsSite,
-)
+from echod.metrics.collector import HealthResource, MetricsResource, metricsRegistry
+from echod.metrics.listener import MetricsService, MetricsSite, metricsSite
 from echod.server.listeners import EchoService, UDPEchoService
 from echod.server.stream import EchoProtocol
 
