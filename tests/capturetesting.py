@@ -19,9 +19,20 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from zope.interface import implementer
+
 from echod.sniff import linux, windows
-from echod.sniff.source import PACKET_HOST, PACKET_OUTGOING, IPacketSource
+from echod.sniff.platforms import openCapture
+from echod.sniff.reader import IPacketConsumer
+from echod.sniff.source import (
+    PACKET_HOST,
+    PACKET_OUTGOING,
+    CaptureInfo,
+    CaptureRequest,
+    IPacketSource,
+)
 from tests import classicbpf
+from tests.environment import freePort
 
 __all__ = [
     "Collector",
@@ -447,3 +458,82 @@ class MemoryWindowsSystem(windows.WindowsSystem):
     def nanoseconds(self) -> int:
         self.now += 1000
         return self.now
+
+
+@implementer(IPacketConsumer)
+class RecordingConsumer:
+    """
+    Keeps what it is given; C{failOn} makes the Nth packet raise,
+    C{flushError} makes L{flush} raise.
+    """
+
+    def __init__(self, failOn: int | None = None) -> None:
+        self.info: CaptureInfo | None = None
+        self.packets: list[tuple[int, bytes, Meta]] = []
+        self.flushes = 0
+        self.stopped = 0
+        self.failOn = failOn
+        self.flushError: Exception | None = None
+
+    def captureStarted(self, info: CaptureInfo) -> None:
+        self.info = info
+
+    def packetReceived(
+        self,
+        seconds: int,
+        nanoseconds: int,
+        data: bytes,
+        wireLength: int,
+        interfaceIndex: int,
+        direction: int,
+    ) -> None:
+        timestamp = seconds * 1_000_000_000 + nanoseconds
+        self.packets.append((timestamp, data, Meta(wireLength, interfaceIndex, direction)))
+        if self.failOn == len(self.packets):
+            raise ValueError("cannot write this one")
+
+    def flush(self) -> None:
+        self.flushes += 1
+        if self.flushError is not None:
+            raise self.flushError
+
+    def captureStopped(self) -> None:
+        self.stopped += 1
+
+
+class ReadingTestsMixin:
+    """
+    Reading a capture of the loopback interface, the same against the fake
+    and the real kernel.
+    """
+
+    def makeSystem(self) -> Any:
+        raise NotImplementedError()
+
+    def send(self, port: int, payload: bytes) -> None:
+        raise NotImplementedError()
+
+    def collect(self, source: IPacketSource, count: int) -> Collector:
+        raise NotImplementedError()
+
+    def openLoopback(self, expression: str) -> IPacketSource:
+        self.system = self.makeSystem()
+        source = openCapture(CaptureRequest(interface="lo", filter=expression), self.system)
+        self.addCleanup(source.close)  # type: ignore[attr-defined]
+        return source
+
+    def test_filteredOnce(self) -> None:
+        """
+        Matching packets arrive once each (not once out and once in);
+        others never arrive.
+        """
+        port = freePort(socket.AF_INET, socket.SOCK_DGRAM)
+        source = self.openLoopback(f"udp dst port {port}")
+        self.send(port + 1 if port < 65535 else port - 1, b"other")
+        self.send(port, b"first")
+        self.send(port, b"second")
+        collector = self.collect(source, 2)
+        payloads = [p[1][42:] for p in collector.packets]
+        assert payloads == [b"first", b"second"]
+        assert {p[2].direction for p in collector.packets} == {PACKET_HOST}
+        assert source.statistics().received == 2

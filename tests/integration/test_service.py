@@ -7,6 +7,7 @@ timeout and graceful drain.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import time
@@ -22,7 +23,8 @@ from twisted.python.failure import Failure
 
 from echod import config
 from echod.app import makeService
-from echod.server.listeners import EchoService
+from echod.errors import ListenError
+from echod.server.listeners import EchoService, ListenerService
 from echod.server.stream import EchoFactory
 from tests.environment import requireIPv6
 
@@ -434,3 +436,35 @@ async def test_stopAbortsNonReadersAtTimeout() -> None:
     assert 0.9 < elapsed < 3
     assert not server.factory.connections
     s.close()
+
+
+class ListenerServiceTests:
+    def test_busyPortBecomesListenError(self) -> None:
+        """
+        A port that cannot be opened is a one-line ListenError naming the
+        endpoint as the user wrote it.
+        """
+        import socket
+
+        from twisted.internet.protocol import Factory, Protocol
+
+        holder = socket.socket()
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        try:
+            from twisted.internet import reactor
+
+            listener = ListenerService(
+                f"tcp:{port}:interface=127.0.0.1",
+                Factory.forProtocol(Protocol),
+                reactor,
+            )
+            with pytest.raises(ListenError) as caught:
+                listener.privilegedStartService()
+        finally:
+            holder.close()
+        assert str(caught.value) == (
+            f"cannot listen on tcp:{port}:interface=127.0.0.1: address already in use"
+        )
+        assert caught.value.errno == errno.EADDRINUSE

@@ -82,38 +82,6 @@ class IPv4FallbackTests:
         assert listener.description == "tcp:7"
 
 
-class ListenerServiceTests:
-    def test_busyPortBecomesListenError(self) -> None:
-        """
-        A port that cannot be opened is a one-line ListenError naming the
-        endpoint as the user wrote it.
-        """
-        import socket
-
-        from twisted.internet.protocol import Factory, Protocol
-
-        holder = socket.socket()
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        try:
-            from twisted.internet import reactor
-
-            listener = ListenerService(
-                f"tcp:{port}:interface=127.0.0.1",
-                Factory.forProtocol(Protocol),
-                reactor,
-            )
-            with pytest.raises(ListenError) as caught:
-                listener.privilegedStartService()
-        finally:
-            holder.close()
-        assert str(caught.value) == (
-            f"cannot listen on tcp:{port}:interface=127.0.0.1: address already in use"
-        )
-        assert caught.value.errno == errno.EADDRINUSE
-
-
 class ReloadTests:
     """
     What takes a restart is compared with what runs, not with the last

@@ -1,11 +1,10 @@
 """
-Filters compiled by libpcap, rewritten for Linux sockets and attached to
-them, checked by what the programs do to known packets.
+Filters compiled by libpcap and rewritten for Linux sockets, checked by
+what the programs do to known packets (run by tests/classicbpf.py); the
+kernel runs them in tests/integration/test_sniff_bpf.py.
 """
 
 from __future__ import annotations
-
-import socket
 
 import pytest
 from twisted.trial.unittest import SynchronousTestCase
@@ -249,37 +248,3 @@ class LoopbackTests(SynchronousTestCase):
         """
         program = bpf.acceptAll(10)
         assert bpf.dropLoopbackOutgoing(program, []) is program
-
-
-class AttachTests(SynchronousTestCase):
-    """
-    L{bpf.attachFilter} hands the kernel a real C{struct sock_fprog}: a UDP
-    socket (no privilege needed) obeys the programs attached to it.
-    """
-
-    def exchange(self, program: FilterProgram) -> bytes | None:
-        with (
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
-        ):
-            receiver.bind(("127.0.0.1", 0))
-            bpf.attachFilter(receiver, program)
-            sender.sendto(b"ping", receiver.getsockname())
-            receiver.settimeout(0.3)
-            try:
-                return receiver.recv(100)
-            except TimeoutError:
-                return None
-
-    def test_dropAll(self) -> None:
-        assert self.exchange(bpf.DROP_ALL) is None
-
-    def test_acceptAll(self) -> None:
-        assert self.exchange(bpf.acceptAll(65535)) == b"ping"
-
-    def test_truncates(self) -> None:
-        """
-        The program's return value is how many bytes are kept (for a UDP
-        socket, counted from the UDP header).
-        """
-        assert self.exchange(bpf.acceptAll(8 + 2)) == b"pi"

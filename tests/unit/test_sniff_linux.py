@@ -1,16 +1,14 @@
 """
 Opening Linux captures and reading packets from them (ring and recvmsg)
-against a fake system, and the same reading tests against the real kernel
-when run as root.
+against a fake system; the same reading tests run against the real kernel
+in tests/integration/test_sniff_linux.py.
 """
 
 from __future__ import annotations
 
 import errno
-import select
 import socket
 import struct
-import time
 from typing import Any
 
 import pytest
@@ -38,8 +36,8 @@ from tests.capturetesting import (
     MemoryLinuxSystem,
     MemoryPacketSocket,
     Meta,
+    ReadingTestsMixin,
 )
-from tests.environment import freePort, requireRoot
 
 STAMP = 1_700_000_000_123_456_789
 
@@ -483,44 +481,6 @@ class SocketReadTests(SynchronousTestCase):
         assert data[20:] == packet
 
 
-class ReadingTestsMixin:
-    """
-    Reading a capture of the loopback interface, the same against the fake
-    and the real kernel.
-    """
-
-    def makeSystem(self) -> Any:
-        raise NotImplementedError()
-
-    def send(self, port: int, payload: bytes) -> None:
-        raise NotImplementedError()
-
-    def collect(self, source: IPacketSource, count: int) -> Collector:
-        raise NotImplementedError()
-
-    def openLoopback(self, expression: str) -> IPacketSource:
-        self.system = self.makeSystem()
-        source = openCapture(CaptureRequest(interface="lo", filter=expression), self.system)
-        self.addCleanup(source.close)  # type: ignore[attr-defined]
-        return source
-
-    def test_filteredOnce(self) -> None:
-        """
-        Matching packets arrive once each (not once out and once in);
-        others never arrive.
-        """
-        port = freePort(socket.AF_INET, socket.SOCK_DGRAM)
-        source = self.openLoopback(f"udp dst port {port}")
-        self.send(port + 1 if port < 65535 else port - 1, b"other")
-        self.send(port, b"first")
-        self.send(port, b"second")
-        collector = self.collect(source, 2)
-        payloads = [p[1][42:] for p in collector.packets]
-        assert payloads == [b"first", b"second"]
-        assert {p[2].direction for p in collector.packets} == {PACKET_HOST}
-        assert source.statistics().received == 2
-
-
 class FakeReadingTests(ReadingTestsMixin, SynchronousTestCase):
     def makeSystem(self) -> MemoryLinuxSystem:
         return MemoryLinuxSystem()
@@ -532,35 +492,5 @@ class FakeReadingTests(ReadingTestsMixin, SynchronousTestCase):
 
     def collect(self, source: IPacketSource, count: int) -> Collector:
         collector = Collector()
-        collector.read(source)
-        return collector
-
-
-class RealReadingTests(ReadingTestsMixin, SynchronousTestCase):
-    """
-    The same on the real kernel: needs root (skipped elsewhere, required in
-    CI).
-    """
-
-    def setUp(self) -> None:
-        requireRoot()
-
-    def makeSystem(self) -> linux.LinuxSystem:
-        return linux.LinuxSystem()
-
-    def send(self, port: int, payload: bytes) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.sendto(payload, ("127.0.0.1", port))
-
-    def collect(self, source: IPacketSource, count: int) -> Collector:
-        collector = Collector()
-        poller = select.poll()
-        poller.register(source.fileno(), select.POLLIN)
-        deadline = time.monotonic() + 5
-        while len(collector.packets) < count and time.monotonic() < deadline:
-            poller.poll(100)
-            collector.read(source)
-        # Anything more would show up within the ring's block timeout.
-        time.sleep(0.2)
         collector.read(source)
         return collector

@@ -1,73 +1,27 @@
 """
 L{RawReader}: a reactor reader that drains the capture in batches and hands
 packets to an L{IPacketConsumer}; against the fake kernel and a memory
-reactor, and once against the real kernel and reactor (as root).
+reactor (tests/integration/test_sniff_reader.py has the real ones).
 """
 
 from __future__ import annotations
 
-import socket
-import time
 from typing import Any
 
 import pytest
-import pytest_twisted
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReadDescriptor
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from echod.sniff.reader import IPacketConsumer, RawReader
+from echod.sniff.reader import RawReader
 from echod.sniff.sinks import OutputError
-from echod.sniff.source import CaptureInfo, CapturePermissionError, CaptureRequest
+from echod.sniff.source import CapturePermissionError, CaptureRequest
 from tests import frames
-from tests.capturetesting import MemoryLinuxSystem, Meta
-from tests.environment import freePort, requireRoot
-
-
-@implementer(IPacketConsumer)
-class RecordingConsumer:
-    """
-    Keeps what it is given; C{failOn} makes the Nth packet raise,
-    C{flushError} makes L{flush} raise.
-    """
-
-    def __init__(self, failOn: int | None = None) -> None:
-        self.info: CaptureInfo | None = None
-        self.packets: list[tuple[int, bytes, Meta]] = []
-        self.flushes = 0
-        self.stopped = 0
-        self.failOn = failOn
-        self.flushError: Exception | None = None
-
-    def captureStarted(self, info: CaptureInfo) -> None:
-        self.info = info
-
-    def packetReceived(
-        self,
-        seconds: int,
-        nanoseconds: int,
-        data: bytes,
-        wireLength: int,
-        interfaceIndex: int,
-        direction: int,
-    ) -> None:
-        timestamp = seconds * 1_000_000_000 + nanoseconds
-        self.packets.append((timestamp, data, Meta(wireLength, interfaceIndex, direction)))
-        if self.failOn == len(self.packets):
-            raise ValueError("cannot write this one")
-
-    def flush(self) -> None:
-        self.flushes += 1
-        if self.flushError is not None:
-            raise self.flushError
-
-    def captureStopped(self) -> None:
-        self.stopped += 1
+from tests.capturetesting import MemoryLinuxSystem, RecordingConsumer
 
 
 def frame(n: int) -> bytes:
@@ -274,36 +228,3 @@ class RawReaderTests(SynchronousTestCase):
         reader.connectionLost(Failure(ConnectionDone("gone")))
         self.failureResultOf(lost, ConnectionDone)
         assert self.system.socket.closed
-
-
-async def _realReactor() -> None:
-    """
-    On the real reactor and kernel, datagrams sent on loopback reach the
-    consumer, each once.
-    """
-    requireRoot()
-    from twisted.internet import reactor
-    from twisted.internet.task import deferLater
-
-    port = freePort(socket.AF_INET, socket.SOCK_DGRAM)
-    consumer = RecordingConsumer()
-    request = CaptureRequest(interface="lo", filter=f"udp dst port {port}")
-    reader = RawReader(request, consumer, reactor)
-    reader.startCapturing()
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            for n in range(3):
-                s.sendto(bytes([n]), ("127.0.0.1", port))
-        deadline = time.monotonic() + 5
-        while len(consumer.packets) < 3 and time.monotonic() < deadline:
-            await deferLater(reactor, 0.02, lambda: None)
-        await deferLater(reactor, 0.2, lambda: None)
-    finally:
-        reader.stopCapturing()
-    assert [p[1][-1] for p in consumer.packets] == [0, 1, 2]
-    assert consumer.flushes >= 1
-    assert consumer.stopped == 1
-
-
-# Applied as a call, not a decorator: pytest_twisted has no types.
-test_realReactor = pytest_twisted.ensureDeferred(_realReactor)
