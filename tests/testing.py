@@ -1,20 +1,79 @@
 """
-What echod's tests share: waiting for a condition with a deadline, a fresh
-Python running the echod under test, and the helpers several test modules use.
-Test modules import from here (and from L{tests.daemon}, L{tests.environment},
-L{tests.capturetesting}), never from one another.
+What echod's tests share, in the spirit of C{twisted.internet.testing}:
+waiting for a condition with a deadline, a fresh Python running the echod
+under test, fakes (resolvers), PROXY headers, a TLS certificate, an echod
+service tree in this process, and the clients and probes several end-to-end
+modules use (echo round trips, the witness client, metrics scrapes, worker
+processes).  Test modules import from here (and from L{tests.daemon},
+L{tests.environment}, L{tests.capturetesting}, L{tests.hostileconfigs},
+L{tests.frames}, L{tests.classicbpf}), never from one another.  Nothing here
+imports the reactor at import time.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
-__all__ = ["CHECKOUT", "pythonPath", "runPython", "waitUntil"]
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import (
+    IAddress,
+    IHostnameResolver,
+    IHostResolution,
+    IResolutionReceiver,
+)
+from zope.interface import implementer
+
+from echod import config
+from echod.app import makeService
+from echod.server.listeners import EchoService
+from echod.server.proxyprotocol import V2_SIGNATURE
+from echod.server.stream import EchoFactory
+from tests.daemon import twistdPath
+
+__all__ = [
+    "CHECKOUT",
+    "FixedResolver",
+    "Samples",
+    "Server",
+    "SilentResolver",
+    "Witness",
+    "echo",
+    "get",
+    "inThread",
+    "listeningSockets",
+    "needTLS",
+    "proxyV2",
+    "pythonPath",
+    "reactor",
+    "recvAll",
+    "roundTrip",
+    "runPython",
+    "runTwistd",
+    "scrape",
+    "selfSigned",
+    "sleep",
+    "udpEcho",
+    "value",
+    "waitUntil",
+    "workerPids",
+]
+
+T = TypeVar("T")
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -67,3 +126,322 @@ def runPython(
         env=env,
         check=check,
     )
+
+
+# --- In-process echod, on the global reactor -----------------------------------
+
+
+def reactor() -> Any:
+    from twisted.internet import reactor as globalReactor
+
+    return globalReactor
+
+
+def inThread(f: Callable[..., T], *args: object) -> Deferred[T]:
+    from twisted.internet.threads import deferToThread
+
+    return deferToThread(f, *args)
+
+
+def sleep(seconds: float) -> Deferred[None]:
+    from twisted.internet.task import deferLater
+
+    return deferLater(reactor(), seconds, lambda: None)
+
+
+class Server:
+    """
+    An echod service tree started in this process.
+    """
+
+    def __init__(self, listen: list[str], **server: object) -> None:
+        base = config.Config()
+        settings = config.ServerConfig(listen=tuple(listen), **server)  # type: ignore[arg-type]
+        self.config = config.Config(server=settings, log=base.log)
+        self.root = makeService(self.config, reactor())
+        self.echo: EchoService = next(s for s in self.root if isinstance(s, EchoService))
+        self.factory: EchoFactory = self.echo.factory
+        self.ports: list[int] = []
+
+    async def start(self) -> Server:
+        self.root.privilegedStartService()
+        self.root.startService()
+        listening = await self.echo.whenListening()
+        self.ports = [getattr(p.getHost(), "port", 0) for p in listening]
+        return self
+
+    async def stop(self) -> None:
+        if self.root.running:
+            await self.root.stopService()
+
+
+def recvAll(s: socket.socket, size: int | None) -> bytes:
+    chunks, total = [], 0
+    while size is None or total < size:
+        chunk = s.recv(262144)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+# --- Fakes --------------------------------------------------------------------------
+
+
+@implementer(IHostResolution)
+class _Resolution:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def cancel(self) -> None:
+        pass
+
+
+@implementer(IHostnameResolver)
+class SilentResolver:
+    """
+    A resolver that never answers.
+    """
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Sequence[type[IAddress]] | None = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        resolution = _Resolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+        return resolution
+
+
+@implementer(IHostnameResolver)
+class FixedResolver:
+    """
+    Resolves every name to the given addresses, at once, honouring the
+    address types asked for.
+    """
+
+    def __init__(self, *hosts: str) -> None:
+        self.hosts = hosts
+        self.asked: list[Sequence[type[IAddress]] | None] = []
+
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Sequence[type[IAddress]] | None = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        self.asked.append(addressTypes)
+        resolution = _Resolution(hostName)
+        resolutionReceiver.resolutionBegan(resolution)
+        for host in self.hosts:
+            kind = IPv6Address if ":" in host else IPv4Address
+            if addressTypes is None or kind in addressTypes:
+                resolutionReceiver.addressResolved(kind("TCP", host, portNumber))
+        resolutionReceiver.resolutionComplete()
+        return resolution
+
+
+# --- PROXY protocol and TLS -------------------------------------------------------
+
+
+def proxyV2(command: int, family: int, block: bytes, tlvs: bytes = b"") -> bytes:
+    """
+    A PROXY protocol v2 header: C{command} (0 local, 1 proxy), C{family}
+    (address family and transport byte), the address block and TLVs.
+    """
+    body = block + tlvs
+    return V2_SIGNATURE + struct.pack("!BBH", 0x20 | command, family, len(body)) + body
+
+
+def selfSigned(directory: Path) -> tuple[Path, Path, Path]:
+    """
+    A self-signed certificate for localhost and 127.0.0.1, its key, and a
+    trust-roots directory holding it.
+    """
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    keyPath, certPath, roots = directory / "key.pem", directory / "cert.pem", directory / "roots"
+    keyPath.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    certPath.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    roots.mkdir()
+    (roots / "cert.pem").write_bytes(certPath.read_bytes())
+    return keyPath, certPath, roots
+
+
+def needTLS() -> None:
+    # Not environment.need(): pyOpenSSL is an optional extra (Twisted[tls]),
+    # not something .ci/run installs, so its absence is a plain skip.
+    if importlib.util.find_spec("OpenSSL") is None:
+        pytest.skip("pyOpenSSL is not installed (pip install 'Twisted[tls]')")
+
+
+# --- Clients and probes of a running echod ------------------------------------------
+
+
+def echo(host: str, port: int, payload: bytes, timeout: float = 10) -> bytes:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as s:
+        s.settimeout(timeout)
+        s.connect((host, port))
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        chunks = []
+        while chunk := s.recv(65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+
+def runTwistd(args: list[str], cwd: Path, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [twistdPath(), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def udpEcho(host: str, port: int, payload: bytes, timeout: float = 10) -> bytes:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(payload, (host, port))
+        return s.recv(65535)
+
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def scrape(port: int) -> Samples:
+    status, body = get(f"http://127.0.0.1:{port}/metrics")
+    assert status == 200
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), -1)
+
+
+def roundTrip(s: socket.socket, payload: bytes) -> None:
+    s.sendall(payload)
+    got = b""
+    while len(got) < len(payload):
+        chunk = s.recv(65536)
+        assert chunk, f"closed by the server after {got!r}"
+        got += chunk
+    assert got == payload
+
+
+class Witness(threading.Thread):
+    """
+    A well-behaved client echoing random messages and checking each reply,
+    for as long as the abuse goes on.
+    """
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port = port
+        self.stopping = threading.Event()
+        self.roundTrips = 0
+        self.failure: str | None = None
+
+    def run(self) -> None:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+                while not self.stopping.is_set():
+                    message = os.urandom(1 + self.roundTrips % 4000)
+                    s.sendall(message)
+                    got = b""
+                    while len(got) < len(message):
+                        chunk = s.recv(65536)
+                        if not chunk:
+                            raise AssertionError("server closed the witness connection")
+                        got += chunk
+                    if got != message:
+                        raise AssertionError(f"mismatch after {self.roundTrips} round trips")
+                    self.roundTrips += 1
+                    # Stay well inside the idle timeout.
+                    time.sleep(0.01)
+        except Exception as e:
+            self.failure = f"{type(e).__name__}: {e}"
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join(15)
+        assert self.failure is None, self.failure
+        assert self.roundTrips > 10
+
+
+def workerPids(mainPid: int) -> list[int]:
+    result = subprocess.run(
+        ["pgrep", "-P", str(mainPid), "-f", "echod.server.workers.child"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return sorted(int(pid) for pid in result.stdout.split())
+
+
+def listeningSockets(port: int) -> int:
+    """
+    How many sockets listen on TCP C{port} (IPv4 and IPv6), from /proc.
+    """
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count

@@ -19,50 +19,11 @@ import pytest
 
 from tests.daemon import Twistd
 from tests.environment import freePort
+from tests.testing import Witness
 
 pytestmark = pytest.mark.e2e
 
 IDLE_TIMEOUT = 2.0
-
-
-class Witness(threading.Thread):
-    """
-    A well-behaved client echoing random messages and checking each reply,
-    for as long as the abuse goes on.
-    """
-
-    def __init__(self, port: int) -> None:
-        super().__init__(daemon=True)
-        self.port = port
-        self.stopping = threading.Event()
-        self.roundTrips = 0
-        self.failure: str | None = None
-
-    def run(self) -> None:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
-                while not self.stopping.is_set():
-                    message = os.urandom(1 + self.roundTrips % 4000)
-                    s.sendall(message)
-                    got = b""
-                    while len(got) < len(message):
-                        chunk = s.recv(65536)
-                        if not chunk:
-                            raise AssertionError("server closed the witness connection")
-                        got += chunk
-                    if got != message:
-                        raise AssertionError(f"mismatch after {self.roundTrips} round trips")
-                    self.roundTrips += 1
-                    # Stay well inside the idle timeout.
-                    time.sleep(0.01)
-        except Exception as e:
-            self.failure = f"{type(e).__name__}: {e}"
-
-    def finish(self) -> None:
-        self.stopping.set()
-        self.join(15)
-        assert self.failure is None, self.failure
-        assert self.roundTrips > 10
 
 
 @pytest.fixture

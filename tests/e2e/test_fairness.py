@@ -21,9 +21,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon import Twistd
-from tests.e2e.test_abuse import Witness
-from tests.e2e.test_workers import workerPids
 from tests.environment import freePort
+from tests.testing import Witness, workerPids
 
 pytestmark = pytest.mark.e2e
 

@@ -20,7 +20,7 @@ import pytest
 from echod.errors import MAX_LINE
 from tests.daemon import Twistd, twistdPath
 from tests.environment import freePort
-from tests.unit.test_hostile_config import ENDPOINT_FILES, FILES, TEXTS, Builder
+from tests.hostileconfigs import ENDPOINT_FILES, FILES, TEXTS, Builder
 
 pytestmark = pytest.mark.e2e
 

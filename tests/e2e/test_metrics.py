@@ -10,42 +10,16 @@ import signal
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.daemon import Twistd
 from tests.environment import freePort
+from tests.testing import Samples, get, roundTrip, scrape, value
 
 pytestmark = pytest.mark.e2e
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def scrape(port: int) -> Samples:
-    status, body = get(f"http://127.0.0.1:{port}/metrics")
-    assert status == 200
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(body.decode())
-        for sample in family.samples
-    }
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), -1)
 
 
 def scrapeUntil(port: int, ready: Callable[[Samples], bool], timeout: float = 5) -> Samples:
@@ -70,16 +44,6 @@ def refusedAtOnce(port: int, source: str = "127.0.0.1") -> None:
         s.bind((source, 0))
         s.connect(("127.0.0.1", port))
         assert s.recv(10) == b""
-
-
-def roundTrip(s: socket.socket, payload: bytes) -> None:
-    s.sendall(payload)
-    got = b""
-    while len(got) < len(payload):
-        chunk = s.recv(65536)
-        assert chunk, f"closed by the server after {got!r}"
-        got += chunk
-    assert got == payload
 
 
 class Talker(threading.Thread):

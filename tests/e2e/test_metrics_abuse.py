@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import Twistd
-from tests.e2e.test_metrics import get, roundTrip, scrape, value
 from tests.environment import freePort
+from tests.testing import get, roundTrip, scrape, value
 
 pytestmark = pytest.mark.e2e
 

@@ -17,12 +17,17 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import Twistd
-from tests.e2e.test_metrics import scrape, value
-from tests.e2e.test_systemd import udpEcho
-from tests.e2e.test_twistd import echo, runTwistd
-from tests.e2e.test_workers import listeningSockets, workerPids
 from tests.environment import freePort, need, requireRoot, requireTool
-from tests.testing import waitUntil
+from tests.testing import (
+    echo,
+    listeningSockets,
+    runTwistd,
+    scrape,
+    udpEcho,
+    value,
+    waitUntil,
+    workerPids,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 

@@ -24,9 +24,8 @@ import pytest
 
 from echod.config import ServerConfig
 from tests.daemon import Twistd, twistdPath
-from tests.e2e.test_metrics import get, scrape, value
-from tests.e2e.test_twistd import echo
 from tests.environment import freePort, need, requireIPv6, requireTool
+from tests.testing import echo, get, scrape, udpEcho, value
 
 pytestmark = pytest.mark.e2e
 
@@ -180,14 +179,6 @@ def retry(action: str, attempt: Callable[[], object], timeout: float = 15) -> No
             if time.monotonic() > deadline:
                 raise AssertionError(f"{action}: no success in {timeout}s") from None
             time.sleep(0.1)
-
-
-def udpEcho(host: str, port: int, payload: bytes, timeout: float = 10) -> bytes:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as s:
-        s.settimeout(timeout)
-        s.sendto(payload, (host, port))
-        return s.recv(65535)
 
 
 class SocketActivationTests:

@@ -25,21 +25,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from echod.config import loads
 from echod.server.workers.wire import EVENT, STOP, configLine
 from tests.daemon import Twistd
-from tests.e2e.test_twistd import runTwistd
 from tests.environment import freePort
-from tests.testing import pythonPath, waitUntil
+from tests.testing import listeningSockets, pythonPath, runTwistd, waitUntil, workerPids
 
 pytestmark = pytest.mark.e2e
-
-
-def workerPids(mainPid: int) -> list[int]:
-    result = subprocess.run(
-        ["pgrep", "-P", str(mainPid), "-f", "echod.server.workers.child"],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    return sorted(int(pid) for pid in result.stdout.split())
 
 
 def echo(port: int, payload: bytes, host: str = "127.0.0.1", timeout: float = 10) -> bytes:
@@ -59,19 +48,6 @@ def refused(port: int) -> bool:
             return s.recv(10) == b""
         except (ConnectionResetError, BrokenPipeError):
             return True
-
-
-def listeningSockets(port: int) -> int:
-    """
-    How many sockets listen on TCP C{port} (IPv4 and IPv6), from /proc.
-    """
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
-                count += 1
-    return count
 
 
 def records(daemon: Twistd) -> list[dict[str, object]]:

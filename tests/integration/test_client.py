@@ -8,26 +8,20 @@ servers: one that corrupts a byte, one that never answers, one that hangs up.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import io
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import pytest
 import pytest_twisted
-from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import (
-    IAddress,
     IHostnameResolver,
-    IHostResolution,
     IListeningPort,
-    IResolutionReceiver,
 )
 from twisted.internet.protocol import Factory, Protocol
-from zope.interface import implementer
 
 from echod import app
 from echod.client.errors import ExitStatus
@@ -37,6 +31,7 @@ from echod.client.service import EchoClientService
 from echod.config import ClientConfig, Config, ServerConfig
 from echod.server.listeners import EchoService
 from tests.environment import hasIPv6, requireIPv6
+from tests.testing import FixedResolver, needTLS, selfSigned
 
 _F = TypeVar("_F")
 
@@ -164,43 +159,6 @@ class Listening:
 
     async def stop(self) -> None:
         await maybeDeferred(self._port.stopListening)
-
-
-@implementer(IHostResolution)
-class _Resolution:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def cancel(self) -> None:
-        pass
-
-
-@implementer(IHostnameResolver)
-class FixedResolver:
-    """
-    A resolver view of our own: every name resolves to C{hosts}, in order,
-    filtered by the address types asked for, as getaddrinfo would.
-    """
-
-    def __init__(self, *hosts: str) -> None:
-        self.hosts = hosts
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: IResolutionReceiver,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: Sequence[type[IAddress]] | None = None,
-        transportSemantics: str = "TCP",
-    ) -> IHostResolution:
-        resolution = _Resolution(hostName)
-        resolutionReceiver.resolutionBegan(resolution)
-        for host in self.hosts:
-            kind = IPv6Address if ":" in host else IPv4Address
-            if addressTypes is None or kind in addressTypes:
-                resolutionReceiver.addressResolved(kind("TCP", host, portNumber))
-        resolutionReceiver.resolutionComplete()
-        return resolution
 
 
 # --- against echod ----------------------------------------------------------------
@@ -489,68 +447,14 @@ async def test_serviceStoppedMidRun(server: EchoServer) -> None:
 # --- TLS (needs Twisted's tls extra) ------------------------------------------------------
 
 
-def _selfSigned(directory: Path) -> tuple[Path, Path, Path]:
-    """
-    A self-signed certificate for localhost and 127.0.0.1, its key, and a
-    trust-roots directory holding it.
-    """
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    keyPath, certPath, roots = directory / "key.pem", directory / "cert.pem", directory / "roots"
-    keyPath.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    certPath.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    roots.mkdir()
-    (roots / "cert.pem").write_bytes(certPath.read_bytes())
-    return keyPath, certPath, roots
-
-
-def _needTLS() -> None:
-    # Not environment.need(): pyOpenSSL is an optional extra (Twisted[tls]),
-    # not something .ci/run installs, so its absence is a plain skip.
-    if importlib.util.find_spec("OpenSSL") is None:
-        pytest.skip("pyOpenSSL is not installed (pip install 'Twisted[tls]')")
-
-
 @inReactor
 async def test_tlsEndpointString(tmp_path: Path) -> None:
     """
     A C{tls:} endpoint string reaches echod's C{ssl:} listener, verifying
     its certificate; an untrusted certificate is a connect failure.
     """
-    _needTLS()
-    key, cert, roots = _selfSigned(tmp_path)
+    needTLS()
+    key, cert, roots = selfSigned(tmp_path)
     tlsServer = await EchoServer(
         f"ssl:port=0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     ).start()

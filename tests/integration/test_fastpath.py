@@ -19,8 +19,7 @@ from twisted.internet import tcp
 
 from echod.server import fastpath
 from tests.environment import need
-from tests.integration.test_client import _needTLS, _selfSigned
-from tests.integration.test_service import Server, inThread, recvAll, sleep
+from tests.testing import Server, inThread, needTLS, recvAll, selfSigned, sleep
 
 
 def needHelper() -> None:
@@ -137,10 +136,10 @@ async def test_tlsListenersKeepTheirProtocol(tmp_path: Path) -> None:
     Under TLS the transport carries ciphertext: a TLS listener gets the
     immediate writes, not the in-place echo, and echoes plaintext correctly.
     """
-    _needTLS()
+    needTLS()
     import ssl
 
-    key, cert, _ = _selfSigned(tmp_path)
+    key, cert, _ = selfSigned(tmp_path)
     server = await Server(
         [f"ssl:port=0:interface=127.0.0.1:privateKey={key}:certKey={cert}"]
     ).start()

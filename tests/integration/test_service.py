@@ -11,9 +11,8 @@ import errno
 import os
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 import pytest_twisted
@@ -21,58 +20,12 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.python.failure import Failure
 
-from echod import config
-from echod.app import makeService
 from echod.errors import ListenError
-from echod.server.listeners import EchoService, ListenerService
-from echod.server.stream import EchoFactory
+from echod.server.listeners import ListenerService
 from tests.environment import requireIPv6
+from tests.testing import Server, inThread, reactor, recvAll, sleep
 
 T = TypeVar("T")
-
-
-def reactor() -> Any:
-    from twisted.internet import reactor as globalReactor
-
-    return globalReactor
-
-
-def inThread(f: Callable[..., T], *args: object) -> Deferred[T]:
-    from twisted.internet.threads import deferToThread
-
-    return deferToThread(f, *args)
-
-
-def sleep(seconds: float) -> Deferred[None]:
-    from twisted.internet.task import deferLater
-
-    return deferLater(reactor(), seconds, lambda: None)
-
-
-class Server:
-    """
-    An echod service tree started in this process.
-    """
-
-    def __init__(self, listen: list[str], **server: object) -> None:
-        base = config.Config()
-        settings = config.ServerConfig(listen=tuple(listen), **server)  # type: ignore[arg-type]
-        self.config = config.Config(server=settings, log=base.log)
-        self.root = makeService(self.config, reactor())
-        self.echo: EchoService = next(s for s in self.root if isinstance(s, EchoService))
-        self.factory: EchoFactory = self.echo.factory
-        self.ports: list[int] = []
-
-    async def start(self) -> Server:
-        self.root.privilegedStartService()
-        self.root.startService()
-        listening = await self.echo.whenListening()
-        self.ports = [getattr(p.getHost(), "port", 0) for p in listening]
-        return self
-
-    async def stop(self) -> None:
-        if self.root.running:
-            await self.root.stopService()
 
 
 async def started(listen: list[str], **server: object) -> Server:
@@ -88,17 +41,6 @@ def roundTrip(host: str, port: int, payload: bytes, halfClose: bool = True) -> b
         if halfClose:
             s.shutdown(socket.SHUT_WR)
         return recvAll(s, None if halfClose else len(payload))
-
-
-def recvAll(s: socket.socket, size: int | None) -> bytes:
-    chunks, total = [], 0
-    while size is None or total < size:
-        chunk = s.recv(262144)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return b"".join(chunks)
 
 
 @pytest_twisted.ensureDeferred

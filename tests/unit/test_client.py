@@ -9,24 +9,16 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError
-from twisted.internet.interfaces import (
-    IAddress,
-    IHostnameResolver,
-    IHostResolution,
-    IResolutionReceiver,
-)
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
-from zope.interface import implementer
 
 from echod.client.bulk import BulkPattern
 from echod.client.connect import connectFailure
@@ -43,6 +35,7 @@ from echod.client.run import runClient
 from echod.client.statistics import RTTStats
 from echod.config import ClientConfig, ConfigError, ServerConfig
 from echod.server.stream import EchoFactory
+from tests.testing import FixedResolver, SilentResolver
 
 PEER = IPv4Address("TCP", "127.0.0.1", 7007)
 
@@ -689,34 +682,6 @@ def test_mismatchAndEndingErrorAreBothSaid() -> None:
 # --- connecting on a fake clock -------------------------------------------------
 
 
-@implementer(IHostResolution)
-class _Resolution:
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def cancel(self) -> None:
-        pass
-
-
-@implementer(IHostnameResolver)
-class SilentResolver:
-    """
-    A resolver that never answers.
-    """
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: IResolutionReceiver,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: Sequence[type[IAddress]] | None = None,
-        transportSemantics: str = "TCP",
-    ) -> IHostResolution:
-        resolution = _Resolution(hostName)
-        resolutionReceiver.resolutionBegan(resolution)
-        return resolution
-
-
 def test_connectTimeoutCoversResolution() -> None:
     """
     The timeout bounds resolving and connecting together, on the reactor's
@@ -733,36 +698,6 @@ def test_connectTimeoutCoversResolution() -> None:
     reactor.advance(0.2)
     assert results == [ExitStatus.TIMEOUT]
     assert err.getvalue() == ("echod-client: could not connect to localhost port 7007 within 2 s\n")
-
-
-@implementer(IHostnameResolver)
-class FixedResolver:
-    """
-    Resolves every name to the given addresses, at once, honouring the
-    address types asked for.
-    """
-
-    def __init__(self, *hosts: str) -> None:
-        self.hosts = hosts
-        self.asked: list[Sequence[type[IAddress]] | None] = []
-
-    def resolveHostName(
-        self,
-        resolutionReceiver: IResolutionReceiver,
-        hostName: str,
-        portNumber: int = 0,
-        addressTypes: Sequence[type[IAddress]] | None = None,
-        transportSemantics: str = "TCP",
-    ) -> IHostResolution:
-        self.asked.append(addressTypes)
-        resolution = _Resolution(hostName)
-        resolutionReceiver.resolutionBegan(resolution)
-        for host in self.hosts:
-            kind = IPv6Address if ":" in host else IPv4Address
-            if addressTypes is None or kind in addressTypes:
-                resolutionReceiver.addressResolved(kind("TCP", host, portNumber))
-        resolutionReceiver.resolutionComplete()
-        return resolution
 
 
 @pytest.mark.parametrize(

@@ -20,6 +20,7 @@ from twisted.python.failure import Failure
 from echod.config import ServerConfig
 from echod.server.limits import Refusal
 from echod.server.stream import EchoFactory, EchoProtocol
+from tests.testing import proxyV2
 
 
 def makeFactory(**settings: object) -> tuple[EchoFactory, Clock]:
@@ -458,11 +459,9 @@ class ProxiedTests:
         assert not clock.getDelayedCalls()
 
     def test_localCommandIsTheProxyItself(self) -> None:
-        from tests.unit.test_proxyprotocol import v2
-
         factory, _ = proxiedFactory()
         protocol, transport = connectProxied(factory)
-        protocol.dataReceived(v2(0, 0, b"") + b"check")
+        protocol.dataReceived(proxyV2(0, 0, b"") + b"check")
         assert transport.value() == b"check"
         assert protocol.peerAddress == IPv4Address("TCP", "10.0.0.1", 50000)
 
@@ -508,11 +507,9 @@ class ProxiedTests:
         assert factory.stats.refused["proxy_header"] == 1
 
     def test_healthCheckConnectionsLoggedAtDebug(self, events: Sequence[LogEvent]) -> None:
-        from tests.unit.test_proxyprotocol import v2
-
         factory, _ = proxiedFactory()
         protocol, _ = connectProxied(factory)
-        protocol.dataReceived(v2(0, 0, b""))
+        protocol.dataReceived(proxyV2(0, 0, b""))
         lose(protocol)
         levels = {e["event"]: e["log_level"] for e in events if "event" in e}
         assert levels["connection.opened"] == LogLevel.debug

@@ -13,11 +13,7 @@ from hypothesis import strategies as st
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 
 from echod.server.proxyprotocol import V2_SIGNATURE, ProxyHeader, ProxyHeaderError, parseProxyHeader
-
-
-def v2(command: int, family: int, block: bytes, tlvs: bytes = b"") -> bytes:
-    body = block + tlvs
-    return V2_SIGNATURE + struct.pack("!BBH", 0x20 | command, family, len(body)) + body
+from tests.testing import proxyV2
 
 
 def v2ipv4(src: str, dst: str, sport: int, dport: int, tlvs: bytes = b"") -> bytes:
@@ -26,7 +22,7 @@ def v2ipv4(src: str, dst: str, sport: int, dport: int, tlvs: bytes = b"") -> byt
         + ipaddress.IPv4Address(dst).packed
         + struct.pack("!HH", sport, dport)
     )
-    return v2(1, 0x11, block, tlvs)
+    return proxyV2(1, 0x11, block, tlvs)
 
 
 def v2ipv6(src: str, dst: str, sport: int, dport: int) -> bytes:
@@ -35,7 +31,7 @@ def v2ipv6(src: str, dst: str, sport: int, dport: int) -> bytes:
         + ipaddress.IPv6Address(dst).packed
         + struct.pack("!HH", sport, dport)
     )
-    return v2(1, 0x21, block)
+    return proxyV2(1, 0x21, block)
 
 
 VALID = [
@@ -45,7 +41,7 @@ VALID = [
     b"PROXY UNKNOWN ffff::1 ffff::2 1 2\r\n",
     v2ipv4("192.0.2.1", "198.51.100.1", 56324, 443),
     v2ipv6("2001:db8::1", "2001:db8::2", 1, 7),
-    v2(0, 0x00, b""),
+    proxyV2(0, 0x00, b""),
     v2ipv4("10.0.0.1", "10.0.0.2", 1, 2, tlvs=b"\x05\x00\x02ab"),
 ]
 
@@ -113,12 +109,12 @@ class V2Tests:
 
     def test_unix(self) -> None:
         block = b"/run/a.sock".ljust(108, b"\0") + b"/run/b.sock".ljust(108, b"\0")
-        header = parseProxyHeader(v2(1, 0x31, block))
+        header = parseProxyHeader(proxyV2(1, 0x31, block))
         assert header is not None
         assert header.source == UNIXAddress(b"/run/a.sock")
 
     def test_unspecifiedFamilyAccepted(self) -> None:
-        header = parseProxyHeader(v2(1, 0x00, b"\x01\x02"))
+        header = parseProxyHeader(proxyV2(1, 0x00, b"\x01\x02"))
         assert header == ProxyHeader(2, 18)
 
     @pytest.mark.parametrize(
@@ -126,8 +122,8 @@ class V2Tests:
         [
             (V2_SIGNATURE + b"\x11\x11\x00\x00", "version 1 is not 2"),
             (V2_SIGNATURE + b"\x22\x11\x00\x00", "command 2"),
-            (v2(1, 0x11, b"\x00" * 8), "IPv4 address block is 8 bytes"),
-            (v2(1, 0x21, b"\x00" * 12), "IPv6 address block is 12 bytes"),
+            (proxyV2(1, 0x11, b"\x00" * 8), "IPv4 address block is 8 bytes"),
+            (proxyV2(1, 0x21, b"\x00" * 12), "IPv6 address block is 12 bytes"),
         ],
     )
     def test_invalid(self, data: bytes, problem: str) -> None:
