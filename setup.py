@@ -11,6 +11,8 @@ from setuptools import Extension, setup
 
 extensions = []
 if sys.platform.startswith("linux"):
-    extensions.append(Extension("echod.server._inplace", ["echod/server/_inplace.c"], optional=True))
+    extensions.append(
+        Extension("echod.server._inplace", ["echod/server/_inplace.c"], optional=True)
+    )
 
 setup(ext_modules=extensions)
