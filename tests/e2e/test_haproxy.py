@@ -14,26 +14,26 @@ import os
 import socket
 import struct
 import subprocess
-import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.daemon import Twistd
 from tests.environment import freePort, hasIPv6, requireTool
+from tests.testing import waitUntil
 
 pytestmark = pytest.mark.e2e
 
 
 def waitForPort(host: str, port: int, timeout: float = 15) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def listening() -> bool:
         with socket.socket(family) as s:
-            if s.connect_ex((host, port)) == 0:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"{host}:{port} never listened")
+            return s.connect_ex((host, port)) == 0
+
+    waitUntil(listening, timeout, what=f"{host}:{port} listening")
 
 
 class Stack:
@@ -43,7 +43,9 @@ class Stack:
         backends: list[int],
         echods: list[Twistd],
         haproxy: subprocess.Popen[bytes],
+        statsSocket: Path,
     ) -> None:
+        self.statsSocket = statsSocket
         self.frontend = frontend
         self.backends = backends
         self.echods = echods
@@ -63,12 +65,40 @@ class Stack:
         """
         The log records that C{match}, once there are at least C{count}.
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            found = [r for r in self.records() if match(r)]
-            if len(found) >= count or time.monotonic() > deadline:
-                return found
-            time.sleep(0.05)
+        found: list[dict[str, object]] = []
+
+        def enough() -> bool:
+            found[:] = [r for r in self.records() if match(r)]
+            return len(found) >= count
+
+        with contextlib.suppress(AssertionError):  # the caller asserts on what was found
+            waitUntil(enough, timeout)
+        return found
+
+    def checkStatuses(self) -> dict[str, str]:
+        """
+        HAProxy's last health-check status of each backend server (C{L4OK},
+        C{L7OK}, ...), from its stats socket; C{show stat} is CSV.
+        """
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(5)
+            s.connect(str(self.statsSocket))
+            s.sendall(b"show stat\n")
+            text = readAll(s).decode()
+        header, *rows = text.lstrip("# ").splitlines()
+        names = header.split(",")
+        statuses = {}
+        for row in rows:
+            fields = dict(zip(names, row.split(","), strict=False))
+            if fields.get("pxname") == "be" and fields.get("svname") not in ("BACKEND", None):
+                statuses[fields["svname"]] = f"{fields.get('status')} {fields.get('check_status')}"
+        return statuses
+
+    def allUp(self) -> bool:
+        statuses = self.checkStatuses()
+        return len(statuses) == len(self.backends) and all(
+            status.startswith("UP ") for status in statuses.values()
+        )
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +126,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     cfg = directory / "haproxy.cfg"
     cfg.write_text(
         "global\n    maxconn 200\n"
+        f"    stats socket {directory / 'stats.sock'}\n"
         "defaults\n    mode tcp\n    timeout connect 2s\n    timeout client 30s\n"
         "    timeout server 30s\n"
         f"frontend fe\n    bind 127.0.0.1:{frontend}\n{bind6}    default_backend be\n"
@@ -109,8 +140,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     haproxy = subprocess.Popen([haproxyPath, "-db", "-f", str(cfg)], stdout=log, stderr=log)
     try:
         waitForPort("127.0.0.1", frontend)
-        time.sleep(1.0)  # a few health checks
-        yield Stack(frontend, backends, echods, haproxy)
+        stack = Stack(frontend, backends, echods, haproxy, directory / "stats.sock")
+        # A few health checks: HAProxy has seen both backends up.
+        waitUntil(stack.allUp, what="both backends up by HAProxy's health checks")
+        yield stack
     finally:
         haproxy.terminate()
         haproxy.wait(10)
@@ -155,16 +188,10 @@ def test_originalClientIsLogged(stack: Stack) -> None:
         s.sendall(b"who am I")
         s.shutdown(socket.SHUT_WR)
         assert readAll(s) == b"who am I"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        opened = [
-            r
-            for r in stack.records()
-            if r.get("event") == "connection.opened" and str(r["peer"]).startswith("127.0.0.3:")
-        ]
-        if opened:
-            break
-        time.sleep(0.05)
+    opened = stack.waitForRecords(
+        lambda r: r.get("event") == "connection.opened" and str(r["peer"]).startswith("127.0.0.3:"),
+        timeout=5,
+    )
     assert opened, "echod did not log the original client 127.0.0.3"
     assert str(opened[0]["proxy"]).startswith("127.0.0.1:")
 
@@ -175,7 +202,9 @@ def test_bothBackendsServe(stack: Stack) -> None:
             s.sendall(b"spread")
             s.shutdown(socket.SHUT_WR)
             assert readAll(s) == b"spread"
-    time.sleep(0.3)
+    waitUntil(
+        lambda: all("connection.opened" in echod.output() for echod in stack.echods), timeout=5
+    )
     for echod in stack.echods:
         assert "127.0.0." in echod.output() and "connection.opened" in echod.output()
 
@@ -210,13 +239,13 @@ def test_aclAppliesToOriginalClient(stack: Stack) -> None:
     with connectFrom("127.0.0.4", stack.frontend) as s:
         s.sendall(b"let me in")
         assert readAll(s) == b""
-    time.sleep(0.2)
-    refused = [
-        r
-        for r in stack.records()
-        if r.get("event") == "connection.refused"
-        and str(r.get("peer", "")).startswith("127.0.0.4:")
-    ]
+    refused = stack.waitForRecords(
+        lambda r: (
+            r.get("event") == "connection.refused"
+            and str(r.get("peer", "")).startswith("127.0.0.4:")
+        ),
+        timeout=5,
+    )
     assert refused and refused[0]["reason"] == "acl"
 
 
@@ -227,10 +256,9 @@ def test_ipv6ClientThroughHAProxy(stack: Stack) -> None:
         s.sendall(b"six")
         s.shutdown(socket.SHUT_WR)
         assert readAll(s) == b"six"
-    time.sleep(0.2)
-    assert any(
-        r.get("event") == "connection.opened" and str(r["peer"]).startswith("[::1]:")
-        for r in stack.records()
+    assert stack.waitForRecords(
+        lambda r: r.get("event") == "connection.opened" and str(r["peer"]).startswith("[::1]:"),
+        timeout=5,
     )
 
 
@@ -239,7 +267,8 @@ def test_healthChecksAreNotErrors(stack: Stack) -> None:
     HAProxy's checks (check-send-proxy: a v2 LOCAL header) are served as the
     proxy's own connections, never logged as bad PROXY headers.
     """
-    time.sleep(0.7)
+    # The fixture waited for both backends to be up: checks were served.
+    assert stack.allUp(), stack.checkStatuses()
     records = stack.records()
     assert not [r for r in records if r.get("reason") == "proxy_header"]
     assert any(
