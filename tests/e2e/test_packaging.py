@@ -64,8 +64,8 @@ def test_wheelHasTheCHelper(wheel: Path) -> None:
     so only CI insists.
     """
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "echod/_inplace.pyi" in names
-    built = [n for n in names if n.startswith("echod/_inplace.") and n.endswith(".so")]
+    assert "echod/server/_inplace.pyi" in names
+    built = [n for n in names if n.startswith("echod/server/_inplace.") and n.endswith(".so")]
     need(bool(built), "the wheel was built without echod's C helper")
 
 
@@ -105,6 +105,6 @@ def test_installedVersion(wheel: Path, tmp_path: Path) -> None:
     assert run(echod, "--version", cwd=ROOT) == line
     assert run(venv / "bin" / "twistd", "echod", "--version", cwd=ROOT) == line
     names = zipfile.ZipFile(wheel).namelist()
-    built = [n for n in names if n.startswith("echod/_inplace.") and n.endswith(".so")]
+    built = [n for n in names if n.startswith("echod/server/_inplace.") and n.endswith(".so")]
     need(bool(built), "the wheel was built without echod's C helper")
     assert ", C helper: built" in line
