@@ -57,9 +57,11 @@ __all__ = [
     "inThread",
     "listeningSockets",
     "needTLS",
+    "pcapRecords",
     "proxyV2",
     "pythonPath",
     "reactor",
+    "readsPacketSocket",
     "recvAll",
     "roundTrip",
     "runPython",
@@ -444,4 +446,53 @@ def listeningSockets(port: int) -> int:
             fields = line.split()
             if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
                 count += 1
+    return count
+
+
+def readsPacketSocket(pid: int) -> bool:
+    """
+    Whether process C{pid} has a packet socket registered with its epoll
+    (the reactor reads it): a sniffer logs "capturing on" once the capture is
+    open, and reads it once the reactor runs.
+    """
+    try:
+        inodes = {
+            line.split()[-1]
+            for line in Path(f"/proc/{pid}/net/packet").read_text().splitlines()[1:]
+        }
+        links = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError:
+        return False
+    sockets = {int(fd) for fd, link in links.items() if link[len("socket:[") : -1] in inodes}
+    watched: set[int] = set()
+    for fd, link in links.items():
+        if link == "anon_inode:[eventpoll]":
+            try:
+                info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+            except OSError:
+                continue
+            watched |= {
+                int(line.split()[1]) for line in info.splitlines() if line.startswith("tfd:")
+            }
+    return bool(sockets & watched)
+
+
+def pcapRecords(path: Path) -> int:
+    """
+    How many whole records a classic pcap file holds so far.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return 0
+    if len(data) < 24:
+        return 0
+    order = "<" if data[:4] in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    offset, count = 24, 0
+    while offset + 16 <= len(data):
+        (captured,) = struct.unpack(order + "I", data[offset + 8 : offset + 12])
+        if offset + 16 + captured > len(data):
+            break
+        offset += 16 + captured
+        count += 1
     return count

@@ -28,6 +28,7 @@ import pytest
 
 from tests.daemon import Twistd, twistdPath
 from tests.environment import hasIPv6, need, requireRoot, requireTool
+from tests.testing import pcapRecords, readsPacketSocket, waitUntil
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
@@ -101,10 +102,11 @@ class Sniffer:
 
     def waitUntilCapturing(self) -> None:
         """
-        The capture is open once logged; reading starts a moment later.
+        The capture is open once logged; reading starts once the reactor
+        runs, when the packet socket joins its epoll.
         """
         self.waitFor(r"capturing on \S+ \(")
-        time.sleep(0.2)
+        waitUntil(lambda: readsPacketSocket(self.pid), what="the sniffer reading its capture")
 
     def wait(self, timeout: float = 20.0) -> int:
         assert self.process is not None
@@ -576,7 +578,7 @@ def test_insideEchod(tmp_path: Path) -> None:
     with Twistd(tmp_path, ["--config", str(config)]) as daemon:
         daemon.listeningPorts(1)
         daemon.waitFor(r"capturing on lo")
-        time.sleep(0.2)
+        waitUntil(lambda: readsPacketSocket(daemon.pid), what="echod reading its capture")
         client = echo(port)
         deadline = time.monotonic() + 5
         while output.read_text().count("\n") < 6 and time.monotonic() < deadline:
@@ -702,7 +704,7 @@ def test_anyInterface(namespaces: tuple[str, str], tmp_path: Path) -> None:
         subprocess.run(
             ["ip", "netns", "exec", b, sys.executable, "-c", local], check=True, timeout=20
         )
-        time.sleep(0.3)
+        waitUntil(lambda: pcapRecords(output) >= 2, timeout=5, what="both packets written")
     rows = tsharkFields(output, "sll.ifindex", "ip.src", "ip.dst", "udp.length")
     assert len(rows) == 2, rows
     by = {row[1]: row for row in rows}
