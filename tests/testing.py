@@ -57,6 +57,7 @@ __all__ = [
     "inThread",
     "listeningSockets",
     "needTLS",
+    "openConnections",
     "pcapRecords",
     "proxyV2",
     "pythonPath",
@@ -445,6 +446,22 @@ def listeningSockets(port: int) -> int:
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
             if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+def openConnections(port: int) -> int:
+    """
+    How many TCP sockets of this host, other than listening ones, have
+    C{port} as their local port and are still held by a process (a
+    connection in TIME_WAIT belongs to no one), from /proc.
+    """
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, state, inode = fields[1], fields[3], fields[9]
+            if int(local.rsplit(":", 1)[1], 16) == port and state != "0A" and inode != "0":
                 count += 1
     return count
 

@@ -26,7 +26,14 @@ from echod.config import loads
 from echod.server.workers.wire import EVENT, STOP, configLine
 from tests.daemon import Twistd
 from tests.environment import freePort
-from tests.testing import listeningSockets, pythonPath, runTwistd, waitUntil, workerPids
+from tests.testing import (
+    listeningSockets,
+    openConnections,
+    pythonPath,
+    runTwistd,
+    waitUntil,
+    workerPids,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -187,7 +194,8 @@ def test_deadWorkersSocketLeavesTheGroupUntilItsRestart(
     for i in range(20):
         assert echo(port, b"before %d" % i, host="::1") == b"before %d" % i
     waitUntil(lambda: metrics(metricsPort).get("echod_connections_total") == 20)
-    time.sleep(0.5)  # the scrapes' connections closed on echod's side too
+    # The scrapes' connections closed on echod's side too.
+    waitUntil(lambda: openConnections(metricsPort) == 0, what="the scrapes' connections closed")
     fds = len(os.listdir(f"/proc/{daemon.pid}/fd"))
     first = workerPids(daemon.pid)
     victim = first[0]
@@ -479,7 +487,7 @@ def test_secondSigtermCutsWorkersConnections(tmp_path: Path) -> None:
                     break
         daemon.signal(signal.SIGTERM)
         daemon.waitFor('"shutdown.requested"')
-        time.sleep(0.5)
+        daemon.waitFor('"shutdown.draining"')  # the stuck connection's worker
         assert daemon.process is not None and daemon.process.poll() is None  # draining
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(20) == 0
