@@ -558,10 +558,8 @@ class EchoFactory(Factory[EchoProtocol]):
         self.stats.closed += 1
         self.stats.bytesClosed += protocol.received - protocol.discarded
         self.stats.bytesDiscarded += protocol.discarded
-        if not self.connections:
-            self._stopActivityChecks()
-            if self.draining:
-                self._drainFinished()
+        if self.draining and not self.connections:
+            self._drainFinished()
 
     def totals(self) -> TCPTotals:
         """
@@ -609,6 +607,11 @@ class EchoFactory(Factory[EchoProtocol]):
         One pass: connections that received anything since the last pass are
         active now, and move to the end of the order.
         """
+        if not self._lastActive:
+            # Stopped here, not when the last connection goes: a stream of
+            # short connections would otherwise start and stop it each time.
+            self._stopActivityChecks()
+            return
         now = self.clock.seconds()
         active = [c for c in self._lastActive if c.received != c._activeMark]
         for connection in active:

@@ -167,7 +167,8 @@ class EchoProtocolTests:
         assert not clock.getDelayedCalls()
 
     def test_closedConnectionCancelsTimer(self) -> None:
-        factory, clock = makeFactory(idle_timeout=30.0)
+        # No connection caps: no pressure checks (PressureTests count those).
+        factory, clock = makeFactory(idle_timeout=30.0, max_connections=0)
         protocol, _ = connect(factory)
         lose(protocol)
         assert not clock.getDelayedCalls()
@@ -682,6 +683,10 @@ class PressureTests:
         assert loop.getTime() == PRESSURE_TICK_MAX
         for protocol in protocols:
             lose(protocol)
+        # It stops at its next check with nobody left, not at each close.
+        assert clock.getDelayedCalls() == [loop]
+        connect(factory, "192.0.2.1", 99)[0].connectionLost(Failure(ConnectionDone()))
+        clock.advance(PRESSURE_TICK_MAX)
         assert not clock.getDelayedCalls()
 
     def test_noChecksWithoutCaps(self) -> None:
