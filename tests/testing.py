@@ -53,6 +53,7 @@ __all__ = [
     "SilentResolver",
     "Witness",
     "echo",
+    "eventually",
     "get",
     "inThread",
     "listeningSockets",
@@ -150,6 +151,23 @@ def sleep(seconds: float) -> Deferred[None]:
     from twisted.internet.task import deferLater
 
     return deferLater(reactor(), seconds, lambda: None)
+
+
+async def eventually(
+    condition: Callable[[], object],
+    timeout: float = 10.0,
+    interval: float = 0.01,
+    what: str | None = None,
+) -> None:
+    """
+    L{waitUntil} for tests that run in the reactor: the reactor goes on
+    running between the checks.
+    """
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"{what or condition!r} not met within {timeout} s")
+        await sleep(interval)
 
 
 class Server:

@@ -8,6 +8,7 @@ their protocol in the loop, and the switch turns them off.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import time
 from pathlib import Path
@@ -19,7 +20,7 @@ from twisted.internet import tcp
 
 from echod.server import fastpath
 from tests.environment import need
-from tests.testing import Server, inThread, needTLS, recvAll, selfSigned, sleep
+from tests.testing import Server, eventually, inThread, needTLS, recvAll, selfSigned
 
 
 def needHelper() -> None:
@@ -46,10 +47,7 @@ def pattern(size: int) -> bytes:
 
 async def connected(server: Server) -> tuple[socket.socket, Any]:
     s = socket.create_connection(("127.0.0.1", server.ports[0]))
-    for _ in range(100):
-        await sleep(0.01)
-        if server.factory.connections:
-            break
+    await eventually(lambda: server.factory.connections, timeout=1)
     (protocol,) = server.factory.connections
     return s, protocol
 
@@ -117,13 +115,11 @@ async def test_noInPlaceEchoOnceFinishing(inPlace: str) -> None:
         assert await inThread(lambda: recvAll(s, 5)) == b"early"
         protocol.finish("test")
         assert not protocol.echoing
-        await sleep(0.05)
+        # The end of file has reached the peer (seen, not read).
+        await eventually(lambda: select.select([s], [], [], 0)[0])
         await inThread(lambda: s.sendall(b"late"))
         assert await inThread(lambda: recvAll(s, None)) == b""
-        for _ in range(100):
-            if protocol.discarded:
-                break
-            await sleep(0.01)
+        await eventually(lambda: protocol.discarded, timeout=1)
         assert (protocol.received, protocol.discarded) == (9, 4)
         s.close()
     finally:
@@ -230,7 +226,7 @@ async def test_pausedPastHighWater(inPlace: str) -> None:
                 got += len(s.recv(262144))
 
         await inThread(readAll)
-        await sleep(0.1)
+        await eventually(lambda: not transport.producerPaused)
         assert not transport.producerPaused
         s.close()
     finally:

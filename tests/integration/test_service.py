@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import select
 import socket
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ from twisted.python.failure import Failure
 from echod.errors import ListenError
 from echod.server.listeners import ListenerService
 from tests.environment import requireIPv6
-from tests.testing import Server, inThread, reactor, recvAll, sleep
+from tests.testing import Server, eventually, inThread, listeningSockets, reactor, recvAll
 
 T = TypeVar("T")
 
@@ -160,7 +161,7 @@ async def test_halfCloseReturnsEverything() -> None:
         got = await inThread(sendAllThenRead)
         assert len(got) == len(payload)
         assert got == payload
-        await sleep(0.05)
+        await eventually(lambda: server.factory.limits.total == 0)
         assert server.factory.limits.total == 0
     finally:
         await server.stop()
@@ -270,13 +271,13 @@ async def test_maxConnectionsRefusesExtra() -> None:
     try:
         port = server.ports[0]
         held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
-        await sleep(0.1)
+        await eventually(lambda: server.factory.limits.total == 2)
         assert server.factory.limits.total == 2
         got = await inThread(_refusedFrom, "127.0.0.1", port)
         assert got == b""
         for s in held:
             s.close()
-        await sleep(0.1)
+        await eventually(lambda: server.factory.limits.total == 0)
         assert server.factory.limits.total == 0
         assert await inThread(roundTrip, "127.0.0.1", port, b"ok") == b"ok"
     finally:
@@ -317,10 +318,7 @@ async def test_resetPeerReleasesConnection() -> None:
         s.sendall(os.urandom(200000))
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         s.close()
-        for _ in range(50):
-            await sleep(0.02)
-            if server.factory.limits.total == 0:
-                break
+        await eventually(lambda: server.factory.limits.total == 0, timeout=1)
         assert server.factory.limits.total == 0
         assert not server.factory.connections
     finally:
@@ -338,9 +336,10 @@ async def test_stopDrainsOpenConnections() -> None:
     s = socket.create_connection(("127.0.0.1", port))
     s.settimeout(10)
     s.sendall(b"in flight")
-    await sleep(0.1)
+    # The echo is on its way back (peeked at, not read).
+    await eventually(lambda: select.select([s], [], [], 0)[0])
     stopping = server.root.stopService()
-    await sleep(0.05)
+    await eventually(lambda: listeningSockets(port) == 0, what="the listener closed")
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
 
@@ -360,7 +359,7 @@ async def test_stopAbortsNonReadersAtTimeout() -> None:
     server = await started(["tcp:0:interface=127.0.0.1"], shutdown_timeout=1.0)
     s = socket.create_connection(("127.0.0.1", server.ports[0]))
     s.setblocking(False)
-    await sleep(0.1)
+    await eventually(lambda: server.factory.limits.total == 1, what="the connection accepted")
 
     def fill() -> None:
         deadline = time.monotonic() + 1
