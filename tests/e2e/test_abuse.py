@@ -19,7 +19,7 @@ import pytest
 
 from tests.daemon import Twistd
 from tests.environment import freePort
-from tests.testing import Witness
+from tests.testing import Witness, waitUntil
 
 pytestmark = pytest.mark.e2e
 
@@ -100,7 +100,7 @@ def test_halfClosingPeersThatNeverRead(server: tuple[Twistd, int]) -> None:
                 s.send(b"h" * 65536)
         s.shutdown(socket.SHUT_WR)
         peers.append(s)
-    time.sleep(0.5)
+    waitUntil(lambda: daemon.openFiles() >= baseline + 20, timeout=5)
     assert daemon.openFiles() >= baseline + 20
     assert settle(daemon, baseline) == baseline
     witness.finish()
@@ -153,7 +153,7 @@ def test_idlePeers(server: tuple[Twistd, int]) -> None:
     witness.start()
     baseline = baselineOf(daemon, witness)
     idlers = [socket.create_connection(("127.0.0.1", port)) for _ in range(300)]
-    time.sleep(0.3)
+    waitUntil(lambda: daemon.openFiles() >= baseline + 300, timeout=5)
     assert daemon.openFiles() >= baseline + 300
     assert settle(daemon, baseline) == baseline
     for s in idlers:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import socket
 import time
@@ -19,7 +20,7 @@ from hypothesis import strategies as st
 
 from tests.daemon import Twistd
 from tests.environment import freePort, hasIPv6, need, requireIPv6
-from tests.testing import echo, runTwistd
+from tests.testing import echo, runTwistd, waitUntil
 
 pytestmark = pytest.mark.e2e
 
@@ -274,7 +275,8 @@ def test_sigtermDrainsThenExitsZero(tmp_path: Path) -> None:
         s = socket.create_connection(("127.0.0.1", port), timeout=10)
         s.sendall(b"before the end")
         daemon.waitFor("connected to")
-        time.sleep(0.2)
+        # The echo is on its way back (seen, not read).
+        waitUntil(lambda: select.select([s], [], [], 0)[0], timeout=10)
         daemon.signal(signal.SIGTERM)
         got = b""
         while chunk := s.recv(100):
