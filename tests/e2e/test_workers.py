@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from echod.config import loads
+from echod.config import load, loads
 from echod.server.workers.wire import EVENT, STOP, configLine
 from tests.daemon import Twistd
 from tests.environment import freePort
@@ -70,6 +70,17 @@ def metrics(port: int) -> dict[str, float]:
             labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
             values[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return values
+
+
+def charactersRead(pid: int) -> int:
+    """
+    The bytes process C{pid} has read with read(2) and friends (its
+    C{rchar}): a worker reads nothing but its standard input while idle.
+    """
+    for entry in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if entry.startswith("rchar:"):
+            return int(entry.split()[1])
+    raise AssertionError(f"no rchar for {pid}")
 
 
 @contextmanager
@@ -361,13 +372,20 @@ def test_howAWorkerEnded() -> None:
 def test_reloadReachesWorkers(cluster: tuple[Twistd, int, int, Path]) -> None:
     daemon, port, metricsPort, conf = cluster
     conf.write_text(conf.read_text().replace("workers = 2", "workers = 3\ndeny = ['127.0.0.0/8']"))
+    # What each worker has read so far (/proc/PID/io): the new configuration
+    # reaches it as one line on its standard input.
+    before = {pid: charactersRead(pid) for pid in workerPids(daemon.pid)}
+    line = configLine(load(str(conf)))
     daemon.signal(signal.SIGHUP)
     daemon.waitFor('"config.reloaded"')
     # The number of workers takes a restart; the ACL is applied in every worker.
     (partial,) = [r for r in records(daemon) if r.get("event") == "config.reload_partial"]
     assert partial["keys"] == "server.workers"
     assert len(workerPids(daemon.pid)) == 2
-    time.sleep(0.5)
+    waitUntil(
+        lambda: all(charactersRead(pid) - read >= len(line) for pid, read in before.items()),
+        what="both workers read the new configuration",
+    )
     for _ in range(10):
         assert refused(port)
     waitUntil(
