@@ -126,9 +126,14 @@ def _reportDaemonStartErrorsPlainly(prog: str) -> None:
     points to the log.  For a L{UserError} the child now logs it and sends
     C{PROG: MESSAGE}, which the parent prints as it is: the same line as in
     the foreground.  Twisted has no hook for this: the two methods of its
-    C{UnixApplicationRunner} (Twisted 26.10) are replaced, before the fork;
-    a Twisted without them keeps its own message.
+    C{UnixApplicationRunner} are replaced, before the fork, only on the
+    Twisted release they were checked against (as the fast paths are); any
+    other keeps its own message.
     """
+    import twisted
+
+    if not twisted.__version__.startswith(fastpath.CHECKED_TWISTED):
+        return
     try:
         from twisted.scripts._twistd_unix import UnixApplicationRunner as runner
     except ImportError:  # not on a Unix
