@@ -14,6 +14,12 @@ Three duties shape the protocol beyond C{transport.write(data)}:
     byte, then the connection is closed (L{IHalfCloseableProtocol}).
   - Every close path unregisters the producer first: C{loseConnection()} on a
     transport that is its own paused producer never closes (twisted#5344).
+
+The protocol and its factory stay in one module (longer than echod's usual
+600 lines) because they are one mechanism: the factory admits, evicts, idles
+and drains connections by reading and setting the protocol's per-connection
+state (its byte count, activity mark, closing state), which neither has a
+reason to expose to anyone else.
 """
 
 from __future__ import annotations
