@@ -68,6 +68,7 @@ def _account(text: str) -> str:
 
 
 _PORT = _Int(0, 65535)
+_NETWORKS = _List(_Str(check=_network, what="a CIDR network"), "CIDR networks")
 
 
 @dataclass(frozen=True)
@@ -147,18 +148,18 @@ class ServerConfig:
     )
     trusted_proxies: tuple[str, ...] = setting(
         ("127.0.0.0/8", "::1/128"),
-        _List(_Str(check=_network, what="a CIDR network"), "CIDR networks"),
+        _NETWORKS,
         "on haproxy: listeners, only connections from these networks may send a PROXY "
         "header; others are refused before a byte is read",
     )
     allow: tuple[str, ...] = setting(
         (),
-        _List(_Str(check=_network, what="a CIDR network"), "CIDR networks"),
+        _NETWORKS,
         "if not empty, only peers in these networks are served",
     )
     deny: tuple[str, ...] = setting(
         (),
-        _List(_Str(check=_network, what="a CIDR network"), "CIDR networks"),
+        _NETWORKS,
         "peers in these networks are refused (deny wins over allow)",
     )
 
@@ -214,12 +215,12 @@ class UDPConfig:
     )
     allow: tuple[str, ...] = setting(
         (),
-        _List(_Str(check=_network, what="a CIDR network"), "CIDR networks"),
+        _NETWORKS,
         "if not empty, only sources in these networks get replies",
     )
     deny: tuple[str, ...] = setting(
         (),
-        _List(_Str(check=_network, what="a CIDR network"), "CIDR networks"),
+        _NETWORKS,
         "sources in these networks get no reply (deny wins over allow)",
     )
     drop_log_interval: float = setting(
