@@ -185,28 +185,51 @@ def tcpdumpRead(path: Path) -> list[str]:
     return result.stdout.splitlines()
 
 
-@contextlib.contextmanager
-def tcpdumpWriting(path: Path, expression: str) -> Iterator[None]:
+class Reference:
     """
-    tcpdump -w on the same traffic: the reference count.
+    The reference capture of L{tcpdumpWriting}: its packets so far.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def waitFor(self, count: int) -> None:
+        """
+        Wait until tcpdump has written C{count} packets: the comparison is
+        made once it had the time to see what we saw, not after a guess.
+        """
+        waitUntil(
+            lambda: pcapRecords(self.path) >= count,
+            timeout=20,
+            what=f"tcpdump writing {count} packets to {self.path}",
+        )
+
+
+@contextlib.contextmanager
+def tcpdumpWriting(path: Path, expression: str) -> Iterator[Reference]:
+    """
+    tcpdump -w on the same traffic: the reference count. The test calls
+    L{Reference.waitFor} with its own count before this ends (SIGINT makes
+    tcpdump drop what it has not read from its ring yet).
     """
     log = path.with_suffix(".log")
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            # --immediate-mode: a stop right after the traffic must not lose the
-            # block libpcap has not handed over yet (TPACKET_V3 retires it later).
+            # --immediate-mode and -U: each packet reaches the file as soon
+            # as tcpdump reads it, which Reference.waitFor watches.
             ["tcpdump", "-i", "lo", "-n", "-U", "--immediate-mode", "-w", str(path), expression],
             stdout=out,
             stderr=subprocess.STDOUT,
         )
     try:
-        deadline = time.monotonic() + 10
-        while b"listening on" not in log.read_bytes():
-            assert time.monotonic() < deadline and process.poll() is None, log.read_text()
-            time.sleep(0.05)
-        yield
+        waitUntil(
+            lambda: b"listening on" in log.read_bytes() or process.poll() is not None,
+            timeout=10,
+            what="tcpdump listening",
+        )
+        assert process.poll() is None, log.read_text()
+        yield Reference(path)
     finally:
-        time.sleep(0.3)
         process.send_signal(signal.SIGINT)
         process.wait(20)
 
@@ -223,16 +246,15 @@ def test_text(server: tuple[int, int | None], tmp_path: Path) -> None:
     port, port6 = server
     expression = f"tcp port {port}" + (f" or tcp port {port6}" if port6 else "")
     reference = tmp_path / "reference.pcap"
-    with (
-        tcpdumpWriting(reference, expression),
-        Sniffer(tmp_path, ["--interface", "lo", "--filter", expression]) as sniffer,
-    ):
-        sniffer.waitUntilCapturing()
-        client = echo(port)
-        client6 = echo(port6, host="::1") if port6 else None
-        sniffer.waitFor(rf"> 127\.0\.0\.1\.{client}: Flags \[F?\.", where="stdout")
+    with tcpdumpWriting(reference, expression) as tcpdump:
+        with Sniffer(tmp_path, ["--interface", "lo", "--filter", expression]) as sniffer:
+            sniffer.waitUntilCapturing()
+            client = echo(port)
+            client6 = echo(port6, host="::1") if port6 else None
+            sniffer.waitFor(rf"> 127\.0\.0\.1\.{client}: Flags \[F?\.", where="stdout")
+        lines = packetLines(sniffer.stdout())
+        tcpdump.waitFor(len(lines))
     assert sniffer.process is not None and sniffer.process.returncode is not None
-    lines = packetLines(sniffer.stdout())
     assert packetLines(sniffer.stderr()) == []
     syn = [line for line in lines if f"127.0.0.1.{client} > 127.0.0.1.{port}: Flags [S]," in line]
     assert len(syn) == 1, lines
@@ -285,14 +307,13 @@ def test_pcap(server: tuple[int, int | None], tmp_path: Path) -> None:
     port, _ = server
     output, reference = tmp_path / "sniff.pcap", tmp_path / "reference.pcap"
     expression = f"tcp port {port}"
-    with (
-        tcpdumpWriting(reference, expression),
-        Sniffer(
+    with tcpdumpWriting(reference, expression) as tcpdump:
+        with Sniffer(
             tmp_path, ["-i", "lo", "-f", expression, "--format", "pcap", "-o", str(output)]
-        ) as sniffer,
-    ):
-        sniffer.waitUntilCapturing()
-        clients = [echo(port, PAYLOAD * n) for n in (1, 2, 3)]
+        ) as sniffer:
+            sniffer.waitUntilCapturing()
+            clients = [echo(port, PAYLOAD * n) for n in (1, 2, 3)]
+        tcpdump.waitFor(pcapRecords(output))
     rows = tsharkFields(output, "frame.number", "tcp.srcport", "tcp.dstport", "tcp.len", "eth.type")
     assert len(rows) == len(tsharkFields(reference, "frame.number")) >= 3 * 7
     assert all(row[4] == "0x0800" for row in rows)
