@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 
 from echod import config
 from echod.config import Config, ConfigError
+from tests.testing import examples
 
 _ROUND_TRIP = settings(
-    max_examples=200, deadline=2000, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=examples(200), deadline=2000, suppress_health_check=[HealthCheck.too_slow]
 )
 
 # Values each validator gives, in the form it gives them (networks

@@ -23,9 +23,10 @@ from echod.errors import MAX_LINE
 from echod.server.proxyprotocol import V2_SIGNATURE, ProxyHeader, ProxyHeaderError, parseProxyHeader
 from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2, LINKTYPE_RAW
 from echod.sniff.decode import PacketSummary, decodePacket, describe
+from tests.testing import examples
 
 FUZZ = settings(
-    max_examples=300,
+    max_examples=examples(300),
     deadline=2000,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     derandomize=False,

@@ -16,6 +16,7 @@ from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL, LINKTYPE_LINU
 from echod.sniff.decode import PacketSummary, decodePacket, describe
 from tests import frames
 from tests.classicbpf import packSLL2
+from tests.testing import examples
 
 # Frames captured with tcpdump on a veth pair in two network namespaces,
 # with what tcpdump printed for each.
@@ -392,7 +393,7 @@ class FuzzTests(SynchronousTestCase):
         describe(summary)
         summary.fields()
 
-    @settings(max_examples=1500, deadline=None)
+    @settings(max_examples=examples(1500), deadline=None)
     @given(
         st.sampled_from([LINKTYPE_ETHERNET, LINKTYPE_RAW, LINKTYPE_LINUX_SLL, LINKTYPE_LINUX_SLL2]),
         st.binary(max_size=200),
@@ -400,7 +401,7 @@ class FuzzTests(SynchronousTestCase):
     def test_randomBytes(self, linktype: int, data: bytes) -> None:
         self.check(linktype, data)
 
-    @settings(max_examples=1500, deadline=None)
+    @settings(max_examples=examples(1500), deadline=None)
     @given(
         st.sampled_from(sorted(REAL)),
         st.lists(st.tuples(st.integers(0, 200), st.integers(0, 255)), max_size=6),
@@ -417,7 +418,7 @@ class FuzzTests(SynchronousTestCase):
                 frame[position] = value
         self.check(LINKTYPE_ETHERNET, bytes(frame[: max(len(frame) - cut, 0)]))
 
-    @settings(max_examples=800, deadline=None)
+    @settings(max_examples=examples(800), deadline=None)
     @given(
         st.sampled_from([0x0800, 0x86DD, 0x0806, 0x8100, 0x88A8]),
         st.sampled_from([0, 1, 6, 17, 43, 44, 50, 51, 58, 59, 60]),
