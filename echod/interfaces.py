@@ -8,14 +8,31 @@ The root and the metrics find these abilities with C{providedBy}, never by
 looking for attribute names.  This module imports nothing of echod's: any
 part may declare that it provides one of them without pulling in another
 part (the sniffer does not import the echo server to be counted).
+
+It also names what each part asks of the reactor handed to it: the
+intersections of Twisted's reactor interfaces below, and L{reactorProviding}
+to check a reactor against one.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from twisted.application.service import IService
-from zope.interface import Interface
+from twisted.internet.interfaces import (
+    IReactorCore,
+    IReactorFDSet,
+    IReactorFromThreads,
+    IReactorPluggableNameResolver,
+    IReactorProcess,
+    IReactorSocket,
+    IReactorTCP,
+    IReactorTime,
+    IReactorUDP,
+    IReactorUNIX,
+)
+from zope.interface import Interface, providedBy
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
@@ -25,13 +42,25 @@ if TYPE_CHECKING:
 __all__ = [
     "CaptureCounts",
     "ICaptureStatistics",
+    "IClientCommandReactor",
+    "IClientReactor",
+    "IDatagramServerReactor",
     "IDatagramStatistics",
     "IDrainable",
+    "IEchodReactor",
     "IListening",
     "IReconfigurable",
+    "IRootReactor",
+    "ISniffCommandReactor",
+    "ISniffReactor",
     "IStopsLast",
+    "IStreamServerReactor",
     "IStreamStatistics",
+    "ISupervisorReactor",
+    "IWorkerReactor",
     "IWorkerStatistics",
+    "IWorkersReactor",
+    "reactorProviding",
 ]
 
 
@@ -147,3 +176,133 @@ class ICaptureStatistics(Interface):
         Cumulative counters: cheap, and safe to call at any time from the
         reactor thread.
         """
+
+
+# --- what each part asks of the reactor ----------------------------------------
+#
+# Intersections of Twisted's reactor interfaces, for type checkers and for
+# reactorProviding: no reactor class declares them, so the real reactor and
+# the tests' fakes reach them through reactorProviding or an @implementer of
+# their own.  Each names what its users call (or hand to Twisted); where a
+# part uses one interface only, it names that one instead.
+
+
+class IRootReactor(IReactorCore, IReactorTime, IReactorFromThreads):
+    """
+    The root service's (L{echod.app.EchodService}): it starts with the reactor
+    and stops it, brings the signal handlers' work back into the reactor
+    thread, and keeps the health timers.
+    """
+
+
+class IStreamServerReactor(IReactorCore, IReactorTime, IReactorTCP, IReactorUNIX, IReactorSocket):
+    """
+    A stream server's (the echo service, the metrics listener): listeners made
+    from endpoint strings by C{strports} (L{IReactorCore}) for C{tcp:} and
+    C{tcp6:} (L{IReactorTCP}), C{unix:} (L{IReactorUNIX}) and C{systemd:}
+    (L{IReactorSocket}), and the connections' timers.  C{ssl:} also needs
+    C{IReactorSSL}, there only with TLS installed: Twisted checks that one
+    when the listener is made.
+    """
+
+
+class IDatagramServerReactor(IReactorTime, IReactorUDP, IReactorSocket):
+    """
+    The UDP echo service's: its ports (C{udp:}, or C{systemd:} adopted) and
+    the timers of its rate limits and drop log.
+    """
+
+
+class ISupervisorReactor(IReactorTime, IReactorProcess):
+    """
+    The worker supervisor's: it spawns the workers and times their restarts
+    and kills.
+    """
+
+
+class IWorkersReactor(IStreamServerReactor, ISupervisorReactor):
+    """
+    The main process's with worker processes: it opens the listeners the
+    workers accept on, and supervises them.
+    """
+
+
+class IWorkerReactor(
+    IReactorCore, IReactorTime, IReactorFromThreads, IReactorFDSet, IReactorSocket
+):
+    """
+    A worker process's own: it adopts the listeners it was passed, reads the
+    main process's lines from a pipe, and runs until it is told to stop (a
+    signal, brought into the reactor thread).
+    """
+
+
+class ISniffReactor(IReactorCore, IReactorTime, IReactorFDSet):
+    """
+    The sniffer's: it reads the capture as a file descriptor, reports on a
+    timer, and stops the reactor when a standalone capture ends.
+    """
+
+
+class ISniffCommandReactor(IRootReactor, ISniffReactor):
+    """
+    C{twistd echod-sniff}'s: the root and the sniffer, nothing of the server
+    (the reactor on Windows lacks L{IReactorUNIX}, for one).
+    """
+
+
+class IClientReactor(IReactorTime, IReactorTCP, IReactorPluggableNameResolver):
+    """
+    A client run's: it resolves the host with the reactor's resolver and
+    connects over TCP (C{HostnameEndpoint}, C{tcp6:}, C{tcp:}), on timers.
+    C{unix:} and C{tls:} endpoint strings ask Twisted for more when they are
+    parsed.
+    """
+
+
+class IClientCommandReactor(IClientReactor, IReactorCore):
+    """
+    C{echod-client}'s, under C{react} or C{twistd}: a run that starts with
+    the reactor and stops it when it is over.
+    """
+
+
+class IEchodReactor(IRootReactor, IWorkersReactor, IDatagramServerReactor, ISniffReactor):
+    """
+    C{twistd echod}'s: the root and whichever parts the configuration names.
+    """
+
+
+_R = TypeVar("_R")
+
+
+def _joined(interface: type) -> Iterator[type]:
+    """
+    Twisted's interfaces that C{interface} stands for: itself, or the ones an
+    intersection above joins.
+    """
+    if interface.__module__ != __name__:
+        yield interface
+        return
+    for base in interface.__bases__:
+        yield from _joined(base)
+
+
+def reactorProviding(reactor: object, interface: type[_R]) -> _R:
+    """
+    C{reactor}, typed as C{interface}, once checked to provide every
+    interface that C{interface} joins.
+
+    No reactor declares echod's intersections, so C{interface(reactor)} would
+    refuse every one; and Twisted types its global reactor as a make-believe
+    mix of the common interfaces.  Checked here, the cast is true: a reactor
+    chosen with C{twistd --reactor} that lacks something is refused at once,
+    by name, not by an C{AttributeError} later.
+
+    @raise TypeError: C{reactor} lacks one of them.
+    """
+    provided = providedBy(reactor)
+    missing = sorted({i.__name__ for i in _joined(interface) if not provided.isOrExtends(i)})
+    if missing:
+        raise TypeError(f"the {type(reactor).__name__} reactor lacks {', '.join(missing)}")
+    return cast(_R, reactor)
