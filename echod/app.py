@@ -19,9 +19,6 @@ from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, gatherResults, maybeDeferred
-from twisted.internet.interfaces import (
-    IReactorTime,
-)
 from twisted.logger import Logger
 
 from echod.addresses import describePeer
@@ -32,9 +29,12 @@ from echod.errors import UserError
 from echod.health import Health
 from echod.interfaces import (
     IDrainable,
+    IEchodReactor,
     IListening,
     IReconfigurable,
+    IRootReactor,
     IStopsLast,
+    reactorProviding,
 )
 from echod.logs import EchodLogObserver, offerToTwistd
 
@@ -59,7 +59,7 @@ class EchodService(MultiService):
     def __init__(
         self,
         config: Config,
-        reactor: Any,
+        reactor: IRootReactor,
         logObserver: EchodLogObserver | None = None,
         handleSignals: bool = False,
         reload: Callable[[], Config] | None = None,
@@ -250,7 +250,7 @@ def _raiseFileLimit(wanted: int, log: Logger) -> None:
 
 def makeService(
     config: Config,
-    reactor: IReactorTime | None = None,
+    reactor: IEchodReactor | None = None,
     logObserver: EchodLogObserver | None = None,
     handleSignals: bool = False,
     reload: Callable[[], Config] | None = None,
@@ -264,7 +264,7 @@ def makeService(
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
-        reactor = globalReactor
+        reactor = reactorProviding(globalReactor, IEchodReactor)
     root = EchodService(config, reactor, logObserver, handleSignals, reload)
     if config.server.listen or config.udp.listen:
         from echod.server.listeners import EchoService, UDPEchoService

@@ -29,6 +29,7 @@ from zope.interface import implementer
 from echod.client.errors import ClientError, ConnectFailed, NameNotResolved, TimedOut
 from echod.client.plan import Plan
 from echod.config import endpointParameters, tcp6ClientParameters
+from echod.interfaces import IClientReactor
 
 __all__ = ["RecordingResolver", "connectFailure", "endpointFor"]
 
@@ -92,7 +93,7 @@ class _ResolvingReactor:
     C{nameResolver}.  Nothing global is changed.
     """
 
-    def __init__(self, reactor: Any, resolver: IHostnameResolver) -> None:
+    def __init__(self, reactor: IClientReactor, resolver: IHostnameResolver) -> None:
         self._reactor = reactor
         self._resolver = resolver
 
@@ -149,7 +150,7 @@ def connectFailure(reason: Failure, plan: Plan, addresses: Sequence[IAddress] = 
 
 
 def endpointFor(
-    reactor: Any, plan: Plan, resolver: IHostnameResolver | None
+    reactor: IClientReactor, plan: Plan, resolver: IHostnameResolver | None
 ) -> tuple[IStreamClientEndpoint, RecordingResolver | None]:
     """
     The endpoint to connect to, and the resolver recording the addresses

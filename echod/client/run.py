@@ -20,6 +20,7 @@ from echod.client.errors import ClientError, ExitStatus, InternalError, Interrup
 from echod.client.plan import Plan
 from echod.client.protocols import ClientProtocol, EchoClientFactory
 from echod.client.report import Reporter, Summary
+from echod.interfaces import IClientReactor
 
 __all__ = ["EchoClient", "runClient"]
 
@@ -34,7 +35,7 @@ class EchoClient:
 
     def __init__(
         self,
-        reactor: Any,
+        reactor: IClientReactor,
         plan: Plan,
         out: IO[str],
         err: IO[str],
@@ -141,7 +142,7 @@ class EchoClient:
 
 
 def runClient(
-    reactor: Any,
+    reactor: IClientReactor,
     plan: Plan,
     out: IO[str],
     err: IO[str],

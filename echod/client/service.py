@@ -20,6 +20,7 @@ from twisted.logger import ILogObserver, Logger
 from echod.client.errors import ExitStatus
 from echod.client.plan import Plan
 from echod.client.run import EchoClient, runClient
+from echod.interfaces import IClientCommandReactor
 from echod.logs import offerToTwistd
 
 __all__ = ["EchoClientService"]
@@ -42,7 +43,7 @@ class EchoClientService(Service):
     def __init__(
         self,
         plan: Plan,
-        reactor: Any,
+        reactor: IClientCommandReactor,
         out: IO[str],
         err: IO[str],
         logObserver: ILogObserver | None = None,

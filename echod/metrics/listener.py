@@ -30,7 +30,7 @@ from zope.interface import implementer
 from echod.addresses import describePeer
 from echod.config import Config, MetricsConfig
 from echod.health import Health
-from echod.interfaces import IListening, IReconfigurable, IStopsLast
+from echod.interfaces import IListening, IReconfigurable, IStopsLast, IStreamServerReactor
 from echod.metrics.collector import HealthResource, MetricsResource, metricsRegistry, reasonLabels
 from echod.server.limits import LogBudget, logSummary
 from echod.server.listeners import ListenerService
@@ -286,7 +286,7 @@ class MetricsSite(Site):
 def metricsSite(
     root: IServiceCollection,
     health: Health,
-    reactor: Any,
+    reactor: IReactorTime,
     settings: MetricsConfig | None = None,
 ) -> MetricsSite:
     """
@@ -320,7 +320,7 @@ class MetricsService(ListenerService):
         root: IServiceCollection,
         health: Health,
         settings: MetricsConfig,
-        reactor: Any,
+        reactor: IStreamServerReactor,
     ) -> None:
         self.site = metricsSite(root, health, reactor, settings)
         super().__init__(description, self.site, reactor)

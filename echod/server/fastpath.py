@@ -54,7 +54,7 @@ from typing import Any
 
 from twisted.internet import tcp, unix
 from twisted.internet.epollreactor import EPOLLIN, EPollReactor
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IReactorSocket
 from twisted.internet.main import CONNECTION_DONE, CONNECTION_LOST
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.python import log
@@ -332,7 +332,9 @@ class AdoptedUNIXPort(unix.Port):
         tcp.Port.connectionLost(self, reason)
 
 
-def adoptStreamPort(reactor: Any, fd: int, family: socket.AddressFamily, factory: Any) -> Any:
+def adoptStreamPort(
+    reactor: IReactorSocket, fd: int, family: socket.AddressFamily, factory: IProtocolFactory
+) -> IListeningPort:
     """
     C{reactor.adoptStreamPort}, but for a unix socket an L{AdoptedUNIXPort},
     made as the reactor makes its own (C{_fromListeningDescriptor}), with
@@ -343,10 +345,12 @@ def adoptStreamPort(reactor: Any, fd: int, family: socket.AddressFamily, factory
     a unix socket among workers on any other.
     """
     if family != socket.AF_UNIX:
-        return reactor.adoptStreamPort(fd, family, factory)
+        # Annotated as taking a ServerFactory, but any IProtocolFactory does:
+        # Twisted's own systemd: endpoint hands it one.
+        return reactor.adoptStreamPort(fd, family, factory)  # type: ignore[arg-type]
     with socket.fromfd(fd, socket.AF_UNIX, socket.SOCK_STREAM) as inherited:
         path = inherited.getsockname()
-    port = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
+    port: AdoptedUNIXPort = AdoptedUNIXPort._fromListeningDescriptor(reactor, fd, factory)
     if path and path[:1] not in (b"\0", "\0"):  # not an abstract name
         port.mode = stat.S_IMODE(os.stat(path).st_mode)
     port.startListening()

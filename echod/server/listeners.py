@@ -38,10 +38,12 @@ from echod.config import (
 )
 from echod.errors import ListenError
 from echod.interfaces import (
+    IDatagramServerReactor,
     IDatagramStatistics,
     IDrainable,
     IListening,
     IReconfigurable,
+    IStreamServerReactor,
     IStreamStatistics,
 )
 from echod.server import fastpath
@@ -184,7 +186,7 @@ class EchoService(MultiService):
     def __init__(
         self,
         config: Config,
-        reactor: Any,
+        reactor: IStreamServerReactor,
         listener: Callable[..., ListenerService] = ListenerService,
     ) -> None:
         super().__init__()
@@ -313,7 +315,9 @@ class DatagramListenerService(Service):
 
     log = Logger()
 
-    def __init__(self, description: str, protocol: EchoDatagramProtocol, reactor: Any) -> None:
+    def __init__(
+        self, description: str, protocol: EchoDatagramProtocol, reactor: IDatagramServerReactor
+    ) -> None:
         self.description = description
         self.protocol = protocol
         self.reactor = reactor
@@ -394,7 +398,7 @@ class UDPEchoService(MultiService):
     L{DatagramGuard} and one set of totals.
     """
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: IDatagramServerReactor) -> None:
         super().__init__()
         self.setName("udp-echo")
         self.guard = DatagramGuard(config.udp, reactor)

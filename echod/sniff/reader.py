@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from twisted.internet import abstract, error
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
@@ -112,7 +111,7 @@ class RawReader(abstract.FileDescriptor):
         self,
         request: CaptureRequest,
         consumer: IPacketConsumer,
-        reactor: Any = None,
+        reactor: IReactorFDSet | None = None,
         system: CaptureSystem | None = None,
         count: int = 0,
         opener: Callable[[CaptureRequest, CaptureSystem | None], IPacketSource] = openCapture,

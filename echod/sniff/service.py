@@ -30,7 +30,7 @@ from zope.interface import implementer
 
 from echod.config import SniffConfig
 from echod.errors import UserError
-from echod.interfaces import ICaptureStatistics
+from echod.interfaces import ICaptureStatistics, ISniffReactor
 from echod.sniff.platforms import CaptureSystem, checkRequest, openCapture
 from echod.sniff.reader import RawReader, ReaderStatistics
 from echod.sniff.sinks import OutputError, PcapSink, RotatingOutput, SummarySink
@@ -92,7 +92,7 @@ class SniffService(Service):
     def __init__(
         self,
         config: SniffConfig,
-        reactor: Any,
+        reactor: ISniffReactor,
         stdout: IO[bytes] | None = None,
         standalone: bool = False,
         system: CaptureSystem | None = None,

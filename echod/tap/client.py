@@ -19,6 +19,7 @@ from typing import Any
 
 from twisted.application.service import IService
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorCore
 from twisted.python import usage
 
 from echod import config as _config
@@ -29,6 +30,7 @@ from echod.client.report import PROG, Summary
 from echod.client.run import runClient
 from echod.client.service import EchoClientService
 from echod.errors import UserError, errorLines, oneLine
+from echod.interfaces import IClientCommandReactor, reactorProviding
 from echod.logs import observerForTwistd
 
 __all__ = ["OptionValueError", "Options", "main", "makeService"]
@@ -276,7 +278,7 @@ class Options(usage.Options):
         }
 
 
-def makeService(options: Options, reactor: Any = None) -> IService:
+def makeService(options: Options, reactor: IClientCommandReactor | None = None) -> IService:
     """
     The client run as a twistd service: started with the reactor, it stops
     the reactor when done and twistd exits with the run's status.  Standard
@@ -285,7 +287,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
-        reactor = globalReactor
+        reactor = reactorProviding(globalReactor, IClientCommandReactor)
     twistd = getattr(options, "parent", None)
     log = options.config.log
     return EchoClientService(
@@ -314,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stderr.write(f"{PROG}: try {PROG} --help\n")
         return int(ExitStatus.USAGE)
 
-    def start(reactor: Any) -> Deferred[None]:
+    def start(globalReactor: IReactorCore) -> Deferred[None]:
+        reactor = reactorProviding(globalReactor, IClientCommandReactor)
         client, status = runClient(reactor, options.plan, sys.stdout, sys.stderr)
 
         def interrupted() -> Deferred[Summary] | None:

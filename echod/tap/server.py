@@ -21,6 +21,7 @@ from twisted.python.util import untilConcludes
 from echod import app, versionLine
 from echod import config as _config
 from echod.errors import UserError, errorLines, reportUserErrors
+from echod.interfaces import IEchodReactor
 from echod.logs import observerForTwistd
 from echod.server import fastpath
 from echod.sniff.service import checkSniffing
@@ -213,7 +214,7 @@ def _chooseReactor(config: _config.Config) -> None:
         fastpath.install()
 
 
-def makeService(options: Options, reactor: Any = None) -> IService:
+def makeService(options: Options, reactor: IEchodReactor | None = None) -> IService:
     twistd = getattr(options, "parent", None)
     log = options.config.log
     return app.makeService(

@@ -18,6 +18,7 @@ from echod import config as _config
 from echod import versionLine
 from echod.app import EchodService
 from echod.errors import oneLine, reportUserErrors
+from echod.interfaces import ISniffCommandReactor, reactorProviding
 from echod.logs import EchodLogObserver, observerForTwistd
 from echod.sniff.service import SniffService, checkSniffing, standardOutput
 
@@ -192,11 +193,11 @@ def _logObserver(
     return EchodLogObserver(log.format, log.level, lambda: stderr)
 
 
-def makeService(options: Options, reactor: Any = None) -> IService:
+def makeService(options: Options, reactor: ISniffCommandReactor | None = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor as globalReactor
 
-        reactor = globalReactor
+        reactor = reactorProviding(globalReactor, ISniffCommandReactor)
     twistd = getattr(options, "parent", None)
     config = options.config
     observer = _logObserver(twistd, config.log, config.sniff.output == "-")

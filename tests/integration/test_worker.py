@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 
@@ -108,8 +109,12 @@ async def test_tcpPortsAreTheReactorsOwn() -> None:
             reactor, inherited.fileno(), socket.AF_INET, Factory.forProtocol(Echo)
         )
         assert not isinstance(port, AdoptedUNIXPort)
-        assert port.getHost().port == inherited.getsockname()[1]
-        await port.stopListening()
+        host = port.getHost()
+        assert isinstance(host, IPv4Address)
+        assert host.port == inherited.getsockname()[1]
+        stopped = port.stopListening()
+        assert stopped is not None
+        await stopped
 
 
 def test_sharedUnixSocketRefusedOnAnotherTwisted(
@@ -122,6 +127,7 @@ def test_sharedUnixSocketRefusedOnAnotherTwisted(
     """
     from echod.config import Config, ServerConfig
     from echod.errors import ListenError
+    from echod.interfaces import IWorkersReactor, reactorProviding
     from echod.server import fastpath
     from echod.server.workers.supervisor import WorkersService
 
@@ -130,7 +136,7 @@ def test_sharedUnixSocketRefusedOnAnotherTwisted(
     )
     path = tmp_path / "echo.sock"
     config = Config(server=ServerConfig(listen=(f"unix:{path}",), workers=2))
-    service = WorkersService(config, _reactor)
+    service = WorkersService(config, reactorProviding(_reactor, IWorkersReactor))
     with pytest.raises(ListenError) as caught:
         service.privilegedStartService()
     assert str(caught.value) == (

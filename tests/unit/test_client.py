@@ -16,7 +16,7 @@ from twisted.internet import error
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import CancelledError
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.test import iosim
 
@@ -35,6 +35,7 @@ from echod.client.run import runClient
 from echod.client.statistics import RTTStats
 from echod.config import ClientConfig, ConfigError, ServerConfig
 from echod.server.stream import EchoFactory
+from tests.reactortesting import EchodMemoryReactor
 from tests.testing import FixedResolver, SilentResolver
 
 PEER = IPv4Address("TCP", "127.0.0.1", 7007)
@@ -688,7 +689,7 @@ def test_connectTimeoutCoversResolution() -> None:
     clock: a resolver that never answers ends the run with the timeout
     status.
     """
-    reactor = MemoryReactorClock()
+    reactor = EchodMemoryReactor()
     out, err = io.StringIO(), io.StringIO()
     _, status = runClient(reactor, plan(timeout=2.0), out, err, SilentResolver())
     results: list[ExitStatus] = []
@@ -709,7 +710,7 @@ def test_familyFiltersAddresses(family: str, hosts: list[str]) -> None:
     -4 and -6 ask the resolver for one family, so only those addresses are
     tried.
     """
-    reactor = MemoryReactorClock()
+    reactor = EchodMemoryReactor()
     resolver = FixedResolver("::1", "127.0.0.1")
     runClient(reactor, plan(family=family), io.StringIO(), io.StringIO(), resolver)
     reactor.advance(1)

@@ -13,7 +13,6 @@ from twisted.application.service import Service
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -22,6 +21,7 @@ from echod.app import EchodService
 from echod.health import Health, watchdogInterval
 from echod.interfaces import IListening
 from echod.metrics.listener import MetricsService
+from tests.reactortesting import EchodMemoryReactor
 
 
 class Notifications:
@@ -187,8 +187,8 @@ class SlowListener(Service):
         return self.stopped
 
 
-def tree(*children: Service) -> tuple[EchodService, Notifications, MemoryReactorClock]:
-    reactor = MemoryReactorClock()
+def tree(*children: Service) -> tuple[EchodService, Notifications, EchodMemoryReactor]:
+    reactor = EchodMemoryReactor()
     root = EchodService(config.Config(), reactor)
     notifications = Notifications()
     root.health = Health(reactor, {}, notifications)

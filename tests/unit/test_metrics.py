@@ -16,7 +16,6 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
     FakeDatagramTransport,
-    MemoryReactorClock,
     StringTransport,
 )
 from twisted.logger import capturedLogs
@@ -33,6 +32,7 @@ from echod.metrics.collector import HealthResource, MetricsResource, metricsRegi
 from echod.metrics.listener import MetricsService, MetricsSite, metricsSite
 from echod.server.listeners import EchoService, UDPEchoService
 from echod.server.stream import EchoProtocol
+from tests.reactortesting import EchodMemoryReactor
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -60,7 +60,7 @@ class Tree:
     """
 
     def __init__(self, **server: object) -> None:
-        self.reactor = MemoryReactorClock()
+        self.reactor = EchodMemoryReactor()
         cfg = config.Config(
             server=config.ServerConfig(listen=("tcp:7",), **server),  # type: ignore[arg-type]
             udp=config.UDPConfig(listen=("udp:port=7",)),
@@ -151,7 +151,7 @@ class CollectorTests:
         A UDP-only echod reports no TCP families, and no capture families
         without a capture.
         """
-        reactor = MemoryReactorClock()
+        reactor = EchodMemoryReactor()
         cfg = config.Config(
             server=config.ServerConfig(listen=()), udp=config.UDPConfig(listen=("udp:port=7",))
         )
@@ -248,7 +248,7 @@ class ResourceTests:
         ],
     )
     def test_healthz(self, state: str, code: int, body: bytes) -> None:
-        health = Health(MemoryReactorClock(), {})
+        health = Health(EchodMemoryReactor(), {})
         health.state = state
         request = DummyRequest([b""])
         assert HealthResource(health).render_GET(request) == body  # type: ignore[arg-type]
@@ -258,12 +258,12 @@ class ResourceTests:
 
 def metricsListener(
     **settings: object,
-) -> tuple[EchodService, MetricsSite, MemoryReactorClock]:
+) -> tuple[EchodService, MetricsSite, EchodMemoryReactor]:
     """
     A service tree with only the metrics listener (not listening), as
     C{makeService} builds it, and the site that serves its connections.
     """
-    reactor = MemoryReactorClock()
+    reactor = EchodMemoryReactor()
     cfg = config.Config(
         server=config.ServerConfig(listen=()),
         metrics=config.MetricsConfig(
@@ -369,7 +369,9 @@ class ListenerBoundsTests:
         Behind a wrapping factory (PROXY, TLS), which cannot take None from
         buildProtocol, a connection over the cap is aborted as it is made.
         """
-        root = EchodService(config.Config(server=config.ServerConfig(listen=())), Clock())
+        root = EchodService(
+            config.Config(server=config.ServerConfig(listen=())), EchodMemoryReactor()
+        )
         settings = config.MetricsConfig(listen=listen, max_connections=1)
         site = metricsSite(root, root.health, Clock(), settings)
         wrapper = WrappingFactory(site)
@@ -526,7 +528,7 @@ class ListenerBoundsTests:
         A reload applies max_connections and request_timeout to connections
         opened from then on.
         """
-        reactor = MemoryReactorClock()
+        reactor = EchodMemoryReactor()
         listen = "tcp:9107:interface=127.0.0.1"
         old = config.Config(
             server=config.ServerConfig(listen=()), metrics=config.MetricsConfig(listen=listen)

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 from twisted.internet.defer import Deferred
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, capturedLogs
 
 from echod import config
 from echod.errors import ListenError
 from echod.server.listeners import EchoService, ListenerService
+from tests.reactortesting import EchodMemoryReactor
 
 
 class FakeListener(ListenerService):
@@ -46,7 +46,7 @@ def clearFailures() -> None:
 
 def service(listen: tuple[str, ...]) -> EchoService:
     cfg = config.Config(server=config.ServerConfig(listen=listen))
-    return EchoService(cfg, MemoryReactorClock(), listener=FakeListener)
+    return EchoService(cfg, EchodMemoryReactor(), listener=FakeListener)
 
 
 class IPv4FallbackTests:
@@ -99,7 +99,7 @@ class ReloadTests:
         original = config.Config(server=config.ServerConfig(listen=("tcp:7007",)))
         changed = config.Config(server=config.ServerConfig(listen=("tcp:7008",)))
         files = [changed, original, original]
-        root = makeService(original, MemoryReactorClock(), reload=lambda: files.pop(0))
+        root = makeService(original, EchodMemoryReactor(), reload=lambda: files.pop(0))
 
         def reload() -> list[LogEvent]:
             with capturedLogs() as events:
@@ -126,7 +126,7 @@ def test_reloadLogsEveryProblemOfTheFile() -> None:
     def broken() -> config.Config:
         return config.loads('[server]\nbacklog = 0\n[log]\nformat = "xml"\n', "e.toml")
 
-    root = makeService(config.Config(), MemoryReactorClock(), reload=broken)
+    root = makeService(config.Config(), EchodMemoryReactor(), reload=broken)
     with capturedLogs() as events:
         assert not root.reload()
     failed = [e for e in events if e.get("event") == "config.reload_failed"]

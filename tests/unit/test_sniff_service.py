@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 from twisted.internet.error import ConnectionLost
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
@@ -29,6 +28,7 @@ from echod.sniff.sinks import OutputError
 from echod.sniff.source import CapturePermissionError
 from tests import frames
 from tests.capturetesting import MemoryLinuxSystem
+from tests.reactortesting import EchodMemoryReactor
 
 
 def events(logged: Sequence[LogEvent], name: str) -> list[LogEvent]:
@@ -37,7 +37,7 @@ def events(logged: Sequence[LogEvent], name: str) -> list[LogEvent]:
 
 class SniffServiceTests(SynchronousTestCase):
     def setUp(self) -> None:
-        self.reactor = MemoryReactorClock()
+        self.reactor = EchodMemoryReactor()
         self.system = MemoryLinuxSystem()
         self.stdout = io.BytesIO()
 
@@ -232,13 +232,13 @@ class EchodIntegrationTests(SynchronousTestCase):
         beside the echo service; it does not stop the process at C{count}.
         """
         config = _config.loads("[sniff]\nenabled = true\ninterface = 'lo'\n")
-        root = echodService.makeService(config, MemoryReactorClock())
+        root = echodService.makeService(config, EchodMemoryReactor())
         sniff = root.getServiceNamed("sniff")
         assert isinstance(sniff, SniffService)
         assert not sniff.standalone
         assert root.getServiceNamed("tcp-echo") is not None
 
     def test_disabled(self) -> None:
-        root = echodService.makeService(_config.Config(), MemoryReactorClock())
+        root = echodService.makeService(_config.Config(), EchodMemoryReactor())
         with pytest.raises(KeyError):
             root.getServiceNamed("sniff")

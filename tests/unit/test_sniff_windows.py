@@ -12,7 +12,6 @@ import io
 import socket
 
 import pytest
-from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 
 from echod.config import SniffConfig
@@ -24,6 +23,7 @@ from echod.sniff.source import CapturePermissionError, CaptureRequest, UnknownIn
 from echod.sniff.windows import WindowsSource
 from tests import frames
 from tests.capturetesting import Collector, MemoryWindowsSystem, Meta
+from tests.reactortesting import EchodMemoryReactor
 
 
 class WindowsSourceTests(SynchronousTestCase):
@@ -122,7 +122,7 @@ class WindowsServiceTests(SynchronousTestCase):
 
     def test_readThroughTheReactor(self) -> None:
         system = MemoryWindowsSystem()
-        reactor = MemoryReactorClock()
+        reactor = EchodMemoryReactor()
         stdout = io.BytesIO()
         config = dataclasses.replace(SniffConfig(), interface="192.0.2.10", stats_interval=0.0)
         service = SniffService(config, reactor, stdout, True, system)

@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python import usage
 
 from echod.client.connect import endpointFor
@@ -16,6 +15,7 @@ from echod.client.protocols import EchoClientFactory
 from echod.client.service import EchoClientService
 from echod.config import ConfigError
 from echod.tap.client import Options, main, makeService
+from tests.reactortesting import EchodMemoryReactor
 
 
 def parse(*argv: str) -> Options:
@@ -209,7 +209,7 @@ def test_makeServiceAssemblesOnly() -> None:
     """
     makeService builds the client service with the plan and connects nothing.
     """
-    reactor = MemoryReactorClock()
+    reactor = EchodMemoryReactor()
     options = parse("127.0.0.1", "7", "--count", "2")
     service = makeService(options, reactor)
     assert isinstance(service, EchoClientService)
@@ -306,7 +306,7 @@ def test_tcp6EndpointConnectsOverIPv6() -> None:
     """
     C{--endpoint tcp6:host=ADDR:port=P} connects to that IPv6 address.
     """
-    reactor = MemoryReactorClock()
+    reactor = EchodMemoryReactor()
     options = parse("--endpoint", r"tcp6:host=\:\:1:port=7007", "--timeout", "3")
     endpoint, recording = endpointFor(reactor, options.plan, None)
     assert recording is None

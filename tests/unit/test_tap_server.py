@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 from twisted.application.service import IService, MultiService
-from twisted.internet.testing import MemoryReactorClock
 from twisted.python.usage import UsageError
 
 from echod.config import ConfigError
 from echod.server.listeners import EchoService
 from echod.tap.server import Options, makeService
+from tests.reactortesting import EchodMemoryReactor
 
 
 def parse(*argv: str) -> Options:
@@ -65,7 +65,7 @@ class MakeServiceTests:
         """
         makeService only assembles: nothing listens until the service starts.
         """
-        reactor = MemoryReactorClock()
+        reactor = EchodMemoryReactor()
         options = parse("--listen", "tcp:0:interface=127.0.0.1")
         root = makeService(options, reactor)
         assert IService.providedBy(root)

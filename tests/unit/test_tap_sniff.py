@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from twisted.application.service import IServiceMaker
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogLevel
 from twisted.plugin import getPlugins
 from twisted.python import usage
@@ -26,6 +25,7 @@ from echod.sniff.service import SniffService
 from echod.sniff.sinks import OutputError
 from echod.sniff.source import UnknownInterfaceError
 from echod.tap import sniff
+from tests.reactortesting import EchodMemoryReactor
 
 
 def parse(*argv: str) -> sniff.Options:
@@ -250,7 +250,7 @@ class MakeServiceTests(SynchronousTestCase):
         is opened while it is assembled.
         """
         options = parse("--interface", "lo")
-        root = sniff.makeService(options, MemoryReactorClock())
+        root = sniff.makeService(options, EchodMemoryReactor())
         assert isinstance(root, EchodService)
         child = root.getServiceNamed("sniff")
         assert isinstance(child, SniffService)
@@ -265,7 +265,7 @@ def test_logToStderr(capsys: pytest.CaptureFixture[str]) -> None:
     """
     options = parse("--interface", "lo")
     options.parent = {"nodaemon": True, "logfile": None}  # type: ignore[assignment]
-    root = sniff.makeService(options, MemoryReactorClock())
+    root = sniff.makeService(options, EchodMemoryReactor())
     assert isinstance(root, EchodService)
     assert root.logObserver is not None
     root.logObserver(
@@ -287,7 +287,7 @@ def test_logToFile() -> None:
     """
     options = parse("--interface", "lo", "--output", "/tmp/never-opened.txt")
     options.parent = {"nodaemon": True, "logfile": None}  # type: ignore[assignment]
-    root = sniff.makeService(options, MemoryReactorClock())
+    root = sniff.makeService(options, EchodMemoryReactor())
     assert isinstance(root, EchodService)
     assert root.logObserver is not None
     assert type(root.logObserver).__name__ == "EchodLogObserver"

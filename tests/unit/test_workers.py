@@ -5,11 +5,12 @@ fake clock and captured logs: no process is started.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import AnyStr, cast
 
 from twisted.internet.error import ProcessTerminated
+from twisted.internet.interfaces import IProcessProtocol, IProcessTransport
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import (
     LogLevel,
     capturedLogs,
@@ -17,8 +18,10 @@ from twisted.logger import (
     formatEventAsClassicLogText,
 )
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from echod.config import Config
+from echod.interfaces import ISupervisorReactor
 from echod.server.workers.sockets import WorkerSockets
 from echod.server.workers.supervisor import WorkerSupervisor
 from echod.server.workers.wire import EVENT
@@ -29,7 +32,7 @@ def test_workerEventsNameTheirWorker() -> None:
     A worker's log event is logged by the main process with the worker's
     name: as a field (JSON lines) and where text lines name the logger.
     """
-    monitor = WorkerSupervisor(MemoryReactorClock(), Config())
+    monitor = WorkerSupervisor(ProcessReactor(), Config())
     with capturedLogs() as seen:
         event = {
             "log_format": "127.0.0.1:5000 connected to 127.0.0.1:7007",
@@ -63,6 +66,7 @@ class FakeProcess:
         self.signals.append(signal)
 
 
+@implementer(ISupervisorReactor)
 class ProcessReactor(Clock):
     """
     A clock that records spawnProcess calls (MemoryReactor has none).
@@ -70,14 +74,27 @@ class ProcessReactor(Clock):
 
     def __init__(self) -> None:
         super().__init__()
-        self.spawned: list[tuple[Any, list[str], dict[int, Any], FakeProcess]] = []
+        self.spawned: list[
+            tuple[IProcessProtocol, Sequence[bytes | str], Mapping[int, int | str], FakeProcess]
+        ] = []
 
     def spawnProcess(
-        self, protocol: Any, executable: str, args: list[str], env: Any, childFDs: Any
-    ) -> FakeProcess:
+        self,
+        processProtocol: IProcessProtocol,
+        executable: bytes | str,
+        args: Sequence[bytes | str],
+        env: Mapping[AnyStr, AnyStr] | None = None,
+        path: bytes | str | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        usePTY: bool = False,
+        childFDs: Mapping[int, int | str] | None = None,
+    ) -> IProcessTransport:
         process = FakeProcess(1000 + len(self.spawned))
-        self.spawned.append((protocol, args, childFDs, process))
-        return process
+        self.spawned.append((processProtocol, args, childFDs or {}, process))
+        # FakeProcess has what the supervisor uses of a process transport
+        # (pid, write, signalProcess), not all of IProcessTransport.
+        return cast(IProcessTransport, process)
 
 
 def supervised() -> tuple[WorkerSupervisor, ProcessReactor]:

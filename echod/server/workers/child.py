@@ -22,16 +22,18 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from twisted.internet.abstract import FileDescriptor
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred
+from twisted.internet.interfaces import IReactorFDSet
 from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger, eventAsJSON, formatEvent
 from twisted.python.failure import Failure
 
 from echod.config import Config, ConfigError
+from echod.interfaces import IWorkerReactor, reactorProviding
 from echod.server.workers.wire import (
     ABORT,
     EVENT,
@@ -90,7 +92,12 @@ class ParentPipe(FileDescriptor):
     reports without a read), and when this worker's own reactor shuts down.
     """
 
-    def __init__(self, reactor: Any, received: Any, gone: Any) -> None:
+    def __init__(
+        self,
+        reactor: IReactorFDSet,
+        received: Callable[[bytes], object],
+        gone: Callable[[], object],
+    ) -> None:
         super().__init__(reactor)
         self._received = received
         self._gone = gone
@@ -148,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     from echod.server.listeners import PROXY_PREFIX, logsConnections
     from echod.server.stream import EchoFactory, ProxiedEchoFactory
 
-    reactor: Any = _reactor
+    reactor = reactorProviding(_reactor, IWorkerReactor)
     out = sys.stdout
     predicate = LogLevelFilterPredicate(defaultLogLevel=logLevel(config.log.level))
     globalLogBeginner.beginLoggingTo([_jsonEvents(out, predicate)], redirectStandardIO=False)

@@ -63,7 +63,12 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IDelayedCall, IListeningPort, IProcessTransport
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IListeningPort,
+    IProcessTransport,
+    IProtocolFactory,
+)
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger, eventFromJSON
 from twisted.python.failure import Failure
@@ -75,7 +80,10 @@ from echod.interfaces import (
     IDrainable,
     IListening,
     IReconfigurable,
+    IStreamServerReactor,
     IStreamStatistics,
+    ISupervisorReactor,
+    IWorkersReactor,
     IWorkerStatistics,
 )
 from echod.server import fastpath
@@ -171,7 +179,7 @@ class WorkerSupervisor(Service):
     minRestartDelay = 1.0
     maxRestartDelay = 3600.0
 
-    def __init__(self, reactor: Any, config: Config) -> None:
+    def __init__(self, reactor: ISupervisorReactor, config: Config) -> None:
         self.reactor = reactor
         self.workers: dict[str, _Worker] = {}
         self.stats: dict[str, TCPTotals] = {}
@@ -402,7 +410,7 @@ class WorkersService(MultiService):
 
     log = Logger()
 
-    def __init__(self, config: Config, reactor: Any) -> None:
+    def __init__(self, config: Config, reactor: IWorkersReactor) -> None:
         from echod.server.listeners import EchoService
 
         super().__init__()
@@ -426,7 +434,11 @@ class WorkersService(MultiService):
             failed[0].raiseException()
 
     def _listener(
-        self, description: str, factory: Any, reactor: Any, listen: str | None
+        self,
+        description: str,
+        factory: IProtocolFactory,
+        reactor: IStreamServerReactor,
+        listen: str | None,
     ) -> ListenerService:
         from echod.server.listeners import ListenerService
 
