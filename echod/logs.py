@@ -131,8 +131,9 @@ class LogDestination:
 
         def rotate(signum: int, frame: FrameType | None) -> None:
             from twisted.internet import reactor
+            from twisted.internet.interfaces import IReactorFromThreads
 
-            reactor.callFromThread(logFile.rotate)  # type: ignore[attr-defined]
+            IReactorFromThreads(reactor).callFromThread(logFile.rotate)
 
         signal.signal(signal.SIGUSR1, rotate)
 
