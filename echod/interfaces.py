@@ -206,10 +206,10 @@ class IStreamServerReactor(IReactorCore, IReactorTime, IReactorTCP, IReactorUNIX
     """
 
 
-class IDatagramServerReactor(IReactorTime, IReactorUDP, IReactorSocket):
+class IDatagramServerReactor(IReactorTime, IReactorFDSet):
     """
-    The UDP echo service's: its ports (C{udp:}, or C{systemd:} adopted) and
-    the timers of its rate limits and drop log.
+    The UDP echo service's: its ports (sockets of its own, read as file
+    descriptors in batches) and the timers of its rate limits and drop log.
     """
 
 

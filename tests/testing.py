@@ -12,6 +12,7 @@ imports the reactor at import time.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import socket
@@ -47,6 +48,8 @@ from tests.daemon import twistdPath
 
 __all__ = [
     "CHECKOUT",
+    "FakeDatagramBatch",
+    "FakeDatagramSocket",
     "FixedResolver",
     "Samples",
     "Server",
@@ -249,6 +252,63 @@ class SilentResolver:
         resolution = _Resolution(hostName)
         resolutionReceiver.resolutionBegan(resolution)
         return resolution
+
+
+class FakeDatagramBatch:
+    """
+    A batch of L{echod.server.datagram} over datagrams the test queues with
+    L{arrive}: what the port echoes lands in L{sent}; the echo of a payload
+    in L{refuse} fails as a full send buffer would.
+    """
+
+    def __init__(self, capacity: int = 64) -> None:
+        self.capacity = capacity
+        self.queue: list[tuple[bytes, tuple[str, int]]] = []
+        self.sent: list[tuple[bytes, tuple[str, int]]] = []
+        self.refuse: set[bytes] = set()
+        self.receives = 0
+        self._held: list[tuple[bytes, tuple[str, int]]] = []
+
+    def arrive(self, data: bytes, host: str, port: int) -> None:
+        self.queue.append((data, (host, port)))
+
+    def receive(self) -> list[tuple[str, int, int]]:
+        self.receives += 1
+        self._held, self.queue = self.queue[: self.capacity], self.queue[self.capacity :]
+        return [(host, port, len(data)) for data, (host, port) in self._held]
+
+    def send(self, verdicts: bytes | bytearray) -> list[tuple[int, int]]:
+        failures = []
+        for i, (data, address) in enumerate(self._held):
+            if verdicts[i] == 0:
+                if data in self.refuse:
+                    failures.append((i, errno.EAGAIN))
+                else:
+                    self.sent.append((data, address))
+        self._held = []
+        return failures
+
+
+class FakeDatagramSocket:
+    """
+    What L{echod.server.datagram.DatagramEchoPort} asks of its socket, with
+    no socket: its descriptor, family and address, and C{close}.
+    """
+
+    family = socket.AF_INET6
+
+    def __init__(self, address: tuple[str, int] = ("::", 7)) -> None:
+        self.address = address
+        self.closed = False
+
+    def fileno(self) -> int:
+        return -1 if self.closed else 1000
+
+    def getsockname(self) -> tuple[str, int, int, int]:
+        return (*self.address, 0, 0)
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @implementer(IHostnameResolver)

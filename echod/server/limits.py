@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
@@ -307,15 +307,39 @@ class DatagramGuard:
         reflector on an unblocked port, or a spoofed flood, gets a bounded
         rate of replies.
 
+    In that order, for every datagram: L{decide} is the one statement of the
+    rules, for a batch of datagrams (what the batched UDP port reads at
+    once); L{check} asks it about one.
+
     At most C{max_sources} buckets are kept, least recently used first out, so
-    a spoofed flood of sources costs bounded memory.
+    a spoofed flood of sources costs bounded memory.  What the first three
+    rules say of a source address is remembered (at most L{KNOWN_HOSTS}
+    addresses, forgotten all at once past that, and at each reconfiguration)
+    so that a datagram from a known address costs no address parsing.
     """
 
-    def __init__(self, settings: UDPConfig, clock: IReactorTime) -> None:
+    # What decide() writes for a datagram: 0 (echo it) or the index of its
+    # drop reason here.
+    VERDICTS: tuple[str | None, ...] = (
+        None,
+        DatagramDrop.SOURCE_PORT,
+        DatagramDrop.SOURCE_ADDRESS,
+        DatagramDrop.ACL,
+        DatagramDrop.RATE_SOURCE,
+        DatagramDrop.RATE_GLOBAL,
+    )
+    KNOWN_HOSTS = 65536
+
+    def __init__(self, settings: UDPConfig, clock: IReactorTime, share: int = 1) -> None:
         self._clock = clock
+        self.share = share
         self.reconfigure(settings)
 
     def reconfigure(self, settings: UDPConfig) -> None:
+        """
+        Apply C{settings}; with a C{share} of N (N worker processes, each
+        with a guard of its own), the global rates are divided by N.
+        """
         self._blocked = _portTable(settings.blocked_source_ports)
         self.acl = AccessList.fromStrings(settings.allow, settings.deny)
         self._rates = (
@@ -328,9 +352,10 @@ class DatagramGuard:
         )
         self.maxSources = settings.max_sources
         self._sources: OrderedDict[IPAddress, TokenBucket] = OrderedDict()
+        self._hosts: dict[str, tuple[int, IPAddress | None]] = {}
         self._global = TokenBucket(
-            settings.global_packets_per_second,
-            settings.global_bytes_per_second,
+            settings.global_packets_per_second / self.share,
+            settings.global_bytes_per_second / self.share,
             settings.burst_seconds,
             self._clock.seconds(),
         )
@@ -343,38 +368,74 @@ class DatagramGuard:
         L{None} if the datagram from C{(host, port)} is to be echoed (and its
         tokens are taken), else the L{DatagramDrop} reason.
         """
-        if self._blocked[port]:
-            return DatagramDrop.SOURCE_PORT
-        try:
-            ip = ipaddress.ip_address(host.split("%", 1)[0])
-        except ValueError:
-            return DatagramDrop.SOURCE_ADDRESS
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        if ip.is_multicast or ip.is_unspecified or ip == _BROADCAST:
-            return DatagramDrop.SOURCE_ADDRESS
-        if not self.acl.permits(ip):
-            return DatagramDrop.ACL
+        return self.VERDICTS[self.decide([(host, port, size)])[0]]
+
+    def decide(self, datagrams: Sequence[tuple[str, int, int]]) -> bytearray:
+        """
+        For each datagram C{(host, port, size)}, in order: 0 if it is to be
+        echoed (its tokens are taken), else the index of its drop reason in
+        L{VERDICTS}.
+        """
+        verdicts = bytearray(len(datagrams))
+        blocked, hosts = self._blocked, self._hosts
+        perSource, globalLimited = self._perSource, self._globalLimited
+        sources, globalBucket = self._sources, self._global
         now = self._clock.seconds()
-        bucket = None
-        if self._perSource:
-            bucket = self._sources.get(ip)
-            if bucket is None:
-                bucket = TokenBucket(*self._rates, now)
-                self._sources[ip] = bucket
-                if len(self._sources) > self.maxSources:
-                    self._sources.popitem(last=False)
+        for i, (host, port, size) in enumerate(datagrams):
+            if blocked[port]:
+                verdicts[i] = 1
+                continue
+            known = hosts.get(host)
+            if known is None:
+                known = self._learn(host)
+            verdict, ip = known
+            if ip is None:
+                verdicts[i] = verdict
+                continue
+            bucket = None
+            if perSource:
+                bucket = sources.get(ip)
+                if bucket is None:
+                    bucket = TokenBucket(*self._rates, now)
+                    sources[ip] = bucket
+                    if len(sources) > self.maxSources:
+                        sources.popitem(last=False)
+                else:
+                    sources.move_to_end(ip)
+                if not bucket.allows(size, now):
+                    verdicts[i] = 4
+                    continue
+            if globalLimited:
+                if not globalBucket.allows(size, now):
+                    verdicts[i] = 5
+                    continue
+                globalBucket.take(size)
+            if bucket is not None:
+                bucket.take(size)
+        return verdicts
+
+    def _learn(self, host: str) -> tuple[int, IPAddress | None]:
+        """
+        What the address rules say of C{host}: (0, its address) or (its
+        verdict, L{None}); remembered.
+        """
+        try:
+            ip: IPAddress = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            known: tuple[int, IPAddress | None] = (2, None)
+        else:
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                ip = ip.ipv4_mapped
+            if ip.is_multicast or ip.is_unspecified or ip == _BROADCAST:
+                known = (2, None)
+            elif not self.acl.permits(ip):
+                known = (3, None)
             else:
-                self._sources.move_to_end(ip)
-            if not bucket.allows(size, now):
-                return DatagramDrop.RATE_SOURCE
-        if self._globalLimited:
-            if not self._global.allows(size, now):
-                return DatagramDrop.RATE_GLOBAL
-            self._global.take(size)
-        if bucket is not None:
-            bucket.take(size)
-        return None
+                known = (0, ip)
+        if len(self._hosts) >= self.KNOWN_HOSTS:
+            self._hosts.clear()
+        self._hosts[host] = known
+        return known
 
     def sources(self) -> int:
         """

@@ -10,6 +10,7 @@ one set of totals behind every datagram port).
 from __future__ import annotations
 
 import errno
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -47,7 +48,16 @@ from echod.interfaces import (
     IStreamStatistics,
 )
 from echod.server import fastpath
-from echod.server.datagram import EchoDatagramProtocol, datagramDropLog
+from echod.server.datagram import (
+    BATCH,
+    BATCH_IN_C,
+    ROUNDS,
+    DatagramEcho,
+    DatagramEchoPort,
+    datagramDropLog,
+    enlargeReceiveBuffer,
+    openDatagramSocket,
+)
 from echod.server.limits import DatagramGuard
 from echod.server.stats import DatagramStats, TCPTotals
 from echod.server.stream import EchoFactory, ProxiedEchoFactory
@@ -62,12 +72,6 @@ __all__ = [
 ]
 
 PROXY_PREFIX = "haproxy:"
-
-# The largest UDP payload (65,507 bytes over IPv4, 65,527 over IPv6) fits.
-MAX_DATAGRAM = 65535
-# The kernel's default UDP receive buffer (~200 KiB) overflows at a burst of
-# a thousand small datagrams before the reactor gets to read them.
-UDP_RECEIVE_BUFFER = 4 * 1024 * 1024
 
 # Errors that mean "this host has no IPv6", as opposed to "the port is taken".
 _NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL, errno.EPROTONOSUPPORT}
@@ -307,7 +311,8 @@ class EchoService(MultiService):
 class DatagramListenerService(Service):
     """
     One UDP port: C{udp:port=N[:interface=ADDR]} (dual-stack on C{::}), or a
-    datagram socket systemd passed (C{systemd:domain=INET6:name=NAME}).
+    datagram socket systemd passed (C{systemd:domain=INET6:name=NAME}),
+    echoed by a L{DatagramEchoPort}.
 
     Not Twisted's C{UDPServer}: echod needs the port (its address, for the
     log and for tests that listen on port 0), and to adopt systemd's socket.
@@ -316,20 +321,21 @@ class DatagramListenerService(Service):
     log = Logger()
 
     def __init__(
-        self, description: str, protocol: EchoDatagramProtocol, reactor: IDatagramServerReactor
+        self, description: str, echo: DatagramEcho, reactor: IDatagramServerReactor
     ) -> None:
         self.description = description
-        self.protocol = protocol
+        self.echo = echo
         self.reactor = reactor
-        self.port: Any = None
+        self.port: DatagramEchoPort | None = None
 
     def privilegedStartService(self) -> None:
         Service.privilegedStartService(self)
         try:
-            self.port = self._open()
+            sock = self._open()
         except (CannotListenError, OSError) as e:
             raise _listenFailed(self.description, e) from None
-        _enlargeReceiveBuffer(self.port.getHandle())
+        enlargeReceiveBuffer(sock)
+        self.port = DatagramEchoPort(sock, self.echo, self.reactor)
         self.log.info(
             "UDP echo listening on {address} ({description})",
             event="listener.started",
@@ -337,21 +343,13 @@ class DatagramListenerService(Service):
             description=self.description,
         )
 
-    def _open(self) -> Any:
+    def _open(self) -> socket.socket:
         if self.description.startswith("systemd:"):
             return self._adopt()
         endpoint: DatagramEndpoint = parseDatagramEndpoint(self.description)
-        return self.reactor.listenUDP(
-            endpoint.port,
-            self.protocol,
-            interface=endpoint.interface,
-            maxPacketSize=MAX_DATAGRAM,
-        )
+        return openDatagramSocket(endpoint.port, endpoint.interface)
 
-    def _adopt(self) -> Any:
-        import os
-        import socket
-
+    def _adopt(self) -> socket.socket:
         _, _, kwargs = endpointParameters(self.description)
         fd = inheritedSocket(kwargs.get("name", ""))
         if fd is None:
@@ -359,15 +357,23 @@ class DatagramListenerService(Service):
                 f"cannot listen on {self.description}: systemd passed no socket "
                 f"named {kwargs.get('name')!r}"
             )
-        family = {"INET": socket.AF_INET, "INET6": socket.AF_INET6}[kwargs.get("domain", "INET6")]
+        sock = socket.socket(fileno=fd)
+        if sock.type != socket.SOCK_DGRAM:
+            sock.detach()
+            raise ListenError(
+                f"cannot listen on {self.description}: systemd's socket "
+                f"{kwargs.get('name')!r} is not a datagram socket"
+            )
         # A blocking descriptor would hang the whole reactor on its first read.
-        os.set_blocking(fd, False)
-        return self.reactor.adoptDatagramPort(fd, family, self.protocol, MAX_DATAGRAM)
+        sock.setblocking(False)
+        return sock
 
     def startService(self) -> None:
         Service.startService(self)
         if self.port is None:
             self.privilegedStartService()
+        assert self.port is not None
+        self.port.startListening()
 
     def stopService(self) -> Deferred[None]:
         Service.stopService(self)
@@ -375,28 +381,14 @@ class DatagramListenerService(Service):
         return port.stopListening() if port is not None else succeed(None)
 
 
-def _enlargeReceiveBuffer(handle: Any) -> None:
-    """
-    Ask for L{UDP_RECEIVE_BUFFER}; as root, past C{net.core.rmem_max} too.
-    """
-    import socket
-
-    for option in (getattr(socket, "SO_RCVBUFFORCE", None), socket.SO_RCVBUF):
-        if option is None:
-            continue
-        try:
-            handle.setsockopt(socket.SOL_SOCKET, option, UDP_RECEIVE_BUFFER)
-            return
-        except OSError:
-            continue
-
-
 @implementer(IReconfigurable, IListening, IDatagramStatistics)
 class UDPEchoService(MultiService):
     """
-    The UDP echo service: one L{EchoDatagramProtocol} per port, sharing one
-    L{DatagramGuard} and one set of totals.
+    The UDP echo service: one L{DatagramEchoPort} per listener, sharing one
+    L{DatagramEcho} (its guard, totals and drop log).
     """
+
+    log = Logger()
 
     def __init__(self, config: Config, reactor: IDatagramServerReactor) -> None:
         super().__init__()
@@ -404,10 +396,10 @@ class UDPEchoService(MultiService):
         self.guard = DatagramGuard(config.udp, reactor)
         self.stats = DatagramStats()
         self.dropLog = datagramDropLog(reactor, config.udp)
+        self.echo = DatagramEcho(self.guard, self.stats, self.dropLog)
         self.listeners: list[DatagramListenerService] = []
         for description in config.udp.listen:
-            protocol = EchoDatagramProtocol(self.guard, self.stats, self.dropLog)
-            listener = DatagramListenerService(description, protocol, reactor)
+            listener = DatagramListenerService(description, self.echo, reactor)
             listener.setServiceParent(self)
             self.listeners.append(listener)
 
@@ -423,6 +415,19 @@ class UDPEchoService(MultiService):
         Fires with every UDP port: they are open once the service has started.
         """
         return succeed([listener.port for listener in self.listeners])
+
+    def startService(self) -> None:
+        super().startService()
+        self.log.info(
+            "UDP echo in batches of up to {batch} datagrams, {rounds} batches per reactor "
+            "turn, with {calls}",
+            event="udp.batching",
+            batch=BATCH,
+            rounds=ROUNDS,
+            calls="recvmmsg and sendmmsg (C helper)"
+            if BATCH_IN_C
+            else "recvfrom and sendto (the C helper is not built)",
+        )
 
     def stopService(self) -> Deferred[None]:
         self.dropLog.flush()

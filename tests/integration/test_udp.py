@@ -5,17 +5,23 @@ UDP echo on real loopback sockets, in-process.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, cast
 
 import pytest
 import pytest_twisted
+from twisted.internet.address import IPv4Address
 
 from echod import config
 from echod.app import makeService
+from echod.server import datagram
 from echod.server.limits import DatagramDrop
-from echod.server.listeners import UDPEchoService
+from echod.server.listeners import EchoService, UDPEchoService
 from tests.environment import requireIPv6, requireRoot
+from tests.testing import echo, inThread
 
 
 def reactor() -> Any:
@@ -34,7 +40,8 @@ class UDPServer:
     def start(self) -> list[int]:
         self.root.privilegedStartService()
         self.root.startService()
-        return [listener.port.getHost().port for listener in self.udp.listeners]
+        ports = [listener.port for listener in self.udp.listeners]
+        return [port.getHost().port for port in ports if port is not None]
 
     async def stop(self) -> None:
         await self.root.stopService()
@@ -68,12 +75,6 @@ def exchange(
         return replies
 
 
-def inThread(f: Any, *args: Any, **kwargs: Any) -> Any:
-    from twisted.internet.threads import deferToThread
-
-    return deferToThread(f, *args, **kwargs)
-
-
 @pytest_twisted.ensureDeferred
 async def test_dualStackEchoesBothFamilies() -> None:
     requireIPv6()
@@ -87,8 +88,130 @@ async def test_dualStackEchoesBothFamilies() -> None:
         await server.stop()
 
 
+@pytest.fixture(params=["C", "Python"])
+def batches(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """
+    Each test using it runs on both batches: recvmmsg/sendmmsg in echod's C
+    helper, and the pure-Python recvfrom/sendto used where it is not built.
+    """
+    if request.param == "C":
+        assert datagram.BATCH_IN_C, "echod's C helper is not built"
+    else:
+        monkeypatch.setattr(datagram, "BATCH_IN_C", False)
+    yield request.param
+
+
 @pytest_twisted.ensureDeferred
-async def test_largestAndEmptyDatagrams() -> None:
+async def test_bothBatchesApplyTheSameRules(batches: str) -> None:
+    """
+    A burst mixing sizes, sources and rules comes back the same through
+    either batch: every datagram allowed comes back whole, to its sender,
+    the others are counted by reason.
+    """
+    server = UDPServer(
+        ["udp:port=0:interface=127.0.0.1"],
+        source_packets_per_second=100.0,
+        burst_seconds=1.0,
+        deny=("127.0.0.3/32",),
+    )
+    (port,) = server.start()
+    expected = server.udp.listeners[0].port
+    assert expected is not None
+    kind = type(expected.batch).__name__
+    assert kind == ("DatagramBatch" if batches == "C" else "PythonDatagramBatch")
+    try:
+        payloads = [b"", b"x", b"\xa5" * 1400, b"\x01" * 65507] + [
+            n.to_bytes(2, "big") * 100 for n in range(150)
+        ]
+        allowed = await inThread(exchange, socket.AF_INET, ("127.0.0.1", port), payloads, None, 3.0)
+        denied = await inThread(
+            exchange, socket.AF_INET, ("127.0.0.1", port), [b"no"], ("127.0.0.3", 0), 0.5
+        )
+        # The first 100 (the burst) in order, byte for byte; then nothing.
+        assert allowed == payloads[:100]
+        assert denied == []
+        stats = server.udp.stats
+        assert stats.received == len(payloads) + 1
+        assert stats.echoed == 100
+        assert stats.bytesEchoed == sum(map(len, payloads[:100]))
+        assert stats.dropped == {DatagramDrop.RATE_SOURCE: len(payloads) - 100, DatagramDrop.ACL: 1}
+    finally:
+        await server.stop()
+
+
+_FLOOD = """
+import socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(8)]
+for s in socks:
+    s.connect(("127.0.0.1", port))
+    s.setblocking(False)
+end, sent = time.monotonic() + seconds, 0
+while time.monotonic() < end:
+    for s in socks:
+        for _ in range(64):
+            try:
+                s.send(b"f" * 64)
+                sent += 1
+            except OSError:
+                pass
+print(sent)
+"""
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcpServedDuringUDPFlood() -> None:
+    """
+    While a flood of datagrams fills the UDP socket (a process sending as
+    fast as it can, reading nothing back), a TCP client of the same echod
+    keeps getting its echoes: the UDP port takes a bounded number of
+    datagrams per reactor turn.
+    """
+    cfg = config.Config(
+        server=config.ServerConfig(listen=("tcp:0:interface=127.0.0.1",)),
+        udp=config.UDPConfig(
+            listen=("udp:port=0:interface=127.0.0.1",),
+            source_packets_per_second=0.0,
+            source_bytes_per_second=0.0,
+            global_packets_per_second=0.0,
+            global_bytes_per_second=0.0,
+        ),
+    )
+    root = makeService(cfg, reactor())
+    root.privilegedStartService()
+    root.startService()
+    try:
+        tcp = next(s for s in root if isinstance(s, EchoService))
+        udp = next(s for s in root if isinstance(s, UDPEchoService))
+        (listening,) = await tcp.whenListening()
+        tcpPort = cast(IPv4Address, listening.getHost()).port
+        udpPort = udp.listeners[0].port
+        assert udpPort is not None
+        flooder = subprocess.Popen(
+            [sys.executable, "-c", _FLOOD, str(udpPort.getHost().port), "4"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while udp.stats.received < 10000:
+                assert time.monotonic() < deadline, "the flood did not arrive"
+                await inThread(time.sleep, 0.01)
+            before = udp.stats.received
+            for n in range(20):
+                payload = b"tcp %d" % n
+                reply = await inThread(echo, "127.0.0.1", tcpPort, payload, 2.0)
+                assert reply == payload
+            assert udp.stats.received > before, "the flood stopped before the TCP echoes"
+        finally:
+            flooder.kill()
+            flooder.wait()
+    finally:
+        await root.stopService()
+
+
+@pytest_twisted.ensureDeferred
+async def test_largestAndEmptyDatagrams(batches: str) -> None:
     """
     Never less than what came in: 65,507 bytes over IPv4 (65,527 over
     IPv6) come back whole, and an empty datagram comes back empty.
@@ -105,7 +228,7 @@ async def test_largestAndEmptyDatagrams() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_largestIPv6Datagram() -> None:
+async def test_largestIPv6Datagram(batches: str) -> None:
     requireIPv6()
     server = UDPServer([r"udp:port=0:interface=\:\:1"])
     (port,) = server.start()

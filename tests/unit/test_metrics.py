@@ -15,7 +15,6 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.task import Clock
 from twisted.internet.testing import (
-    FakeDatagramTransport,
     StringTransport,
 )
 from twisted.logger import capturedLogs
@@ -70,8 +69,7 @@ class Tree:
         self.tcp.setServiceParent(self.root)
         self.udp = UDPEchoService(cfg, self.reactor)
         self.udp.setServiceParent(self.root)
-        self.datagrams = self.udp.listeners[0].protocol
-        self.datagrams.makeConnection(FakeDatagramTransport())
+        self.datagrams = self.udp.echo
 
     def connect(self, host: str = "192.0.2.1") -> EchoProtocol:
         protocol = self.tcp.factory.buildProtocol(IPv4Address("TCP", host, 40000))
@@ -126,8 +124,7 @@ class CollectorTests:
         Datagrams received, echoed (and their bytes), and dropped by reason.
         """
         tree = Tree()
-        tree.datagrams.datagramReceived(b"hello", ("192.0.2.1", 40000))
-        tree.datagrams.datagramReceived(b"loop", ("192.0.2.1", 19))
+        tree.datagrams.decide([("192.0.2.1", 40000, 5), ("192.0.2.1", 19, 4)])
         samples = scrape(tree.root)
         assert value(samples, "echod_udp_datagrams_received_total") == 2
         assert value(samples, "echod_udp_datagrams_echoed_total") == 1

@@ -1,19 +1,30 @@
 """
-Tests for the UDP echo and its guard, with a fake clock and transport.
+Tests for the UDP echo and its guard, with a fake clock, batch and socket.
 """
 
 from __future__ import annotations
 
+import errno
+import os
+import socket
 from collections.abc import Sequence
+from typing import cast
 
 from twisted.internet.task import Clock
-from twisted.internet.testing import FakeDatagramTransport
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, capturedLogs
 
 from echod.config import UDPConfig
-from echod.server.datagram import EchoDatagramProtocol, datagramDropLog
+from echod.server.datagram import (
+    BATCH,
+    ROUNDS,
+    DatagramEcho,
+    DatagramEchoPort,
+    datagramDropLog,
+)
 from echod.server.limits import DatagramDrop, DatagramGuard
 from echod.server.stats import DatagramStats
+from tests.testing import FakeDatagramBatch, FakeDatagramSocket
 
 
 def guard(**settings: object) -> tuple[DatagramGuard, Clock]:
@@ -106,39 +117,105 @@ class DatagramGuardTests:
         assert g.sources() == 0
 
 
-def protocol(**settings: object) -> tuple[EchoDatagramProtocol, FakeDatagramTransport, Clock]:
-    clock = Clock()
+def port(
+    capacity: int = 64, **settings: object
+) -> tuple[DatagramEchoPort, FakeDatagramBatch, MemoryReactorClock]:
+    reactor = MemoryReactorClock()
     udp = UDPConfig(**settings)  # type: ignore[arg-type]
-    proto = EchoDatagramProtocol(
-        DatagramGuard(udp, clock), DatagramStats(), datagramDropLog(clock, udp)
-    )
-    transport = FakeDatagramTransport()
-    proto.makeConnection(transport)
-    return proto, transport, clock
+    echo = DatagramEcho(DatagramGuard(udp, reactor), DatagramStats(), datagramDropLog(reactor, udp))
+    batch = FakeDatagramBatch(capacity)
+    sock = cast(socket.socket, FakeDatagramSocket())
+    return DatagramEchoPort(sock, echo, reactor, batch), batch, reactor
 
 
-class EchoDatagramProtocolTests:
+class DatagramEchoPortTests:
     def test_echoesToSender(self) -> None:
-        proto, transport, _ = protocol()
-        proto.datagramReceived(b"ping", ("::ffff:192.0.2.1", 40000))
-        proto.datagramReceived(b"", ("2001:db8::1", 40001))
-        assert transport.written == [
+        p, batch, reactor = port()
+        p.startListening()
+        assert p in reactor.getReaders()
+        batch.arrive(b"ping", "::ffff:192.0.2.1", 40000)
+        batch.arrive(b"", "2001:db8::1", 40001)
+        p.doRead()
+        assert batch.sent == [
             (b"ping", ("::ffff:192.0.2.1", 40000)),
             (b"", ("2001:db8::1", 40001)),
         ]
-        assert proto.stats.echoed == 2
-        assert proto.stats.bytesEchoed == 4
+        assert p.echo.stats.received == 2
+        assert p.echo.stats.echoed == 2
+        assert p.echo.stats.bytesEchoed == 4
 
     def test_dropsCountedAndLogLinesBounded(self) -> None:
-        proto, transport, clock = protocol(drop_log_interval=10.0)
+        p, batch, reactor = port(drop_log_interval=10.0)
         with capturedLogs() as events:
             for _ in range(100):
-                proto.datagramReceived(b"x", ("192.0.2.1", 19))
-            clock.advance(10)
-        assert transport.written == []
-        assert proto.stats.dropped[DatagramDrop.SOURCE_PORT] == 100
+                batch.arrive(b"x", "192.0.2.1", 19)
+            p.doRead()
+            reactor.advance(10)
+        assert batch.sent == []
+        assert p.echo.stats.dropped[DatagramDrop.SOURCE_PORT] == 100
         lines: Sequence[LogEvent] = [e for e in events if e.get("event") == "datagram.dropped"]
         assert len(lines) == 5
         assert lines[0]["source"] == "192.0.2.1:19"
         summaries = [e for e in events if e.get("event") == "datagram.dropped.summary"]
         assert summaries[0]["total"] == 95
+
+    def test_mixedBatchKeepsOrderAndCounts(self) -> None:
+        """
+        In one batch, each datagram meets the rules in order: the echoes go
+        out in the order they came, the drops are counted by reason.
+        """
+        p, batch, _ = port(source_packets_per_second=2.0, burst_seconds=1.0)
+        for n in range(5):
+            batch.arrive(b"a%d" % n, "192.0.2.1", 40000)
+            batch.arrive(b"b%d" % n, "192.0.2.2", 53)
+        batch.arrive(b"c", "224.0.0.1", 40000)
+        p.doRead()
+        assert batch.sent == [(b"a0", ("192.0.2.1", 40000)), (b"a1", ("192.0.2.1", 40000))]
+        stats = p.echo.stats
+        assert (stats.received, stats.echoed, stats.bytesEchoed) == (11, 2, 4)
+        assert stats.dropped == {
+            DatagramDrop.RATE_SOURCE: 3,
+            DatagramDrop.SOURCE_PORT: 5,
+            DatagramDrop.SOURCE_ADDRESS: 1,
+        }
+
+    def test_refusedSendIsADrop(self) -> None:
+        """
+        An echo the kernel will not take now is dropped and counted as
+        C{send_error}, not queued; the others of the batch go on.
+        """
+        p, batch, _ = port()
+        batch.refuse.add(b"full")
+        with capturedLogs() as events:
+            for data in (b"one", b"full", b"two"):
+                batch.arrive(data, "192.0.2.1", 40000)
+            p.doRead()
+        assert [data for data, _ in batch.sent] == [b"one", b"two"]
+        stats = p.echo.stats
+        assert (stats.echoed, stats.bytesEchoed) == (2, 6)
+        assert stats.dropped == {DatagramDrop.SEND_ERROR: 1}
+        (line,) = [e for e in events if e.get("event") == "datagram.dropped"]
+        assert line["reason"] == os.strerror(errno.EAGAIN)
+
+    def test_boundedPerReactorTurn(self) -> None:
+        """
+        One reactor turn takes at most ROUNDS batches: a flood waiting on
+        the socket leaves the reactor time for its other descriptors.
+        """
+        p, batch, _ = port(capacity=BATCH, source_packets_per_second=0.0,
+                           source_bytes_per_second=0.0, global_packets_per_second=0.0,
+                           global_bytes_per_second=0.0)  # fmt: skip
+        for n in range(BATCH * (ROUNDS + 2)):
+            batch.arrive(b"%d" % n, "192.0.2.1", 40000)
+        p.doRead()
+        assert batch.receives == ROUNDS
+        assert len(batch.sent) == BATCH * ROUNDS
+        p.doRead()
+        assert len(batch.sent) == BATCH * (ROUNDS + 2)
+
+    def test_stopListeningClosesTheSocket(self) -> None:
+        p, _, reactor = port()
+        p.startListening()
+        p.stopListening()
+        assert p not in reactor.getReaders()
+        assert p.fileno() == -1
