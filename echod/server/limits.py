@@ -253,7 +253,9 @@ class DatagramDrop:
 class TokenBucket:
     """
     Packets and bytes per second with a burst of C{burst} seconds' worth;
-    a rate of 0 means no limit on that measure.
+    a rate of 0 means no limit on that measure.  L{DatagramGuard.decide}
+    checks a datagram against it and takes its tokens (inline: it runs for
+    every datagram).
     """
 
     __slots__ = (
@@ -272,25 +274,12 @@ class TokenBucket:
         self.packets, self.bytes = self.capacityPackets, self.capacityBytes
         self.last = now
 
-    def _refill(self, now: float) -> None:
+    def refill(self, now: float) -> None:
         elapsed = now - self.last
         if elapsed > 0:
             self.packets = min(self.capacityPackets, self.packets + elapsed * self.packetRate)
             self.bytes = min(self.capacityBytes, self.bytes + elapsed * self.byteRate)
             self.last = now
-
-    def allows(self, size: int, now: float) -> bool:
-        """
-        Whether one datagram of C{size} bytes fits now (nothing is taken).
-        """
-        self._refill(now)
-        return (not self.packetRate or self.packets >= 1) and (
-            not self.byteRate or self.bytes >= size
-        )
-
-    def take(self, size: int) -> None:
-        self.packets -= 1
-        self.bytes -= size
 
 
 class DatagramGuard:
@@ -381,6 +370,8 @@ class DatagramGuard:
         perSource, globalLimited = self._perSource, self._globalLimited
         sources, globalBucket = self._sources, self._global
         now = self._clock.seconds()
+        lastIP: IPAddress | None = None
+        lastBucket: TokenBucket | None = None
         for i, (host, port, size) in enumerate(datagrams):
             if blocked[port]:
                 verdicts[i] = 1
@@ -394,24 +385,38 @@ class DatagramGuard:
                 continue
             bucket = None
             if perSource:
-                bucket = sources.get(ip)
-                if bucket is None:
-                    bucket = TokenBucket(*self._rates, now)
-                    sources[ip] = bucket
-                    if len(sources) > self.maxSources:
-                        sources.popitem(last=False)
+                if ip is lastIP and lastBucket is not None:  # the most recently used
+                    bucket = lastBucket
                 else:
-                    sources.move_to_end(ip)
-                if not bucket.allows(size, now):
+                    bucket = sources.get(ip)
+                    if bucket is None:
+                        bucket = TokenBucket(*self._rates, now)
+                        sources[ip] = bucket
+                        if len(sources) > self.maxSources:
+                            sources.popitem(last=False)
+                    else:
+                        sources.move_to_end(ip)
+                    lastIP, lastBucket = ip, bucket
+                if bucket.last != now:
+                    bucket.refill(now)
+                if (bucket.packetRate and bucket.packets < 1) or (
+                    bucket.byteRate and bucket.bytes < size
+                ):
                     verdicts[i] = 4
                     continue
             if globalLimited:
-                if not globalBucket.allows(size, now):
+                if globalBucket.last != now:
+                    globalBucket.refill(now)
+                if (globalBucket.packetRate and globalBucket.packets < 1) or (
+                    globalBucket.byteRate and globalBucket.bytes < size
+                ):
                     verdicts[i] = 5
                     continue
-                globalBucket.take(size)
+                globalBucket.packets -= 1
+                globalBucket.bytes -= size
             if bucket is not None:
-                bucket.take(size)
+                bucket.packets -= 1
+                bucket.bytes -= size
         return verdicts
 
     def _learn(self, host: str) -> tuple[int, IPAddress | None]:
