@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from tests.daemon import twistdPath
+from tests.environment import need
 
 CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -79,6 +80,20 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     # Under -q there is no header: say it at the end instead.
     if terminalreporter.verbosity < 0:
         terminalreporter.write_line(_underTest())
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Elsewhere than on the Twisted release the fast paths were checked
+    # against, echod runs Twisted's stock classes: a test of the fast paths
+    # would fail there, or pass without testing what it says.
+    if item.get_closest_marker("fastpath") is not None:
+        from echod.server import fastpath
+
+        need(
+            fastpath.supported(),
+            f"the fast paths are off here ({fastpath.unsupportedReason()}): "
+            "deselect these tests with -m 'not fastpath'",
+        )
 
 
 @pytest.fixture

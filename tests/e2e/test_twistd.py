@@ -236,6 +236,7 @@ def test_busyPortInTheForegroundWithALogFile(tmp_path: Path) -> None:
     assert log.read_text().count(line) == 1
 
 
+@pytest.mark.fastpath  # twistd's report replaced on the checked release only
 def test_busyPortInDaemonMode(tmp_path: Path) -> None:
     """
     In daemon mode the error happens in the forked child; twistd's parent

@@ -12,7 +12,7 @@ import pytest
 from echod.server import fastpath
 from tests.testing import runPython
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.fastpath]
 
 ROOT = Path(__file__).resolve().parents[2]
 

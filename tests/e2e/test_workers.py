@@ -155,6 +155,7 @@ def workerLabels(values: dict[str, float], name: str) -> dict[str, float]:
     return {key[len(prefix) : -1]: value for key, value in values.items() if key.startswith(prefix)}
 
 
+@pytest.mark.fastpath  # a unix: listener shared by workers
 def test_eachWorkerHasItsOwnSocketAndConnectionsSpreadEvenly(
     dualStack: tuple[Twistd, int, int, Path],
 ) -> None:
@@ -192,6 +193,7 @@ def test_eachWorkerHasItsOwnSocketAndConnectionsSpreadEvenly(
             s.close()
 
 
+@pytest.mark.fastpath  # a unix: listener shared by workers
 def test_deadWorkersSocketLeavesTheGroupUntilItsRestart(
     dualStack: tuple[Twistd, int, int, Path],
 ) -> None:
@@ -253,6 +255,7 @@ def health(port: int) -> tuple[int, bytes]:
         return e.code, e.read()
 
 
+@pytest.mark.fastpath  # a unix: listener shared by workers
 def test_healthSaysWhenNoWorkerRuns(dualStack: tuple[Twistd, int, int, Path]) -> None:
     """
     Every worker down at once (each killed twice in a row: the restarts
@@ -445,6 +448,7 @@ def test_sigtermDrainsWorkersAndExitsZero(cluster: tuple[Twistd, int, int, Path]
         socket.create_connection(("127.0.0.1", port), timeout=2)
 
 
+@pytest.mark.fastpath  # a unix: listener shared by workers
 def test_sigtermDrainsWorkersOnSharedSockets(dualStack: tuple[Twistd, int, int, Path]) -> None:
     """
     The same through the unix listener, one socket shared by the workers:

@@ -52,6 +52,7 @@ async def connected(server: Server) -> tuple[socket.socket, Any]:
     return s, protocol
 
 
+@pytest.mark.fastpath
 @pytest_twisted.ensureDeferred
 async def test_transportsFollowTheSwitch(inPlace: str) -> None:
     on = await Server(["tcp:0:interface=127.0.0.1"]).start()
@@ -71,6 +72,7 @@ async def test_transportsFollowTheSwitch(inPlace: str) -> None:
         await off.stop()
 
 
+@pytest.mark.fastpath
 @pytest_twisted.ensureDeferred
 async def test_inPlaceEchoCountsOnTheProtocol() -> None:
     """
@@ -100,6 +102,7 @@ async def test_inPlaceEchoCountsOnTheProtocol() -> None:
         await server.stop()
 
 
+@pytest.mark.fastpath
 @pytest_twisted.ensureDeferred
 async def test_noInPlaceEchoOnceFinishing(inPlace: str) -> None:
     """
@@ -126,6 +129,7 @@ async def test_noInPlaceEchoOnceFinishing(inPlace: str) -> None:
         await server.stop()
 
 
+@pytest.mark.fastpath
 @pytest_twisted.ensureDeferred
 async def test_tlsListenersKeepTheirProtocol(tmp_path: Path) -> None:
     """
@@ -155,6 +159,7 @@ async def test_tlsListenersKeepTheirProtocol(tmp_path: Path) -> None:
         await server.stop()
 
 
+@pytest.mark.fastpath
 @pytest_twisted.ensureDeferred
 async def test_orderKeptAcrossPartialWrites(inPlace: str) -> None:
     """
@@ -192,6 +197,7 @@ async def test_orderKeptAcrossPartialWrites(inPlace: str) -> None:
         await server.stop()
 
 
+@pytest.mark.fastpath
 @pytest_twisted.ensureDeferred
 async def test_pausedPastHighWater(inPlace: str) -> None:
     """

@@ -56,6 +56,7 @@ async def roundTrip(path: Path) -> bytes:
     return b""
 
 
+@pytest.mark.fastpath
 @pytest_twisted.ensureDeferred
 async def test_adoptedUNIXPortLeavesThePathToItsOwner(tmp_path: Path) -> None:
     """
