@@ -118,6 +118,30 @@ async def test_tcpPortsAreTheReactorsOwn() -> None:
         await stopped
 
 
+@pytest_twisted.ensureDeferred
+async def test_reusePortListenerTakesSiblings() -> None:
+    """
+    With workers, the main process's C{tcp:} socket is bound with
+    C{SO_REUSEPORT} (by Twisted's C{makeBinding} from Twisted 26.10 on, by
+    a port of echod's own before), so the workers' sockets join its address.
+    """
+    from echod.server.workers.sockets import ReusePortReactor, siblingSockets
+
+    reusing = ReusePortReactor(reactor)
+    port = reusing.listenTCP(0, Factory.forProtocol(Echo), interface="127.0.0.1")
+    try:
+        assert reusing.ports == [port]
+        stream: Any = port
+        assert stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+        (sibling,) = siblingSockets(stream.socket, 1, 5)
+        with sibling:
+            assert sibling.getsockname() == stream.socket.getsockname()
+    finally:
+        stopped = port.stopListening()
+        assert stopped is not None
+        await stopped
+
+
 def test_sharedUnixSocketRefusedOnAnotherTwisted(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

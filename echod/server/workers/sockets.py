@@ -19,10 +19,10 @@ import socket
 from dataclasses import dataclass
 from typing import Any
 
+from twisted.internet import tcp
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.tcp import makeBinding
 
 __all__ = ["REUSE_PORT", "ReusePortReactor", "WorkerSockets", "siblingSockets"]
 
@@ -51,10 +51,29 @@ class ReusePortReactor:
     ) -> IListeningPort:
         if port:  # port 0 is a fresh one: nobody else can be on it
             _refuseIfListening(interface, port)
-        binding = makeBinding(interface, port, reuseAddress=True, reusePort=True)
-        listening: IListeningPort = self._reactor.listenTCP(binding, factory, backlog, interface)
+        listening: IListeningPort
+        if hasattr(tcp, "makeBinding"):  # Twisted 26.10 and later
+            binding = tcp.makeBinding(interface, port, reuseAddress=True, reusePort=True)
+            listening = self._reactor.listenTCP(binding, factory, backlog, interface)
+        else:
+            # What the reactor's listenTCP does, with the option set.
+            listening = _ReusePortTCPPort(port, factory, backlog, interface, self._reactor)
+            listening.startListening()
         self.ports.append(listening)
         return listening
+
+
+class _ReusePortTCPPort(tcp.Port):
+    """
+    Twisted's TCP port, with C{SO_REUSEPORT} set before it binds: on Twisted
+    releases older than 26.10, whose C{listenTCP} takes no
+    C{makeBinding(reusePort=True)}.
+    """
+
+    def createInternetSocket(self) -> socket.socket:
+        skt: socket.socket = super().createInternetSocket()
+        skt.setsockopt(socket.SOL_SOCKET, REUSE_PORT, 1)  # type: ignore[arg-type]
+        return skt
 
 
 def _refuseIfListening(interface: str, port: int) -> None:
