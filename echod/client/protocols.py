@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import error as _error
 from twisted.internet.defer import Deferred
@@ -405,7 +405,13 @@ class BulkEchoProtocol(ClientProtocol):
         )
 
 
-class EchoClientFactory(Factory[ClientProtocol]):
+if TYPE_CHECKING:
+    _ClientProtocolFactory = Factory[ClientProtocol]
+else:  # Twisted's Factory is generic at run time from 26.4 on only
+    _ClientProtocolFactory = Factory
+
+
+class EchoClientFactory(_ClientProtocolFactory):
     """
     Builds the protocol of the plan's mode and hands it the plan, the clock,
     the summary and the reporter: the only way they reach it.

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionAborted, ConnectionDone
@@ -377,8 +377,14 @@ def describeLoss(reason: Failure) -> str:
     return f"lost: {reason.getErrorMessage()}"
 
 
+if TYPE_CHECKING:
+    _EchoProtocolFactory = Factory[EchoProtocol]
+else:  # Twisted's Factory is generic at run time from 26.4 on only
+    _EchoProtocolFactory = Factory
+
+
 @implementer(IInPlaceEcho)
-class ProxiedEchoFactory(Factory[EchoProtocol]):
+class ProxiedEchoFactory(_EchoProtocolFactory):
     """
     The factory of a C{haproxy:} listener: the same L{EchoFactory} (one set
     of limits and connections for all listeners), with protocols that read a
@@ -398,7 +404,7 @@ class ProxiedEchoFactory(Factory[EchoProtocol]):
 
 
 @implementer(IInPlaceEcho)
-class EchoFactory(Factory[EchoProtocol]):
+class EchoFactory(_EchoProtocolFactory):
     """
     Builds L{EchoProtocol}s, admits their peers, tracks the open ones, and
     drains them on shutdown.
