@@ -38,6 +38,8 @@ def events(logged: Sequence[LogEvent], name: str) -> list[LogEvent]:
 class SniffServiceTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.reactor = EchodMemoryReactor()
+        # Before Twisted 26.4 a MemoryReactor starts out stopped.
+        self.reactor.hasStopped = False
         self.system = MemoryLinuxSystem()
         self.stdout = io.BytesIO()
 
