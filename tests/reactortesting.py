@@ -10,9 +10,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import AnyStr
 
 from twisted.internet.interfaces import (
+    IAddress,
+    IHostnameResolver,
+    IHostResolution,
     IListeningPort,
     IProcessProtocol,
     IProcessTransport,
+    IResolutionReceiver,
 )
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.testing import MemoryReactorClock
@@ -37,7 +41,18 @@ class EchodMemoryReactor(MemoryReactorClock):
     C{advance}, as the reactor thread would at its next turn; C{listenUDP}
     and C{spawnProcess} raise: no unit test opens a port or starts a process
     with this fake (the supervisor's tests have their own process fake).
+    Before Twisted 25.5 MemoryReactor had no name resolver: this one then
+    has one that raises.
     """
+
+    def __init__(self) -> None:
+        super().__init__()
+        if not hasattr(self, "nameResolver"):
+            self.nameResolver = _NoNameResolver()
+
+    def installNameResolver(self, resolver: IHostnameResolver) -> IHostnameResolver:
+        old, self.nameResolver = self.nameResolver, resolver
+        return old
 
     def callFromThread(
         self, callable: Callable[..., object], *args: object, **kwargs: object
@@ -66,3 +81,16 @@ class EchodMemoryReactor(MemoryReactorClock):
         childFDs: Mapping[int, int | str] | None = None,
     ) -> IProcessTransport:
         raise NotImplementedError("EchodMemoryReactor starts no process")
+
+
+@implementer(IHostnameResolver)
+class _NoNameResolver:
+    def resolveHostName(
+        self,
+        resolutionReceiver: IResolutionReceiver,
+        hostName: str,
+        portNumber: int = 0,
+        addressTypes: Sequence[type[IAddress]] | None = None,
+        transportSemantics: str = "TCP",
+    ) -> IHostResolution:
+        raise NotImplementedError("EchodMemoryReactor resolves no name")
