@@ -17,12 +17,18 @@ from __future__ import annotations
 import contextlib
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet import tcp
 from twisted.internet.abstract import isIPv6Address
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
+from zope.interface import implementer
+
+from echod.interfaces import IStreamServerReactor
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IReactorTCP2
 
 __all__ = ["REUSE_PORT", "ReusePortReactor", "WorkerSockets", "siblingSockets"]
 
@@ -30,6 +36,7 @@ __all__ = ["REUSE_PORT", "ReusePortReactor", "WorkerSockets", "siblingSockets"]
 REUSE_PORT = getattr(socket, "SO_REUSEPORT", None)
 
 
+@implementer(IStreamServerReactor)
 class ReusePortReactor:
     """
     The reactor, as the main process's C{tcp:}/C{tcp6:} endpoints see it when
@@ -38,7 +45,7 @@ class ReusePortReactor:
     no other socket listens there.  Everything else is the reactor's own.
     """
 
-    def __init__(self, reactor: Any) -> None:
+    def __init__(self, reactor: IStreamServerReactor) -> None:
         self._reactor = reactor
         # The ports bound here: those that get a socket per worker.
         self.ports: list[IListeningPort] = []
@@ -54,7 +61,10 @@ class ReusePortReactor:
         listening: IListeningPort
         if hasattr(tcp, "makeBinding"):  # Twisted 26.10 and later
             binding = tcp.makeBinding(interface, port, reuseAddress=True, reusePort=True)
-            listening = self._reactor.listenTCP(binding, factory, backlog, interface)
+            # Its listenTCP takes a binding, as IReactorTCP2 says, but its
+            # reactors declare only IReactorTCP.
+            reactor = cast("IReactorTCP2", self._reactor)
+            listening = reactor.listenTCP(binding, factory, backlog, interface)
         else:
             # What the reactor's listenTCP does, with the option set.
             listening = _ReusePortTCPPort(port, factory, backlog, interface, self._reactor)
