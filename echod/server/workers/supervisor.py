@@ -443,7 +443,7 @@ class WorkersService(MultiService):
         from echod.server.listeners import ListenerService
 
         # ReusePortReactor passes on whatever the endpoint asks of the reactor.
-        listening: Any = self._reusing or reactor
+        listening: IStreamServerReactor = self._reusing or reactor
         return ListenerService(description, factory, listening, listen)
 
     def _listening(self, ports: list[IListeningPort]) -> None:
