@@ -32,6 +32,7 @@ __all__ = [
     "checkInheritedSockets",
     "errorAbout",
     "errorAt",
+    "isSet",
     "load",
     "loads",
     "override",
@@ -420,6 +421,16 @@ def errorAt(config: Config, table: str, key: str, value: object, problem: str) -
     if error.source is None and config.given.get(f"{table}.{key}") is None:
         error.source = "command line"
     return error
+
+
+def isSet(config: Config, table: str, key: str) -> bool:
+    """
+    Whether C{table.key} was given, on the command line or in the file,
+    rather than left to its default (even if given the default's value).
+    """
+    if f"{table}.{key}" in config.given:
+        return True
+    return config.source is not None and _Names(config).lines().of(table, key) is not None
 
 
 def checkInheritedSockets(config: Config) -> None:

@@ -310,9 +310,16 @@ class ClientConfig:
         "localhost",
         _Str(check=_hostName, what="a host name or address"),
         "host name or address of the echo server; every address it resolves to is tried "
-        "(Happy Eyeballs, IPv6 and IPv4)",
+        "(TCP: Happy Eyeballs, IPv6 and IPv4; UDP: in getaddrinfo's order, the next when "
+        "one never answers)",
     )
-    port: int = setting(7007, _Int(1, 65535), "TCP port of the echo server")
+    port: int = setting(7007, _Int(1, 65535), "port of the echo server")
+    protocol: str = setting(
+        "tcp",
+        _Str(("tcp", "udp")),
+        'echo over "tcp" or "udp" (-u: one datagram per message, each reply matched and '
+        "checked; loss, duplicates, reordering, jitter)",
+    )
     endpoint: str = setting(
         "",
         _Str(check=_clientEndpoint, what="an endpoint string"),
@@ -336,7 +343,14 @@ class ClientConfig:
     interval: float = setting(
         1.0,
         _Float(0, 86400, " of seconds"),
-        "seconds between messages in ping mode; 0: each as soon as the previous reply is back",
+        "seconds between messages in ping mode; 0: each as soon as the previous reply is back "
+        "(UDP: as soon as one of the window is answered or lost)",
+    )
+    window: int = setting(
+        1,
+        _Int(1, 65536),
+        "UDP with interval 0: datagrams kept in flight at once (a flood, bounded by count); "
+        "1: each sent once the previous is answered or lost",
     )
     size: int = setting(
         0,
@@ -351,7 +365,17 @@ class ClientConfig:
     timeout: float = setting(
         5.0,
         _Float(0.001, 86400, " of seconds"),
-        "seconds allowed to resolve and connect, and for each reply",
+        "seconds allowed to resolve and connect, and for each reply (UDP: a datagram not "
+        "answered by then is lost)",
+    )
+    max_loss: float = setting(
+        0.0,
+        _Float(0, 100, " of percent"),
+        "UDP: the loss, in percent of datagrams sent, a run may have and still succeed; "
+        "more is exit status 8",
+    )
+    quiet: bool = setting(
+        False, _Bool(), "ping mode: print the first line and the summary, not a line per reply"
     )
     json: bool = setting(False, _Bool(), "print the summary as one JSON object, nothing else")
 
