@@ -35,8 +35,10 @@ from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
     IHostResolution,
+    IListeningPort,
     IResolutionReceiver,
 )
+from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
 
 from echod import config
@@ -45,9 +47,12 @@ from echod.server.listeners import EchoService
 from echod.server.proxyprotocol import V2_SIGNATURE
 from echod.server.stream import EchoFactory
 from tests.daemon import twistdPath
+from tests.reactortesting import EchodMemoryReactor
 
 __all__ = [
     "CHECKOUT",
+    "ConnectedDatagramPort",
+    "DatagramClientReactor",
     "FakeDatagramBatch",
     "FakeDatagramSocket",
     "FixedResolver",
@@ -339,6 +344,118 @@ class FixedResolver:
                 resolutionReceiver.addressResolved(kind("TCP", host, portNumber))
         resolutionReceiver.resolutionComplete()
         return resolution
+
+
+# --- A UDP client's ports, in memory -------------------------------------------------
+
+
+class _PortSocket:
+    """
+    The socket of a L{ConnectedDatagramPort}: the options set on it, and
+    C{SO_ERROR}, read once, as the kernel's pending error.
+    """
+
+    def __init__(self, port: ConnectedDatagramPort) -> None:
+        self.port = port
+        self.options: dict[tuple[int, int], int] = {}
+
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        self.options[level, option] = value
+
+    def getsockopt(self, level: int, option: int) -> int:
+        if (level, option) == (socket.SOL_SOCKET, socket.SO_ERROR):
+            error, self.port.error = self.port.error, 0
+            return error
+        return self.options.get((level, option), 0)
+
+
+@implementer(IListeningPort)
+class ConnectedDatagramPort:
+    """
+    What C{listenUDP} gives a client, in memory: the datagrams written, the
+    address connected to, and ways to answer (L{deliver}), refuse (as
+    Twisted's select reactor reports an ICMP port unreachable) or lose the
+    port with a socket error (as its epoll reactor does).
+    """
+
+    def __init__(self, protocol: DatagramProtocol, interface: str, maxPacketSize: int) -> None:
+        self.protocol = protocol
+        self.interface = interface
+        self.maxPacketSize = maxPacketSize
+        self.connected: tuple[str, int] | None = None
+        self.written: list[bytes] = []
+        self.listening = True
+        self.error = 0
+        # What write() raises (OSError(EAGAIN): the send buffer is full).
+        self.writeError: Exception | None = None
+        self.handle = _PortSocket(self)
+        protocol.makeConnection(self)  # type: ignore[arg-type]
+
+    def startListening(self) -> None:
+        pass
+
+    def connect(self, host: str, port: int) -> None:
+        self.connected = (host, port)
+
+    def write(self, datagram: bytes, addr: object = None) -> None:
+        if self.writeError is not None:
+            raise self.writeError
+        self.written.append(datagram)
+
+    def getHandle(self) -> _PortSocket:
+        return self.handle
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", "0.0.0.0", 40000)
+
+    def stopListening(self) -> None:
+        if self.listening:
+            self.listening = False
+            self.protocol.doStop()
+
+    def deliver(self, datagram: bytes) -> None:
+        assert self.connected is not None
+        self.protocol.datagramReceived(datagram, self.connected)
+
+    def take(self) -> list[bytes]:
+        """
+        The datagrams written since the last call.
+        """
+        written, self.written = self.written, []
+        return written
+
+    def lose(self, error: int) -> None:
+        """
+        Close the port as the epoll reactor does when the socket has an
+        error (an ICMP message came back).
+        """
+        self.error = error
+        self.stopListening()
+
+
+class DatagramClientReactor(EchodMemoryReactor):
+    """
+    L{EchodMemoryReactor} whose C{listenUDP} gives L{ConnectedDatagramPort}s,
+    kept in C{udpPorts}, for the client's tests; each raises C{writeError}
+    from its C{write} until told otherwise.
+    """
+
+    def __init__(self, writeError: Exception | None = None) -> None:
+        super().__init__()
+        self.udpPorts: list[ConnectedDatagramPort] = []
+        self.writeError = writeError
+
+    def listenUDP(
+        self,
+        port: int,
+        protocol: DatagramProtocol,
+        interface: str = "",
+        maxPacketSize: int = 8192,
+    ) -> IListeningPort:
+        opened = ConnectedDatagramPort(protocol, interface, maxPacketSize)
+        opened.writeError = self.writeError
+        self.udpPorts.append(opened)
+        return opened
 
 
 # --- PROXY protocol and TLS -------------------------------------------------------

@@ -3,7 +3,8 @@
 Connecting: the endpoint a plan names, or a L{HostnameEndpoint} (Happy
 Eyeballs over every address of the host, IPv6 and IPv4) whose resolver keeps
 to one family for C{-4}/C{-6} and records what it found; and the one line for
-a connection that could not be made.
+a connection that could not be made.  Over UDP, L{resolveAddresses} gives the
+host's addresses in the resolver's (getaddrinfo's) order.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from twisted.internet import error as _error
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import CancelledError
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
@@ -31,7 +32,7 @@ from echod.client.plan import Plan
 from echod.config import endpointParameters, tcp6ClientParameters
 from echod.interfaces import IClientReactor
 
-__all__ = ["RecordingResolver", "connectFailure", "endpointFor"]
+__all__ = ["RecordingResolver", "connectFailure", "endpointFor", "resolveAddresses"]
 
 _FAMILIES: dict[str, Sequence[type[IAddress]] | None] = {
     "any": None,
@@ -181,3 +182,32 @@ def endpointFor(
         timeout=settings.timeout,
     )
     return endpoint, recording
+
+
+def resolveAddresses(
+    reactor: IClientReactor, plan: Plan, resolver: IHostnameResolver | None
+) -> Deferred[list[IPv4Address | IPv6Address]]:
+    """
+    The addresses of the plan's host for UDP, in the resolver's order
+    (getaddrinfo's, for the reactor's own), each once, of the plan's family
+    only; an empty list when there is none.
+    """
+    settings = plan.settings
+    recording = RecordingResolver(resolver or reactor.nameResolver, _FAMILIES[settings.family])
+    result: Deferred[list[IPv4Address | IPv6Address]] = Deferred()
+    found: dict[tuple[str, str], IPv4Address | IPv6Address] = {}
+
+    @implementer(IResolutionReceiver)
+    class Receiver:
+        def resolutionBegan(self, resolutionInProgress: IHostResolution) -> None:
+            pass
+
+        def addressResolved(self, address: IAddress) -> None:
+            if isinstance(address, IPv4Address | IPv6Address):
+                found.setdefault((type(address).__name__, address.host), address)
+
+        def resolutionComplete(self) -> None:
+            result.callback(list(found.values()))
+
+    recording.resolveHostName(Receiver(), settings.host, settings.port, transportSemantics="UDP")
+    return result

@@ -18,9 +18,11 @@ __all__ = [
     "ExitStatus",
     "InternalError",
     "Interrupted",
+    "LossExceeded",
     "Mismatched",
     "NameNotResolved",
     "TimedOut",
+    "TooLarge",
 ]
 
 
@@ -37,6 +39,7 @@ class ExitStatus(IntEnum):
     TIMEOUT = 5
     CLOSED = 6
     MISMATCH = 7
+    LOSS = 8
     INTERRUPTED = 130
 
 
@@ -66,6 +69,24 @@ class ClosedEarly(ClientError):
 
 class Mismatched(ClientError):
     status = ExitStatus.MISMATCH
+
+
+class LossExceeded(ClientError):
+    """
+    Over UDP, some replies never came: more than C{max_loss} percent (but
+    not all: no reply at all is L{TimedOut}).
+    """
+
+    status = ExitStatus.LOSS
+
+
+class TooLarge(ClientError):
+    """
+    A message is larger than a datagram can be to the address chosen (a
+    size only a resolved IPv4 address shows to be too large).
+    """
+
+    status = ExitStatus.USAGE
 
 
 class Interrupted(ClientError):

@@ -2,7 +2,8 @@
 """
 The result of a run (L{Summary}, also as JSON) and how it is told
 (L{Reporter}): the one-shot line, ping-like lines per reply and a summary,
-bulk's throughput, or one JSON object.
+bulk's throughput, or one JSON object; over UDP, lost, duplicated, late and
+reordered datagrams, mdev and jitter too.
 
 Output for the user (the replies, the summary) goes to a text stream handed in
 (standard output), not through the logger: it is the program's result.
@@ -16,7 +17,7 @@ from typing import IO, Any
 
 from echod.client.errors import ClientError, ExitStatus, Mismatched
 from echod.client.plan import Plan
-from echod.client.statistics import RTTStats
+from echod.client.statistics import DatagramStats, Reply, ReplyKind, RTTStats
 
 __all__ = ["PROG", "Reporter", "Summary", "describeDifference"]
 
@@ -41,6 +42,12 @@ class Summary:
     ended: float | None = None
     firstProblem: str | None = None
     error: ClientError | None = None
+    protocol: str = "tcp"
+    # Over UDP: how replies are matched to datagrams ("sequence" or
+    # "content"), the datagrams kept in flight, and the addresses tried.
+    matchedBy: str | None = None
+    window: int = 1
+    tried: list[str] = field(default_factory=list)
 
     @property
     def status(self) -> ExitStatus:
@@ -72,6 +79,7 @@ class Summary:
     def asJSON(self) -> dict[str, Any]:
         result: dict[str, Any] = {
             "mode": self.mode,
+            "protocol": self.protocol,
             "target": self.target,
             "peer": self.peer,
             "status": int(self.status),
@@ -87,6 +95,19 @@ class Summary:
             )
             return result
         rtt = self.stats.summary()
+        if isinstance(self.stats, DatagramStats):
+            stats = self.stats
+            jitter = stats.jitterOrNone
+            result.update(
+                lost=stats.lost,
+                duplicates=stats.duplicates,
+                reordered=stats.reordered,
+                late=stats.late,
+                jitter_ms=None if jitter is None else round(jitter * 1000, 3),
+                matched_by=self.matchedBy,
+                window=self.window,
+                tried=self.tried,
+            )
         result.update(
             bytes_per_message=self.payloadSize,
             sent=self.stats.sent,
@@ -129,7 +150,13 @@ class Reporter:
     def connected(self, summary: Summary) -> None:
         if self.quiet or self.plan.mode == "once":
             return
-        if self.plan.mode == "bulk":
+        if self.plan.udp:
+            window = f", {summary.window} in flight" if summary.window > 1 else ""
+            self._line(
+                f"ECHO {summary.target} over UDP ({summary.peer}): {summary.payloadSize} bytes, "
+                f"{_plural(self.plan.settings.count, 'datagram')}{window}"
+            )
+        elif self.plan.mode == "bulk":
             self._line(f"BULK {summary.target} ({summary.peer}): {summary.bulkBytes} bytes")
         else:
             self._line(
@@ -149,6 +176,8 @@ class Reporter:
         if self.plan.mode == "once":
             self._line(f"Received {reply!r}")
             return
+        if self.plan.settings.quiet:
+            return
         line = (
             f"{summary.payloadSize} bytes from {summary.peer}: seq={seq} time={rtt * 1000:.3f} ms"
         )
@@ -156,9 +185,88 @@ class Reporter:
             line += f" MISMATCH ({problem})"
         self._line(line)
 
+    def datagramReplied(
+        self, summary: Summary, seq: int, reply: bytes, counted: Reply, problem: str | None
+    ) -> None:
+        """
+        A reply to datagram C{seq} came back, counted as C{counted};
+        C{problem} says how it differs, if it does.
+        """
+        if self.plan.mode == "once" and counted.kind is ReplyKind.ANSWER:
+            self.replied(summary, seq, counted.rtt, reply, problem)
+            return
+        if self.quiet or self.plan.settings.quiet or self.plan.mode == "once":
+            return
+        line = f"{len(reply)} bytes from {summary.peer}: seq={seq} time={counted.rtt * 1000:.3f} ms"
+        if counted.kind is ReplyKind.DUPLICATE:
+            line += " (DUP!)"
+        elif counted.kind is ReplyKind.LATE:
+            line += f" (late: lost after {self.plan.settings.timeout:g} s)"
+        elif counted.reordered:
+            line += " (reordered)"
+        if problem is not None:
+            line += f" MISMATCH ({problem})"
+        self._line(line)
+
+    def datagramStray(self, summary: Summary, reply: bytes) -> None:
+        """
+        A datagram came back that answers none of those sent.
+        """
+        if self.quiet or self.plan.settings.quiet or self.plan.mode == "once":
+            return
+        self._line(
+            f"{len(reply)} bytes from {summary.peer}: MISMATCH (a reply to no datagram sent)"
+        )
+
+    def datagramLost(self, summary: Summary, seq: int) -> None:
+        if self.quiet or self.plan.settings.quiet or self.plan.mode == "once":
+            return
+        self._line(f"no reply to seq={seq} within {self.plan.settings.timeout:g} s")
+
+    def fallingBack(self, summary: Summary, why: str, nextPeer: str) -> None:
+        """
+        The address tried did not answer (C{why}); the next, C{nextPeer},
+        is tried: said in ping mode's output, else on C{err}.
+        """
+        text = f"{summary.peer} {why}; trying {nextPeer}"
+        if self.quiet or self.plan.mode == "once":
+            self.err.write(f"{PROG}: {text}\n")
+            self.err.flush()
+        else:
+            self._line(text)
+
+    def _datagramSummary(self, summary: Summary, stats: DatagramStats) -> None:
+        self._line("")
+        self._line(f"--- {summary.target} echo statistics (UDP) ---")
+        counts = [f"{stats.sent} sent", f"{stats.received} received", f"{stats.lost} lost"]
+        if stats.late:
+            counts.append(f"{stats.late} late")
+        counts.append(f"{stats.duplicates} duplicated")
+        if stats.reordered is not None:
+            counts.append(f"{stats.reordered} reordered")
+        counts.append(f"{stats.mismatched} mismatched")
+        self._line(
+            ", ".join(counts)
+            + f", {stats.lossPercent:.1f}% loss, time {summary.seconds * 1000:.0f} ms"
+        )
+        rtt = stats.summary()
+        if rtt is not None:
+            values = "/".join(
+                f"{rtt[k] * 1000:.3f}" for k in ("min", "avg", "max", "p50", "p99", "mdev")
+            )
+            self._line(
+                f"rtt min/avg/max/p50/p99/mdev = {values} ms, jitter {stats.jitter * 1000:.3f} ms"
+            )
+
     def finished(self, summary: Summary) -> None:
         if self.quiet:
             self._line(json.dumps(summary.asJSON(), sort_keys=True))
+        elif (
+            self.plan.mode == "ping"
+            and summary.peer is not None
+            and isinstance(summary.stats, DatagramStats)
+        ):
+            self._datagramSummary(summary, summary.stats)
         elif self.plan.mode == "bulk":
             if summary.bytesVerified or summary.error is None:
                 self._line(
@@ -190,6 +298,12 @@ class Reporter:
         if summary.stats.mismatched:
             if self.plan.mode == "once":
                 lines.append(f"the echo differs from what was sent ({summary.firstProblem})")
+            elif isinstance(summary.stats, DatagramStats):
+                count = summary.stats.mismatched
+                lines.append(
+                    f"{count} {'reply' if count == 1 else 'replies'} differed from what was "
+                    f"sent (first: {summary.firstProblem})"
+                )
             else:
                 lines.append(
                     f"{summary.stats.mismatched} of {summary.stats.received} replies differed "

@@ -2,7 +2,8 @@
 """
 One run of the client: connect within the timeout (resolution included), do
 what the plan says, report, and fire with the summary; it can be interrupted
-at any point and still reports what there is.
+at any point and still reports what there is.  Over UDP the run is
+L{echod.client.datagram.DatagramClient}'s.
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from echod.client.connect import connectFailure, endpointFor
+from echod.client.datagram import DatagramClient
 from echod.client.errors import ClientError, ExitStatus, InternalError, Interrupted
 from echod.client.plan import Plan
 from echod.client.protocols import ClientProtocol, EchoClientFactory
 from echod.client.report import Reporter, Summary
 from echod.interfaces import IClientReactor
 
-__all__ = ["EchoClient", "runClient"]
+__all__ = ["EchoClient", "Run", "runClient"]
 
 
 class EchoClient:
@@ -141,17 +143,25 @@ class EchoClient:
         return result
 
 
+Run = EchoClient | DatagramClient
+
+
 def runClient(
     reactor: IClientReactor,
     plan: Plan,
     out: IO[str],
     err: IO[str],
     resolver: IHostnameResolver | None = None,
-) -> tuple[EchoClient, Deferred[ExitStatus]]:
+) -> tuple[Run, Deferred[ExitStatus]]:
     """
-    Start a run; the L{Deferred} fires with its exit status once everything
-    is printed and the connection is closed.
+    Start a run, over TCP or UDP as the plan says; the L{Deferred} fires with
+    its exit status once everything is printed and the connection (or the
+    UDP socket) is closed.
     """
-    client = EchoClient(reactor, plan, out, err, resolver)
+    client: Run
+    if plan.udp:
+        client = DatagramClient(reactor, plan, out, err, resolver)
+    else:
+        client = EchoClient(reactor, plan, out, err, resolver)
     status = client.run().addCallback(lambda summary: summary.status)
     return client, status

@@ -19,7 +19,7 @@ from twisted.logger import ILogObserver, Logger
 
 from echod.client.errors import ExitStatus
 from echod.client.plan import Plan
-from echod.client.run import EchoClient, runClient
+from echod.client.run import Run, runClient
 from echod.interfaces import IClientCommandReactor
 from echod.logs import offerToTwistd
 
@@ -58,7 +58,7 @@ class EchoClientService(Service):
         self.exitProcess = exitProcess
         self.resolver = resolver
         self.status: ExitStatus | None = None
-        self.client: EchoClient | None = None
+        self.client: Run | None = None
         self.result: Deferred[ExitStatus] = Deferred()
 
     def setServiceParent(self, parent: Any) -> None:

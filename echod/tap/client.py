@@ -83,6 +83,16 @@ def _seconds(text: str) -> float | int:
     raise ValueError("not a number of seconds")
 
 
+def _percent(text: str) -> float | int:
+    """
+    A percentage, C{5}, C{2.5} or C{5%}.
+    """
+    try:
+        return _seconds(text.strip().removesuffix("%").rstrip())
+    except ValueError:
+        raise ValueError("not a percentage (such as 5, 0.5 or 5%)") from None
+
+
 class OptionValueError(usage.UsageError, UserError):
     """
     An option's text is not what it must be: a usage error, and a user
@@ -100,22 +110,33 @@ class Options(usage.Options):
     synopsis = "[options] [HOST PORT [MESSAGE]]"
     longdesc = (
         "Echo client: resolves HOST to all of its addresses and talks to the first "
-        "that answers (Happy Eyeballs, IPv6 and IPv4). One message prints "
+        "that answers (TCP: Happy Eyeballs, IPv6 and IPv4; UDP: in getaddrinfo's "
+        "order, the next when one refuses or never answers). One message prints "
         "\"Received b'...'\"; --count, --size, --file or --json make it ping the "
-        "server and print round-trip times and a summary; --bulk measures "
-        "throughput. Exit status: 0 ok, 2 usage or config, 3 name does not resolve, "
-        "4 refused or unreachable, 5 timeout, 6 server closed early, 7 echo differs, "
-        "130 interrupted."
+        "server and print round-trip times and a summary; --bulk measures TCP "
+        "throughput. Over UDP (-u) each datagram the client builds carries a sequence "
+        "number and its send time (a payload of your own is matched by content), every "
+        "reply is checked byte for byte, and the summary counts lost, duplicated, "
+        "reordered and mismatched datagrams, with RTT min/avg/max/p50/p99/mdev and "
+        "jitter: RFC 3550's interarrival jitter computed on round-trip times "
+        "(J += (|D| - J)/16, D the difference of successive RTTs); --interval 0 "
+        "--window N floods with N datagrams in flight. Exit status: 0 ok, 2 usage or "
+        "config, 3 name does not resolve, 4 refused or unreachable (UDP: ICMP port "
+        "unreachable), 5 timeout (UDP: no reply at all), 6 server closed early, 7 echo "
+        "differs, 8 UDP loss above --max-loss, 130 interrupted."
     )
     optFlags = [
         ["ipv4", "4", "Connect over IPv4 only."],
         ["ipv6", "6", "Connect over IPv6 only."],
+        ["udp", "u", "Echo over UDP: one datagram per message."],
+        ["tcp", None, 'Echo over TCP (the default; overrides protocol = "udp" of the file).'],
+        ["quiet", "q", "Ping mode: print the first line and the summary only."],
         ["json", None, "Print only the summary, as one JSON object."],
     ]
     optParameters = [
         ["config", "c", None, "TOML config file whose [client] table gives the defaults."],
         ["host", "H", None, "Host name or address of the echo server (default: localhost)."],
-        ["port", "p", None, "TCP port of the echo server (default: 7007)."],
+        ["port", "p", None, "Port of the echo server (default: 7007)."],
         ["message", "m", None, "Text to send (default: Hello, world)."],
         [
             "endpoint",
@@ -132,9 +153,34 @@ class Options(usage.Options):
             None,
             "Seconds between messages (default: 1; 0: each once the previous is back).",
         ],
-        ["size", "s", None, "Message size in bytes: the message repeated or cut to fit."],
+        [
+            "size",
+            "s",
+            None,
+            "Message size in bytes: the message repeated or cut to fit "
+            "(UDP datagrams the client builds: 64 by default).",
+        ],
+        [
+            "window",
+            None,
+            None,
+            "UDP with --interval 0: datagrams kept in flight, a flood bounded by "
+            "--count (default: 1).",
+        ],
         ["bulk", "b", None, "Stream this many bytes (100M, 1G...), verify them, report MB/s."],
-        ["timeout", "t", None, "Seconds to connect, and for each reply (default: 5)."],
+        [
+            "timeout",
+            "t",
+            None,
+            "Seconds to connect, and for each reply (default: 5); "
+            "UDP: a datagram not answered by then is lost.",
+        ],
+        [
+            "max-loss",
+            None,
+            None,
+            "UDP: percent of datagrams that may be lost, the run still a success (default: 0).",
+        ],
     ]
 
     # option name -> ([client] key, parser of the command-line text)
@@ -147,8 +193,10 @@ class Options(usage.Options):
         "count": ("count", _integer),
         "interval": ("interval", _seconds),
         "size": ("size", _bytes),
+        "window": ("window", _integer),
         "bulk": ("bulk", _bytes),
         "timeout": ("timeout", _seconds),
+        "max-loss": ("max_loss", _percent),
     }
 
     plan: Plan
@@ -250,6 +298,14 @@ class Options(usage.Options):
             overrides.append(
                 ("ipv4" if self["ipv4"] else "ipv6", "family", "ipv4" if self["ipv4"] else "ipv6")
             )
+        if self["udp"] and self["tcp"]:
+            raise usage.UsageError("-u (--udp) and --tcp exclude each other")
+        if self["udp"] or self["tcp"]:
+            overrides.append(
+                ("udp" if self["udp"] else "tcp", "protocol", "udp" if self["udp"] else "tcp")
+            )
+        if self["quiet"]:
+            overrides.append(("quiet", "quiet", True))
         if self["json"]:
             overrides.append(("json", "json", True))
         spellings = self._spellings()
@@ -261,7 +317,9 @@ class Options(usage.Options):
         def error(key: str, value: object, problem: str) -> _config.ConfigError:
             return _config.errorAbout(config, "client", key, value, problem)
 
-        self.plan = makePlan(config.client, error=error)
+        self.plan = makePlan(
+            config.client, error=error, messageGiven=_config.isSet(config, "client", "message")
+        )
 
     def _spellings(self) -> dict[str, tuple[str, str | None]]:
         """

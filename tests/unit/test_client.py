@@ -649,7 +649,7 @@ def test_exitStatusesAreDistinct() -> None:
     """
     Every failure class has its own documented status.
     """
-    assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 4, 5, 6, 7, 130]
+    assert [int(s) for s in ExitStatus] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 130]
 
 
 def test_mismatchDecidesOverTheEndingError() -> None:

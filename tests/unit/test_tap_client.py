@@ -322,3 +322,111 @@ def test_unknownEndpointTypeListsTheTypes() -> None:
         "-e = \"sctp:host=x:port=7\": unknown client endpoint type 'sctp': the types here are "
         "tcp:, tcp6:, ssl:, unix:, tls:"
     )
+
+
+# --- UDP -----------------------------------------------------------------------------
+
+
+def test_udpOneShot() -> None:
+    """
+    C{-u HOST PORT MESSAGE}: one datagram, sent as it is.
+    """
+    plan = parse("-u", "127.0.0.1", "7", "Hello, world").plan
+    assert (plan.settings.protocol, plan.mode, plan.built) == ("udp", "once", False)
+    assert plan.payload == b"Hello, world"
+
+
+def test_udpPingBuildsItsDatagrams() -> None:
+    """
+    Ping mode without a message of the user's: datagrams the client builds,
+    with their sequence numbers.
+    """
+    plan = parse("--udp", "127.0.0.1", "7", "-n", "3", "--interval", "0", "--window", "8").plan
+    assert (plan.mode, plan.built, plan.messageSize) == ("ping", True, 64)
+    assert (plan.settings.window, plan.settings.interval) == (8, 0)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["127.0.0.1", "7", "Hello, world"],
+        ["--message", "Hello, world"],
+    ],
+)
+def test_udpMessageGivenIsTheUsersPayload(argv: list[str]) -> None:
+    """
+    A message typed, even the default text, is sent as it is and matched by
+    content.
+    """
+    assert not parse("-u", "-n", "3", *argv).plan.built
+
+
+def test_udpMessageOfTheConfigFile(tmp_path: Path) -> None:
+    path = tmp_path / "echod.toml"
+    path.write_text('[client]\nprotocol = "udp"\nmessage = "Hello, world"\ncount = 3\n')
+    plan = parse("--config", str(path)).plan
+    assert (plan.settings.protocol, plan.built) == ("udp", False)
+    path.write_text('[client]\nprotocol = "udp"\ncount = 3\n')
+    assert parse("--config", str(path)).plan.built
+
+
+def test_tcpOverridesTheFile(tmp_path: Path) -> None:
+    path = tmp_path / "echod.toml"
+    path.write_text('[client]\nprotocol = "udp"\n')
+    assert parse("--config", str(path), "--tcp").plan.settings.protocol == "tcp"
+    assert parse("--config", str(path)).plan.settings.protocol == "udp"
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("5", 5.0), ("2.5", 2.5), ("5%", 5.0), ("0", 0.0), ("100 %", 100.0)],
+)
+def test_maxLossPercent(text: str, value: float) -> None:
+    assert parse("-u", "-n", "2", "--max-loss", text).plan.settings.max_loss == value
+
+
+def test_quiet() -> None:
+    assert parse("-q", "-n", "2").plan.settings.quiet
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-u", "--tcp"], "-u (--udp) and --tcp exclude each other"),
+        (
+            ["-u", "--max-loss", "lots"],
+            "--max-loss: 'lots' is not a percentage (such as 5, 0.5 or 5%)",
+        ),
+        (["-u", "--window", "many"], "--window: 'many' is not a whole number"),
+    ],
+)
+def test_udpBadOptions(argv: list[str], message: str) -> None:
+    with pytest.raises(usage.UsageError) as caught:
+        parse(*argv)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["-u", "--max-loss", "101"],
+            "--max-loss = 101: expected a number of percent from 0 to 100",
+        ),
+        (["-u", "--window", "0"], "--window = 0: expected an integer from 1 to 65536"),
+        (["-u", "-n", "3", "--window", "4"], "--window = 4: a window is for --interval 0"),
+        (["-n", "3", "-i", "0", "--window", "4"], "--window = 4: a window is for UDP (-u)"),
+        (["--max-loss", "5"], "--max-loss = 5.0: a loss allowance is for UDP (-u)"),
+        (["-u", "--bulk", "1M"], "--bulk = 1048576: bulk mode streams over TCP"),
+        (["-u", "-n", "2", "-s", "8"], "-s = 8: datagrams the client builds are at least 24"),
+        (["-u", "-s", "70000"], "-s = 70000: a datagram of 70000 bytes is too large for UDP"),
+        (
+            ["-u", "-4", "-s", "65508"],
+            "-s = 65508: a datagram of 65508 bytes is too large for IPv4",
+        ),
+    ],
+)
+def test_udpValuesNamedAsTyped(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(*argv)
+    assert message in str(caught.value)
