@@ -29,6 +29,7 @@ from twisted.internet.interfaces import (
     IReactorSocket,
     IReactorTCP,
     IReactorTime,
+    IReactorUDP,
     IReactorUNIX,
 )
 from zope.interface import Interface, providedBy
@@ -250,12 +251,12 @@ class ISniffCommandReactor(IRootReactor, ISniffReactor):
     """
 
 
-class IClientReactor(IReactorTime, IReactorTCP, IReactorPluggableNameResolver):
+class IClientReactor(IReactorTime, IReactorTCP, IReactorUDP, IReactorPluggableNameResolver):
     """
     A client run's: it resolves the host with the reactor's resolver and
-    connects over TCP (C{HostnameEndpoint}, C{tcp6:}, C{tcp:}), on timers.
-    C{unix:} and C{tls:} endpoint strings ask Twisted for more when they are
-    parsed.
+    connects over TCP (C{HostnameEndpoint}, C{tcp6:}, C{tcp:}) or sends over
+    UDP (a port of its own per address tried), on timers.  C{unix:} and
+    C{tls:} endpoint strings ask Twisted for more when they are parsed.
     """
 
 
