@@ -57,6 +57,7 @@ __all__ = [
     "IStreamServerReactor",
     "IStreamStatistics",
     "ISupervisorReactor",
+    "IWorkerDatagramStatistics",
     "IWorkerReactor",
     "IWorkerStatistics",
     "IWorkersReactor",
@@ -129,6 +130,19 @@ class IWorkerStatistics(Interface):
         """
         Each worker's last report (L{echod.server.stats.TCPTotals}) and how many
         times it was restarted, by worker name.
+        """
+
+
+class IWorkerDatagramStatistics(Interface):
+    """
+    A service whose worker processes serve UDP listeners, reporting each
+    one's UDP totals.
+    """
+
+    def workerDatagramStats() -> dict[str, Any]:
+        """
+        Each running worker's last report (L{echod.server.stats.DatagramStats}),
+        by worker name.
         """
 
 

@@ -5,8 +5,10 @@ checked, and lets the fake kernel of L{tests.capturetesting} filter the way
 the real one does.
 
 It follows Linux's C{bpf_prog_run} for classic BPF: A and X start at 0, a
-load past the end of the packet ends the program with 0, and offsets from
-C{SKF_AD_OFF} are the ancillary loads (protocol, packet type, interface).
+load past the end of the packet ends the program with 0, offsets from
+C{SKF_AD_OFF} are the ancillary loads (protocol, packet type, interface),
+and offsets from C{SKF_NET_OFF} read the network header (a program of a
+UDP socket's C{SO_REUSEPORT} group runs over the UDP payload).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Mapping, Sequence
 __all__ = ["ANCILLARY_IFINDEX", "ANCILLARY_PKTTYPE", "ANCILLARY_PROTOCOL", "run"]
 
 _SKF_AD_OFF = 0x100000000 - 0x1000
+_SKF_NET_OFF = 0x100000000 - 0x100000
 ANCILLARY_PROTOCOL = 0
 ANCILLARY_PKTTYPE = 4
 ANCILLARY_IFINDEX = 8
@@ -27,12 +30,22 @@ class _OutOfBounds(Exception):
     pass
 
 
-def _load(packet: bytes, offset: int, size: int, ancillary: Mapping[int, int]) -> int:
+def _load(
+    packet: bytes,
+    offset: int,
+    size: int,
+    ancillary: Mapping[int, int],
+    network: bytes | None = None,
+) -> int:
     if offset >= _SKF_AD_OFF:
         which = offset - _SKF_AD_OFF
         if which not in ancillary:
             raise AssertionError(f"ancillary load {which} has no value in this test")
         return ancillary[which] & _MASK
+    if offset >= _SKF_NET_OFF:
+        if network is None:
+            raise AssertionError("a network header load, and no network header in this test")
+        return _load(network, offset - _SKF_NET_OFF, size, ancillary)
     if offset < 0 or offset + size > len(packet):
         raise _OutOfBounds()
     return int.from_bytes(packet[offset : offset + size], "big")
@@ -42,10 +55,13 @@ def run(
     program: Sequence[tuple[int, int, int, int]],
     packet: bytes,
     ancillary: Mapping[int, int] | None = None,
+    network: bytes | None = None,
 ) -> int:
     """
     Run C{program} over C{packet}; return what it returns (the number of
-    bytes to keep, 0: drop).
+    bytes to keep, 0: drop; a socket's rank, for a C{SO_REUSEPORT} group).
+
+    @param network: the network header, for loads from C{SKF_NET_OFF}.
     """
     anc = dict(ancillary or {})
     a = x = 0
@@ -64,9 +80,9 @@ def run(
             mode = code & 0xE0
             if cls == 0x00:  # LD
                 if mode == 0x20:
-                    a = _load(packet, k, size, anc)
+                    a = _load(packet, k, size, anc, network)
                 elif mode == 0x40:
-                    a = _load(packet, (x + k) & _MASK, size, anc)
+                    a = _load(packet, (x + k) & _MASK, size, anc, network)
                 elif mode == 0x00:
                     a = k
                 elif mode == 0x60:

@@ -248,6 +248,9 @@ class DatagramDrop:
     RATE_SOURCE = "rate_source"
     RATE_GLOBAL = "rate_global"
     SEND_ERROR = "send_error"
+    # workers = N: queued on the socket of a worker that died, discarded by
+    # the main process before its restart.
+    WORKER_DOWN = "worker_down"
 
 
 class TokenBucket:

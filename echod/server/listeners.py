@@ -68,6 +68,9 @@ __all__ = [
     "EchoService",
     "ListenerService",
     "UDPEchoService",
+    "adoptDatagramSocket",
+    "listenFailed",
+    "logDatagramBatching",
     "logsConnections",
 ]
 
@@ -134,7 +137,7 @@ class ListenerService(Service):
         except (CannotListenError, OSError) as e:
             # OSError: what Twisted raises before it tries to listen, such as
             # a unix: socket's lock file in a directory that does not exist.
-            raise _listenFailed(self.description, e) from None
+            raise listenFailed(self.description, e) from None
 
     def startService(self) -> None:
         Service.startService(self)
@@ -145,7 +148,7 @@ class ListenerService(Service):
         return self._service.stopService()  # type: ignore[no-any-return]
 
 
-def _listenFailed(description: str, error: CannotListenError | OSError) -> ListenError:
+def listenFailed(description: str, error: CannotListenError | OSError) -> ListenError:
     """
     The one-line L{ListenError} for a listener that could not open.  Not
     logged here: twistd stops, and echod's report of a start-up error (see
@@ -333,7 +336,7 @@ class DatagramListenerService(Service):
         try:
             sock = self._open()
         except (CannotListenError, OSError) as e:
-            raise _listenFailed(self.description, e) from None
+            raise listenFailed(self.description, e) from None
         enlargeReceiveBuffer(sock)
         self.port = DatagramEchoPort(sock, self.echo, self.reactor)
         self.log.info(
@@ -345,28 +348,9 @@ class DatagramListenerService(Service):
 
     def _open(self) -> socket.socket:
         if self.description.startswith("systemd:"):
-            return self._adopt()
+            return adoptDatagramSocket(self.description)
         endpoint: DatagramEndpoint = parseDatagramEndpoint(self.description)
         return openDatagramSocket(endpoint.port, endpoint.interface)
-
-    def _adopt(self) -> socket.socket:
-        _, _, kwargs = endpointParameters(self.description)
-        fd = inheritedSocket(kwargs.get("name", ""))
-        if fd is None:
-            raise ListenError(
-                f"cannot listen on {self.description}: systemd passed no socket "
-                f"named {kwargs.get('name')!r}"
-            )
-        sock = socket.socket(fileno=fd)
-        if sock.type != socket.SOCK_DGRAM:
-            sock.detach()
-            raise ListenError(
-                f"cannot listen on {self.description}: systemd's socket "
-                f"{kwargs.get('name')!r} is not a datagram socket"
-            )
-        # A blocking descriptor would hang the whole reactor on its first read.
-        sock.setblocking(False)
-        return sock
 
     def startService(self) -> None:
         Service.startService(self)
@@ -379,6 +363,48 @@ class DatagramListenerService(Service):
         Service.stopService(self)
         port, self.port = self.port, None
         return port.stopListening() if port is not None else succeed(None)
+
+
+def adoptDatagramSocket(description: str) -> socket.socket:
+    """
+    The datagram socket systemd passed for the C{systemd:} UDP listener
+    C{description}, non-blocking.
+
+    @raise ListenError: systemd passed no such socket, or not a datagram one.
+    """
+    _, _, kwargs = endpointParameters(description)
+    fd = inheritedSocket(kwargs.get("name", ""))
+    if fd is None:
+        raise ListenError(
+            f"cannot listen on {description}: systemd passed no socket named {kwargs.get('name')!r}"
+        )
+    sock = socket.socket(fileno=fd)
+    if sock.type != socket.SOCK_DGRAM:
+        sock.detach()
+        raise ListenError(
+            f"cannot listen on {description}: systemd's socket "
+            f"{kwargs.get('name')!r} is not a datagram socket"
+        )
+    # A blocking descriptor would hang the whole reactor on its first read.
+    sock.setblocking(False)
+    return sock
+
+
+def logDatagramBatching(log: Logger) -> None:
+    """
+    Say how UDP datagrams are read and echoed here (with the C helper or
+    without), once at start.
+    """
+    log.info(
+        "UDP echo in batches of up to {batch} datagrams, {rounds} batches per reactor "
+        "turn, with {calls}",
+        event="udp.batching",
+        batch=BATCH,
+        rounds=ROUNDS,
+        calls="recvmmsg and sendmmsg (C helper)"
+        if BATCH_IN_C
+        else "recvfrom and sendto (the C helper is not built)",
+    )
 
 
 @implementer(IReconfigurable, IListening, IDatagramStatistics)
@@ -418,16 +444,7 @@ class UDPEchoService(MultiService):
 
     def startService(self) -> None:
         super().startService()
-        self.log.info(
-            "UDP echo in batches of up to {batch} datagrams, {rounds} batches per reactor "
-            "turn, with {calls}",
-            event="udp.batching",
-            batch=BATCH,
-            rounds=ROUNDS,
-            calls="recvmmsg and sendmmsg (C helper)"
-            if BATCH_IN_C
-            else "recvfrom and sendto (the C helper is not built)",
-        )
+        logDatagramBatching(self.log)
 
     def stopService(self) -> Deferred[None]:
         self.dropLog.flush()

@@ -70,10 +70,24 @@ class EchoStats:
 @dataclass
 class DatagramStats:
     """
-    UDP totals, shared by every UDP listener: what the metrics report.
+    UDP totals, shared by every UDP listener: what the metrics report (of
+    one process, or added up: the worker processes of C{workers = N}).
     """
 
     received: int = 0
     echoed: int = 0
     bytesEchoed: int = 0
     dropped: Counter[str] = field(default_factory=Counter)
+
+    def add(self, other: DatagramStats) -> None:
+        self.received += other.received
+        self.echoed += other.echoed
+        self.bytesEchoed += other.bytesEchoed
+        self.dropped.update(other.dropped)
+
+    def asJSON(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "dropped": dict(self.dropped)}
+
+    @classmethod
+    def fromJSON(cls, values: dict[str, Any]) -> DatagramStats:
+        return cls(**{**values, "dropped": Counter(values["dropped"])})
