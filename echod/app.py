@@ -266,19 +266,20 @@ def makeService(
 
         reactor = reactorProviding(globalReactor, IEchodReactor)
     root = EchodService(config, reactor, logObserver, handleSignals, reload)
-    if config.server.listen or config.udp.listen:
-        from echod.server.listeners import EchoService, UDPEchoService
-    if config.server.listen:
-        if config.server.workers > 1:
-            from echod.server.workers.supervisor import WorkersService
+    if config.server.workers > 1 and (config.server.listen or config.udp.listen):
+        # Worker processes serve the stream and UDP listeners alike.
+        from echod.server.workers.supervisor import WorkersService
 
-            workers = WorkersService(config, reactor)
-            workers.setServiceParent(root)
-            root.health.require("no worker running", workers.workerRunning)
-        else:
+        workers = WorkersService(config, reactor)
+        workers.setServiceParent(root)
+        root.health.require("no worker running", workers.workerRunning)
+    elif config.server.listen or config.udp.listen:
+        from echod.server.listeners import EchoService, UDPEchoService
+
+        if config.server.listen:
             EchoService(config, reactor).setServiceParent(root)
-    if config.udp.listen:
-        UDPEchoService(config, reactor).setServiceParent(root)
+        if config.udp.listen:
+            UDPEchoService(config, reactor).setServiceParent(root)
     if config.sniff.enabled:
         from echod.sniff.service import SniffService
 

@@ -132,8 +132,9 @@ class ServerConfig:
     workers: int = setting(
         1,
         _Int(1, 256),
-        "processes serving the stream listeners (tcp: a SO_REUSEPORT socket each; restarted "
-        "if they die); limits apply per process",
+        "processes serving the stream and UDP listeners (tcp: and udp: a SO_REUSEPORT socket "
+        "each; restarted if they die); limits apply per process, global UDP rates divided "
+        "among them",
     )
     fast_paths: bool = setting(
         True,
@@ -202,16 +203,22 @@ class UDPConfig:
         262144.0, _Float(0, 1e12), "reply bytes per second to one source address; 0: no limit"
     )
     global_packets_per_second: float = setting(
-        20000.0, _Float(0, 1e9), "replies per second to all sources together; 0: no limit"
+        20000.0,
+        _Float(0, 1e9),
+        "replies per second to all sources together (workers = N: 1/N each); 0: no limit",
     )
     global_bytes_per_second: float = setting(
-        33554432.0, _Float(0, 1e12), "reply bytes per second to all sources; 0: no limit"
+        33554432.0,
+        _Float(0, 1e12),
+        "reply bytes per second to all sources (workers = N: 1/N each); 0: no limit",
     )
     burst_seconds: float = setting(
         1.0, _Float(0.001, 3600), "how many seconds of rate a bucket holds (the burst)"
     )
     max_sources: int = setting(
-        65536, _Int(1, 10_000_000), "source addresses tracked for rate limits at most"
+        65536,
+        _Int(1, 10_000_000),
+        "source addresses tracked for rate limits at most (workers = N: in each)",
     )
     allow: tuple[str, ...] = setting(
         (),

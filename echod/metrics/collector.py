@@ -42,6 +42,7 @@ from echod.interfaces import (
     ICaptureStatistics,
     IDatagramStatistics,
     IStreamStatistics,
+    IWorkerDatagramStatistics,
     IWorkerStatistics,
 )
 from echod.server.limits import DatagramDrop, Refusal
@@ -79,7 +80,8 @@ class EchodCollector:
     Reads the service tree under C{root} at every scrape: TCP metrics where a
     service provides L{IStreamStatistics} (an echo service, or the worker
     processes' last reports) and L{IWorkerStatistics}, UDP metrics where one
-    provides L{IDatagramStatistics}, capture metrics where one provides
+    provides L{IDatagramStatistics} (and L{IWorkerDatagramStatistics}: the
+    worker processes'), capture metrics where one provides
     L{ICaptureStatistics}.  Families of a part that is not running are left
     out.
 
@@ -98,6 +100,7 @@ class EchodCollector:
         tcp: list[TCPTotals] = []
         workers: dict[str, tuple[TCPTotals, int]] = {}
         datagrams: dict[int, DatagramStats] = {}
+        workerDatagrams: dict[str, DatagramStats] = {}
         captures: list[CaptureCounts] = []
         for service in _services(self.root):
             if IStreamStatistics.providedBy(service):
@@ -109,6 +112,8 @@ class EchodCollector:
             if IDatagramStatistics.providedBy(service):
                 stats = service.datagramStats()
                 datagrams[id(stats)] = stats
+            if IWorkerDatagramStatistics.providedBy(service):
+                workerDatagrams.update(service.workerDatagramStats())
             if ICaptureStatistics.providedBy(service):
                 captures.append(service.statistics())
 
@@ -126,6 +131,8 @@ class EchodCollector:
             yield from _workerMetrics(workers)
         if datagrams:
             yield from _udpMetrics(datagrams.values())
+        if workerDatagrams:
+            yield from _workerDatagramMetrics(workerDatagrams)
         if captures:
             yield from _captureMetrics(captures)
         if self.listener is not None:
@@ -239,6 +246,25 @@ def _udpMetrics(totals: Iterable[DatagramStats]) -> Iterator[Metric]:
         "Payload bytes of the UDP datagrams echoed.",
         value=echoedBytes,
     )
+
+
+def _workerDatagramMetrics(workers: dict[str, DatagramStats]) -> Iterator[Metric]:
+    received = CounterMetricFamily(
+        "echod_worker_udp_datagrams_received",
+        "UDP datagrams received by each worker process (workers = N) since it last started, "
+        "as it last reported.",
+        labels=["worker"],
+    )
+    echoed = CounterMetricFamily(
+        "echod_worker_udp_datagrams_echoed",
+        "UDP datagrams echoed by each worker process since it last started.",
+        labels=["worker"],
+    )
+    for name, stats in sorted(workers.items()):
+        received.add_metric([name], stats.received)
+        echoed.add_metric([name], stats.echoed)
+    yield received
+    yield echoed
 
 
 def _captureMetrics(captures: list[CaptureCounts]) -> Iterator[Metric]:

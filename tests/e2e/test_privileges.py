@@ -119,17 +119,21 @@ exec "$@"
 
 def test_workersOnPortSevenAsNobody(tmp_path: Path) -> None:
     """
-    workers = 2 under --uid nobody: the main process binds port 7 and a
-    socket per worker as root, then every process runs as nobody, serving
-    a config file only root can read (the main process hands it to them); a
-    worker that dies twice has its socket taken out of the group and put
-    back for its restart, without the privilege the bind needed.
+    workers = 2 under --uid nobody: the main process binds port 7 (TCP and
+    UDP) and a socket per worker as root, then every process runs as
+    nobody, serving a config file only root can read (the main process
+    hands it to them); a worker that dies twice has its socket taken out of
+    the group and put back for its restart, and its UDP sources steered to
+    the other worker and back, without the privilege the bind needed.
     """
     requireRoot()
     need(portSevenIsFree(), "port 7 is in use on 127.0.0.1")
     uid = pwd.getpwnam("nobody").pw_uid
     conf = tmp_path / "echod.toml"
-    conf.write_text("[server]\nlisten = ['tcp:7:interface=127.0.0.1']\nworkers = 2\n")
+    conf.write_text(
+        "[server]\nlisten = ['tcp:7:interface=127.0.0.1']\nworkers = 2\n"
+        "[udp]\nlisten = ['udp:port=7:interface=127.0.0.1']\n"
+    )
     conf.chmod(0o600)
     twistdArgs = ["-n", "--pidfile=", "--uid", "nobody", "--gid", "nogroup"]
     daemon = Twistd(tmp_path, ["--config", str(conf)], twistdArgs=twistdArgs)
@@ -144,6 +148,7 @@ def test_workersOnPortSevenAsNobody(tmp_path: Path) -> None:
         for pid in [daemon.pid, *workerPids(daemon.pid)]:
             assert procStatus(pid)["Uid"] == [str(uid)] * 4
         assert echo("127.0.0.1", 7, b"worker as nobody") == b"worker as nobody"
+        assert udpEcho("127.0.0.1", 7, b"UDP as nobody") == b"UDP as nobody"
 
         first = workerPids(daemon.pid)
         os.kill(first[0], signal.SIGKILL)
@@ -152,10 +157,14 @@ def test_workersOnPortSevenAsNobody(tmp_path: Path) -> None:
         os.kill(restarted, signal.SIGKILL)
         waitUntil(lambda: listeningSockets(7) == 1, timeout=5)
         assert echo("127.0.0.1", 7, b"one worker left") == b"one worker left"
+        daemon.waitFor("UDP datagrams steered to 1 of 2 workers")
+        assert udpEcho("127.0.0.1", 7, b"one worker left") == b"one worker left"
         waitUntil(lambda: len(workerPids(daemon.pid)) == 2 and listeningSockets(7) == 2, 20)
         for _ in range(20):
             assert echo("127.0.0.1", 7, b"both again") == b"both again"
+        daemon.waitFor("UDP datagrams steered to 2 of 2 workers")
         assert "cannot" not in daemon.output()
+        assert "refused SO_ATTACH_REUSEPORT_CBPF" not in daemon.output()
         daemon.signal(signal.SIGTERM)
         assert daemon.wait() == 0
 

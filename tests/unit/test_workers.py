@@ -5,6 +5,7 @@ fake clock and captured logs: no process is started.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import AnyStr, cast
 
@@ -167,6 +168,47 @@ class SupervisorTests:
         sockets = supervisor.workers["worker-1"].sockets
         assert isinstance(sockets, _NoSockets) and sockets.paused == 1
 
+    def test_udpTotalsStayMonotonicAcrossARestart(self) -> None:
+        """
+        A worker's C{udpstats} lines are its UDP totals since it started;
+        once it exits, its last report stays in the sum and its restart
+        counts from 0.
+        """
+        from echod.server.stats import DatagramStats
+        from echod.server.workers.wire import STATS, UDP_STATS
+
+        supervisor, reactor = supervised()
+
+        def report(received: int) -> None:
+            stats = DatagramStats(received=received, echoed=received)
+            line = UDP_STATS + json.dumps(stats.asJSON())
+            supervisor.lineFromWorker("worker-1", line.encode())
+            supervisor.lineFromWorker("worker-1", (STATS + json.dumps(_TCP)).encode())
+
+        report(7)
+        assert supervisor.datagrams.total().received == 7
+        reactor.spawned[0][0].processEnded(died())
+        assert supervisor.datagrams.total().received == 7
+        assert supervisor.datagrams.workers == {}
+        reactor.advance(0)
+        report(2)
+        assert supervisor.datagrams.total().received == 9
+        assert supervisor.datagrams.workers["worker-1"].received == 2
+        with capturedLogs() as seen:
+            supervisor.lineFromWorker("worker-1", b"udpstats {not json")
+        assert [e["line"] for e in seen] == ["udpstats {not json"]
+
+
+_TCP = {
+    "opened": 0,
+    "refused": {},
+    "evicted": 0,
+    "sent": 0,
+    "discarded": 0,
+    "open": 0,
+    "limit": 0,
+}
+
 
 class WireTests:
     def test_configGoesAsDataAndComesBackValidated(self) -> None:
@@ -191,19 +233,21 @@ class WireTests:
 
     def test_onlyWhatAWorkerServes(self) -> None:
         """
-        The main process's own tables (metrics, UDP, sniffer, client) stay
-        in the main process: a root-only key named there is not the
-        worker's to read.
+        The main process's own tables (metrics, sniffer, client) stay in the
+        main process: a root-only key named there is not the worker's to
+        read.  C{[udp]} goes: workers serve the UDP listeners.
         """
-        from echod.config import MetricsConfig, ServerConfig
+        from echod.config import MetricsConfig, ServerConfig, UDPConfig
         from echod.server.workers.wire import configFromLine, configLine
 
         config = Config(
             server=ServerConfig(listen=("tcp:7007",)),
+            udp=UDPConfig(listen=("udp:port=7007",), deny=("192.0.2.0/24",)),
             metrics=MetricsConfig(listen="tcp:9107"),
         )
         back = configFromLine(configLine(config).rstrip(b"\n"))
         assert back is not None and back.metrics == MetricsConfig()
+        assert back.udp == config.udp
 
     def test_badDocumentIsAConfigError(self) -> None:
         import pickle

@@ -1,15 +1,18 @@
-# -*- test-case-name: tests.e2e.test_workers -*-
+# -*- test-case-name: tests.e2e.test_workers,tests.e2e.test_workers_udp -*-
 """
 One worker of C{[server] workers = N} (see L{echod.server.workers.supervisor}):
-C{python -m echod.server.workers.child --listener FD:FAMILY:DESCRIPTION ... --name NAME}.
+C{python -m echod.server.workers.child --listener FD:FAMILY:DESCRIPTION ...
+--datagram FD:DESCRIPTION ... --workers N --name NAME}.
 
 Its configuration comes from the main process, on its standard input (a
 C{config} line at start, another at each reload): the one the main process
 validated and runs, command-line overrides included, which the worker, after
 the switch to an unprivileged user, may not even be allowed to read from the
 file.  It adopts the listening sockets it inherited, serves them with an
-ordinary L{EchoFactory}, writes its log events and totals to its standard
-output for the main process and drains on SIGTERM.  It must not import
+ordinary L{EchoFactory}, and its UDP sockets with an ordinary
+L{DatagramEcho} (its global rates divided by the number of workers), writes
+its log events and totals to its standard output for the main process and
+drains on SIGTERM.  It must not import
 L{twisted.runner.procmon}, which imports the global reactor before this
 process installs its own.
 """
@@ -40,6 +43,7 @@ from echod.server.workers.wire import (
     STATS,
     STATS_INTERVAL,
     STOP,
+    UDP_STATS,
     configFromLine,
 )
 
@@ -131,13 +135,16 @@ class ParentPipe(FileDescriptor):
 
 def main(argv: Sequence[str] | None = None) -> None:
     """
-    C{python -m echod.server.workers.child --listener FD:FAMILY:DESCRIPTION ... --name
-    worker-N}, its configuration on standard input: one worker.
+    C{python -m echod.server.workers.child --listener FD:FAMILY:DESCRIPTION ...
+    --datagram FD:DESCRIPTION ... --workers N --name worker-N}, its
+    configuration on standard input: one worker.
     """
     import argparse
 
     parser = argparse.ArgumentParser(prog="echod worker")
     parser.add_argument("--listener", action="append", default=[])
+    parser.add_argument("--datagram", action="append", default=[])
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--name", default="worker")
     args = parser.parse_args(argv)
 
@@ -152,7 +159,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.logger import LogLevelFilterPredicate, globalLogBeginner
 
     from echod.logs import logLevel
+    from echod.server.datagram import DatagramEcho, DatagramEchoPort, datagramDropLog
+    from echod.server.limits import DatagramGuard
     from echod.server.listeners import PROXY_PREFIX, logsConnections
+    from echod.server.stats import DatagramStats
     from echod.server.stream import EchoFactory, ProxiedEchoFactory
 
     reactor = reactorProviding(_reactor, IWorkerReactor)
@@ -177,6 +187,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         if config.server.fast_paths and fastpath.supported():
             fastpath.useImmediateWrites(port)
         ports.append(port)
+    # One guard for all UDP listeners, as in one process; each worker holds
+    # 1/N of the global rates.
+    guard = DatagramGuard(config.udp, reactor, share=args.workers)
+    dropLog = datagramDropLog(reactor, config.udp)
+    udpEcho = DatagramEcho(guard, DatagramStats(), dropLog)
+    udpPorts = []
+    for listener in args.datagram:
+        fd, _ = listener.split(":", 1)
+        sock = socket.socket(fileno=int(fd))
+        sock.setblocking(False)
+        udpPort = DatagramEchoPort(sock, udpEcho, reactor)
+        udpPort.startListening()
+        udpPorts.append(udpPort)
     log.info(
         "{worker}: fast paths {status}",
         worker=args.name,
@@ -186,7 +209,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     log.info(
         "{worker} serving {count} listeners (pid {pid})",
         worker=args.name,
-        count=len(ports),
+        count=len(ports) + len(udpPorts),
         pid=os.getpid(),
         event="worker.started",
     )
@@ -195,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # The main process may be gone (then ParentPipe stops this one).
         with contextlib.suppress(OSError):
             out.write(STATS + json.dumps(factory.totals().asJSON()) + "\n")
+            if udpPorts:
+                out.write(UDP_STATS + json.dumps(udpEcho.stats.asJSON()) + "\n")
             out.flush()
 
     from twisted.internet.task import LoopingCall
@@ -213,6 +238,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             report()
             reactor.stop()
 
+        # UDP first: nothing of it drains.  Datagrams queued on this
+        # worker's sockets get no echo.
+        for udpPort in udpPorts:
+            udpPort.stopListening()
+        dropLog.flush()
         # A port may have closed already (its socket shut down under it):
         # stopListening then returns None, and draining must go on.
         d: Deferred[Any] = DeferredList([maybeDeferred(port.stopListening) for port in ports])
@@ -223,6 +253,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Validated by the main process, which logs the reload once.
         factory.reconfigure(fresh.server)
         factory.logConnections = logsConnections(fresh)
+        guard.reconfigure(fresh.udp)  # keeps its share
+        dropLog.interval = fresh.udp.drop_log_interval
         predicate.defaultLogLevel = logLevel(fresh.log.level)
 
     def received(line: bytes) -> None:

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.e2e.test_workers -*-
+# -*- test-case-name: tests.e2e.test_workers,tests.e2e.test_workers_udp -*-
 """
 C{[server] workers = N}: the TCP echo service in N processes, supervised by
 the twistd process.
@@ -44,8 +44,9 @@ into its own log (so one place has the log format, level and file) and its
 totals.  Workers run as the user twistd switched to: echod refuses to start
 if that user cannot run the Python and read the echod they need.
 
-UDP listeners stay in the main process.  C{ssl:} listeners need their TLS
-context built in each worker and are refused with workers > 1.
+UDP listeners are served by the workers too, a socket per worker steered by
+source address (see L{echod.server.workers.datagrams}).  C{ssl:} listeners
+need their TLS context built in each worker and are refused with workers > 1.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ import signal
 import socket
 import sys
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application.service import MultiService, Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
@@ -87,14 +88,15 @@ from echod.interfaces import (
     IWorkerStatistics,
 )
 from echod.server import fastpath
-from echod.server.stats import TCPTotals
+from echod.server.stats import DatagramStats, TCPTotals
+from echod.server.workers.datagrams import DatagramReports, WorkerDatagramService
 from echod.server.workers.sockets import (
     REUSE_PORT,
     ReusePortReactor,
     WorkerSockets,
     siblingSockets,
 )
-from echod.server.workers.wire import ABORT, EVENT, STATS, STOP, configLine
+from echod.server.workers.wire import ABORT, EVENT, STATS, STOP, UDP_STATS, configLine
 
 if TYPE_CHECKING:
     from echod.server.listeners import ListenerService
@@ -140,6 +142,35 @@ def howItEnded(reason: Failure) -> str:
     return f"exited with status {status}" if status is not None else f"ended: {value}"
 
 
+class Pausable(Protocol):
+    """
+    A worker's listening sockets as its supervisor sees them: out of their
+    groups while it is down, back before it restarts.
+    """
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+
+@dataclass
+class AllSockets:
+    """
+    A worker's stream sockets and its datagram ones, paused and resumed
+    together.
+    """
+
+    parts: list[Pausable]
+
+    def pause(self) -> None:
+        for part in self.parts:
+            part.pause()
+
+    def resume(self) -> None:
+        for part in self.parts:
+            part.resume()
+
+
 @dataclass(eq=False)
 class _Worker:
     """
@@ -149,7 +180,7 @@ class _Worker:
     name: str
     args: list[str]
     childFDs: dict[int, Any]
-    sockets: WorkerSockets
+    sockets: Pausable
     delay: float
     process: IProcessTransport | None = None
     # Kept apart: a transport forgets its pid once the process is reaped.
@@ -179,12 +210,19 @@ class WorkerSupervisor(Service):
     minRestartDelay = 1.0
     maxRestartDelay = 3600.0
 
-    def __init__(self, reactor: ISupervisorReactor, config: Config) -> None:
+    def __init__(
+        self,
+        reactor: ISupervisorReactor,
+        config: Config,
+        datagrams: DatagramReports | None = None,
+    ) -> None:
         self.reactor = reactor
         self.workers: dict[str, _Worker] = {}
         self.stats: dict[str, TCPTotals] = {}
         # What workers that have exited had counted: the totals stay monotonic.
         self.retired = TCPTotals()
+        # Their UDP totals, where they serve UDP listeners.
+        self.datagrams = datagrams if datagrams is not None else DatagramReports()
         self.configure(config)
 
     def addWorker(
@@ -192,7 +230,7 @@ class WorkerSupervisor(Service):
         name: str,
         args: list[str],
         childFDs: dict[int, Any],
-        sockets: WorkerSockets,
+        sockets: Pausable,
     ) -> None:
         self.workers[name] = _Worker(name, args, childFDs, sockets, self.minRestartDelay)
         if self.running:
@@ -279,6 +317,14 @@ class WorkerSupervisor(Service):
                 return
             except (ValueError, KeyError, TypeError):
                 pass
+        elif text.startswith(UDP_STATS):
+            try:
+                stats = DatagramStats.fromJSON(json.loads(text[len(UDP_STATS) :]))
+            except (ValueError, KeyError, TypeError):
+                pass
+            else:
+                self.datagrams.report(name, stats)
+                return
         if text.strip():
             self.log.warn("[{worker}] {line}", worker=name, line=text, event="worker.output")
 
@@ -293,6 +339,7 @@ class WorkerSupervisor(Service):
         last = self.stats.pop(name, None)
         if last is not None:
             self.retired.add(replace(last, open=0, limit=0))
+        self.datagrams.retire(name)
         value = reason.value
         fields = {
             "worker": name,
@@ -403,9 +450,10 @@ def _checkWorkersCanRun() -> None:
 @implementer(IReconfigurable, IListening, IDrainable, IStreamStatistics, IWorkerStatistics)
 class WorkersService(MultiService):
     """
-    The stream echo service of the main process when C{workers > 1}: its
-    listeners (a child L{EchoService} whose ports never accept here) and the
-    L{WorkerSupervisor} running the workers on them.
+    The echo service of the main process when C{workers > 1}: its stream
+    listeners (a child L{EchoService} whose ports never accept here), its
+    UDP ones (a child L{WorkerDatagramService} that never reads them), and
+    the L{WorkerSupervisor} running the workers on them.
     """
 
     log = Logger()
@@ -423,6 +471,13 @@ class WorkersService(MultiService):
         self._siblings: list[socket.socket] = []
         self.listening.accepting = False
         self.listening.setServiceParent(self)
+        self.datagramReports = DatagramReports()
+        self.datagrams: WorkerDatagramService | None = None
+        if config.udp.listen:
+            self.datagrams = WorkerDatagramService(
+                config.udp.listen, config.server.workers, self.datagramReports
+            )
+            self.datagrams.setServiceParent(self)
         self.monitor: WorkerSupervisor | None = None
 
     def privilegedStartService(self) -> None:
@@ -488,15 +543,25 @@ class WorkersService(MultiService):
             else:
                 for fds in childFDs:
                     fds[index] = stream.fileno()
-        monitor = WorkerSupervisor(self.reactor, self.config)
+        monitor = WorkerSupervisor(self.reactor, self.config, self.datagramReports)
         args = [sys.executable, "-m", "echod.server.workers.child"]
         for description in inherited:
             args += ["--listener", description]
+        if self.datagrams is not None:
+            # Each worker's socket of each UDP listener, at the same numbers.
+            first = 3 + len(inherited)
+            for worker in range(workers):
+                for index, (fd, _) in enumerate(self.datagrams.childFDs(worker), start=first):
+                    childFDs[worker][index] = fd
+            for index, (_, description) in enumerate(self.datagrams.childFDs(0), start=first):
+                args += ["--datagram", f"{index}:{description}"]
+            args += ["--workers", str(workers)]
         for worker in range(workers):
             name = f"worker-{worker + 1}"
-            monitor.addWorker(
-                name, [*args, "--name", name], childFDs[worker], WorkerSockets(own[worker])
-            )
+            sockets: list[Pausable] = [WorkerSockets(own[worker])]
+            if self.datagrams is not None:
+                sockets.append(self.datagrams.share(worker))
+            monitor.addWorker(name, [*args, "--name", name], childFDs[worker], AllSockets(sockets))
         monitor.setServiceParent(self)
         self.monitor = monitor
 
@@ -515,10 +580,20 @@ class WorkersService(MultiService):
         _checkWorkersCanRun()
         super().startService()
 
-    def whenListening(self) -> Deferred[list[IListeningPort]]:
-        return self.listening.whenListening()
+    def whenListening(self) -> Deferred[list[Any]]:
+        """
+        Fires with the stream ports, then the UDP groups (each has the
+        C{getHost} of a port), once all listen.
+        """
+        d: Deferred[list[Any]] = self.listening.whenListening()
+        datagrams = self.datagrams
+        if datagrams is not None:
+            d.addCallback(lambda ports: [*ports, *datagrams.groups])
+        return d
 
     def tcpTotals(self) -> TCPTotals | None:
+        if not self.listening.listeners:
+            return None  # UDP listeners only: no TCP families in the metrics
         return self.monitor.totals() if self.monitor is not None else TCPTotals()
 
     def workerRunning(self) -> bool:

@@ -17,14 +17,17 @@ __all__ = [
     "STATS",
     "STATS_INTERVAL",
     "STOP",
+    "UDP_STATS",
     "configFromLine",
     "configLine",
 ]
 
 
-# Lines a worker writes on its standard output: a log event, or its totals.
+# Lines a worker writes on its standard output: a log event, or its totals
+# (TCP; UDP where it serves UDP listeners).
 EVENT = "event "
 STATS = "stats "
+UDP_STATS = "udpstats "
 STATS_INTERVAL = 1.0
 # The lines the main process writes on a worker's standard input: its
 # configuration; stop (drain, then exit); abort (cut the connections now).
@@ -35,13 +38,13 @@ ABORT = b"abort"
 
 def configLine(config: Config) -> bytes:
     """
-    What a worker serves of C{config} (C{[server]} and C{[log]}: the other
-    tables are the main process's own), as one line of data for its
+    What a worker serves of C{config} (C{[server]}, C{[udp]} and C{[log]}:
+    the other tables are the main process's own), as one line of data for its
     standard input: the values as the file would write them
     (L{echod.config.dumps}), never Python objects, so that a worker started
     by another echod version reads values, not that version's classes.
     """
-    served = dataclasses.replace(Config(), server=config.server, log=config.log)
+    served = dataclasses.replace(Config(), server=config.server, udp=config.udp, log=config.log)
     served = dataclasses.replace(served, source=config.source)
     return CONFIG + dumps(served).encode("ascii") + b"\n"
 
