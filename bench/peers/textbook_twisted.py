@@ -8,7 +8,12 @@ first, or a paused transport never closes).
 
 Nothing is tuned: the stock reactor, the stock transport, one write per read.
 
-usage: python textbook_twisted.py --port PORT [--interface 127.0.0.1]
+C{--udp} serves UDP instead, with the documentation's UDP C{Echo} (a
+C{DatagramProtocol} that writes each datagram back to its sender), made correct
+too: the port reads datagrams of up to 65535 bytes (Twisted's default of 8192
+truncates larger ones silently, FACTS.md, "UDP echo").
+
+usage: python textbook_twisted.py --port PORT [--interface 127.0.0.1] [--udp]
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import resource
 from typing import Any
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
-from twisted.internet.protocol import Protocol, ServerFactory
+from twisted.internet.protocol import DatagramProtocol, Protocol, ServerFactory
 from zope.interface import implementer
 
 
@@ -40,6 +45,13 @@ class Echo(Protocol):
         pass
 
 
+class EchoDatagram(DatagramProtocol):
+    transport: Any
+
+    def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+        self.transport.write(datagram, addr)
+
+
 def raiseFileLimit() -> None:
     """
     Ten thousand clients need ten thousand descriptors.
@@ -54,12 +66,24 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--interface", default="127.0.0.1")
     parser.add_argument("--backlog", type=int, default=4096)
+    parser.add_argument("--udp", action="store_true", help="serve UDP instead of TCP")
     args = parser.parse_args()
     raiseFileLimit()
 
     from twisted.internet import reactor as globalReactor
 
     reactor: Any = globalReactor
+    if args.udp:
+        udp = reactor.listenUDP(
+            args.port, EchoDatagram(), interface=args.interface, maxPacketSize=65535
+        )
+        address = udp.getHost()
+        print(
+            f"listening on udp {address.host}:{address.port} ({type(reactor).__name__})",
+            flush=True,
+        )
+        reactor.run()
+        return
     factory = ServerFactory.forProtocol(Echo)
     factory.noisy = False
     port = reactor.listenTCP(args.port, factory, backlog=args.backlog, interface=args.interface)
