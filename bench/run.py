@@ -2,22 +2,27 @@
 echod's benchmark: every scenario against echod and its peers, in one run.
 
     python -m bench.run             # the full run: 7 alternating rounds of 3 s
-    python -m bench.run --quick     # smoke run (CI): 1 round of 0.5 s, < 60 s
+    python -m bench.run --quick     # smoke run (CI): 1 round of 0.5 s, about a minute
+    python -m bench.run --scenarios udp    # the UDP scenarios only
 
-The harness compiles the native load generator (bench/loadgen.c) and the native
-reference server (bench/peers/epoll_echo.c) into bench/build/.  Each round starts
-a fresh process of every server, each on a port of its own, and checks that it
-echoes correctly (a random message; a half-closed stream); then runs every
-scenario on every server in turn (the server pinned to one core, the load
-generator to another), and stops them all.  The order of the servers is
-reversed every other round, so drift on a shared machine hits all alike; a
-measurement disturbed by other processes is rerun.  Medians over the rounds are
-printed as a Markdown table, with ratios to uvloop, and written as JSON
-(default bench/results/latest.json).
+The harness compiles the native load generators (bench/loadgen.c for TCP,
+bench/udpgen.c for UDP) and the native reference servers
+(bench/peers/epoll_echo.c, bench/peers/mmsg_echo.c) into bench/build/.  Each
+round starts a fresh process of every server, each on a port of its own, and
+checks that it echoes correctly (a random message; a half-closed stream); then
+runs every scenario on every server in turn (the server pinned to one core, the
+load generator to another), and stops them all.  Then the same for UDP (see
+bench/udp.py): fresh UDP servers, their check (a random, an empty and a
+65,507-byte datagram), the UDP scenarios; C{--scenarios udp} runs UDP only.
+The order of the servers is reversed every other round, so drift on a shared
+machine hits all alike; a measurement disturbed by other processes is rerun.
+Medians over the rounds are printed as a Markdown table, with ratios to uvloop,
+and written as JSON (default bench/results/latest.json).
 
-Any byte echoed wrongly aborts the run (exit status 2); a server that fails its
-correctness check is not measured (exit status 1 at the end).  Nothing here
-asserts a timing.
+Any byte echoed wrongly (or a datagram echoed from another address) aborts the
+run (exit status 2); a server that fails its correctness check is not measured
+(exit status 1 at the end); lost datagrams are counted, not failures.  Nothing
+here asserts a timing.
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from bench import udp
 
 BENCH = Path(__file__).resolve().parent
 BUILD = BENCH / "build"
@@ -81,10 +88,17 @@ class Metric:
     label: str
     higherIsBetter: bool
     digits: int = 1
+    ratio: bool = True  # whether a ratio to the baseline means anything
 
 
 @dataclass(frozen=True)
 class Scenario:
+    """
+    One load.  For UDP (C{transport} "udp"): C{conns} sockets, each keeping
+    C{window} datagrams of C{size} bytes in flight, from C{sources} loopback
+    addresses; for TCP streaming, C{window} is bytes in flight.
+    """
+
     name: str
     title: str
     mode: str
@@ -92,6 +106,8 @@ class Scenario:
     size: int
     metrics: tuple[Metric, ...]
     window: int = 256 * 1024
+    transport: str = "tcp"
+    sources: int = 0
 
     @property
     def primary(self) -> Metric:
@@ -99,6 +115,12 @@ class Scenario:
 
 
 MSGS = Metric("msgs_per_s", "messages/s", True, 0)
+UDP_METRICS = (
+    Metric("dgrams_per_s", "datagrams/s", True, 0),
+    Metric("server_cpu_us_per_dgram", "server CPU per datagram, us", False, 2),
+    Metric("lost", f"datagrams lost (no echo in {udp.LOSS_TIMEOUT * 1000:g} ms)", False, 0, False),
+)
+TRANSPORTS = ("tcp", "udp")
 
 
 def scenarios(connections: int, lanes: int) -> list[Scenario]:
@@ -157,6 +179,20 @@ def scenarios(connections: int, lanes: int) -> list[Scenario]:
             64,
             (Metric("conn_per_s", "connections/s", True, 0),),
         ),
+        *(
+            Scenario(
+                load.name,
+                load.title,
+                "udp",
+                load.sockets,
+                load.size,
+                UDP_METRICS,
+                window=load.window,
+                transport="udp",
+                sources=load.sources,
+            )
+            for load in udp.LOADS
+        ),
     ]
 
 
@@ -166,8 +202,9 @@ def scenarios(connections: int, lanes: int) -> list[Scenario]:
 @dataclass
 class ServerSpec:
     """
-    How to start one server.  C{argv} receives the port and a private work
-    directory; C{pin} says whether it may be held to one core.
+    How to start one server.  C{argv} (TCP) and C{udpArgv} (UDP; None: the
+    server has no UDP flavour) receive the port and a private work directory;
+    C{pin} says whether it may be held to one core.
     """
 
     name: str
@@ -176,6 +213,18 @@ class ServerSpec:
     pin: bool = True
     skipReason: str | None = None
     configExtra: dict[str, dict[str, Any]] = field(default_factory=dict)
+    udpArgv: Callable[[int, Path], list[str]] | None = None
+    udpSkipReason: str | None = None
+
+    def skip(self, transport: str) -> str | None:
+        """
+        Why this server is not run over C{transport}, or None.
+        """
+        if self.skipReason is not None or transport == "tcp":
+            return self.skipReason
+        if self.udpArgv is None:
+            return "serves no UDP"
+        return self.udpSkipReason
 
 
 def twistdCommand() -> list[str]:
@@ -283,11 +332,20 @@ def echodSpec(name: str, title: str, extra: dict[str, dict[str, Any]]) -> Server
         path.write_text(echodConfig(port, extra))
         return [*twistdCommand(), "-n", "--pidfile=", "echod", "--config", str(path)]
 
+    def udpArgv(port: int, directory: Path) -> list[str]:
+        path = directory / "echod-udp.toml"
+        path.write_text(echodConfig(port, udp.echodTables(port, extra)))
+        return [*twistdCommand(), "-n", "--pidfile=", "echod", "--config", str(path)]
+
     workers = extra.get("server", {}).get("workers", 1)
-    spec = ServerSpec(name, title, argv, pin=workers in (0, 1), configExtra=extra)
+    spec = ServerSpec(name, title, argv, pin=workers in (0, 1), configExtra=extra, udpArgv=udpArgv)
     spec.skipReason = echodRejects(extra)
     if spec.skipReason is not None:
         spec.skipReason = f"echod rejects the config: {spec.skipReason}"
+    else:
+        spec.udpSkipReason = echodRejects(udp.echodTables(7, extra))
+        if spec.udpSkipReason is not None:
+            spec.udpSkipReason = f"echod rejects the UDP config: {spec.udpSkipReason}"
     return spec
 
 
@@ -307,11 +365,19 @@ def peerSpecs() -> list[ServerSpec]:
     def native(port: int, directory: Path) -> list[str]:
         return [str(BUILD / "epoll_echo"), str(port), HOST]
 
+    def udpFlavour(
+        tcp: Callable[[int, Path], list[str]],
+    ) -> Callable[[int, Path], list[str]]:
+        return lambda port, directory: [*tcp(port, directory), "--udp"]
+
+    def mmsg(port: int, directory: Path) -> list[str]:
+        return [str(BUILD / "mmsg_echo"), str(port), HOST]
+
     specs = [
-        ServerSpec("textbook", "textbook Twisted", textbook),
-        ServerSpec("asyncio", "asyncio (stdlib)", asyncio),
-        ServerSpec("uvloop", "asyncio on uvloop", uvloop),
-        ServerSpec("native", "C epoll (reference)", native),
+        ServerSpec("textbook", "textbook Twisted", textbook, udpArgv=udpFlavour(textbook)),
+        ServerSpec("asyncio", "asyncio (stdlib)", asyncio, udpArgv=udpFlavour(asyncio)),
+        ServerSpec("uvloop", "asyncio on uvloop", uvloop, udpArgv=udpFlavour(uvloop)),
+        ServerSpec("native", "C epoll; UDP: C recvmmsg/sendmmsg (reference)", native, udpArgv=mmsg),
     ]
     if importlib.util.find_spec("uvloop") is None:
         specs[2].skipReason = f"uvloop is not installed for {python}"
@@ -429,16 +495,23 @@ def freePort() -> int:
 
 class Server:
     """
-    One running server process, in a session of its own.
+    One running server process, in a session of its own, serving TCP or UDP.
     """
 
-    def __init__(self, spec: ServerSpec, directory: Path, cpus: set[int] | None) -> None:
+    def __init__(
+        self, spec: ServerSpec, directory: Path, cpus: set[int] | None, transport: str = "tcp"
+    ) -> None:
         self.spec = spec
         self.directory = directory
-        self.port = freePort()
+        self.transport = transport
+        self.port = udp.freePort() if transport == "udp" else freePort()
         self.logPath = directory / f"{spec.name}.log"
         self.stopped = False
-        argv = spec.argv(self.port, directory)
+        if transport == "udp":
+            assert spec.udpArgv is not None
+            argv = spec.udpArgv(self.port, directory)
+        else:
+            argv = spec.argv(self.port, directory)
         with open(self.logPath, "wb") as log:
             self.process = subprocess.Popen(
                 argv,
@@ -464,6 +537,17 @@ class Server:
         return self.process.poll() is None
 
     def waitListening(self, timeout: float) -> None:
+        if self.transport == "udp":
+            try:
+                udp.waitServing(self.port, self.alive, timeout)
+            except udp.CheckFailed as e:
+                if self.alive():
+                    raise ServerFailed(str(e)) from None
+                raise ServerFailed(
+                    f"exited with status {self.process.returncode} before serving UDP:\n"
+                    f"{self.output()}"
+                ) from None
+            return
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if not self.alive():
@@ -563,6 +647,19 @@ def checkServer(port: int) -> Result:
     return {"message_bytes": len(message), "half_close_bytes": len(stream), "ok": True}
 
 
+def checkUdpServer(port: int) -> Result:
+    """
+    The UDP servers' check: a random, an empty and a 65,507-byte datagram
+    come back whole, from the server's address (bench.udp.checkEcho).
+    """
+    try:
+        return udp.checkEcho(port)
+    except udp.WrongEcho as e:
+        raise MismatchError(str(e)) from None
+    except udp.CheckFailed as e:
+        raise ServerFailed(str(e)) from None
+
+
 # --- the load generator ---------------------------------------------------------------
 
 
@@ -575,6 +672,7 @@ def build(cc: str) -> None:
     for source, target, extra in (
         (BENCH / "loadgen.c", BUILD / "loadgen", ["-pthread"]),
         (BENCH / "peers" / "epoll_echo.c", BUILD / "epoll_echo", []),
+        *udp.NATIVE,
     ):
         # Built beside, then renamed: another run may be executing the old one.
         partial = target.with_name(f"{target.name}.{os.getpid()}")
@@ -601,6 +699,16 @@ class Settings:
 
 
 def loadgenArgv(scenario: Scenario, port: int, settings: Settings) -> list[str]:
+    if scenario.transport == "udp":
+        load = udp.Load(
+            scenario.name,
+            scenario.title,
+            scenario.conns,
+            scenario.window,
+            scenario.size,
+            scenario.sources,
+        )
+        return udp.loadgenArgv(load, port, settings.seconds, settings.warmup)
     options = {
         "mode": scenario.mode,
         "port": port,
@@ -681,6 +789,11 @@ def runScenario(scenario: Scenario, server: Server, settings: Settings) -> Resul
         active = settings.warmup + settings.seconds
         perMessage = result["server_cpu_s"] / (result["msgs_per_s"] * active)
         result["server_cpu_us_per_msg"] = round(perMessage * 1e6, 2)
+    if scenario.transport == "udp" and result.get("received"):
+        # Datagrams: the server's CPU over the whole load generator run, per
+        # datagram echoed in that run (warm-up and drain included).
+        perDatagram = result["server_cpu_s"] / result["received"]
+        result["server_cpu_us_per_dgram"] = round(perDatagram * 1e6, 3)
     if not server.alive():
         raise ServerFailed(f"{what}: the server exited:\n{server.output()}")
     return result
@@ -761,8 +874,20 @@ class Run:
     checks: dict[str, Result] = field(default_factory=dict)
     aborted: str | None = None
 
-    def active(self) -> list[ServerSpec]:
-        return [s for s in self.specs if s.skipReason is None and s.name not in self.failures]
+    @staticmethod
+    def key(name: str, transport: str) -> str:
+        """
+        A server's key in C{failures} and C{checks}: its UDP process fails
+        on its own, leaving its TCP figures alone (and the other way round).
+        """
+        return name if transport == "tcp" else f"{name} ({transport})"
+
+    def active(self, transport: str = "tcp") -> list[ServerSpec]:
+        return [
+            s
+            for s in self.specs
+            if s.skip(transport) is None and self.key(s.name, transport) not in self.failures
+        ]
 
     def record(self, scenario: Scenario, server: str, result: Result) -> None:
         self.results.setdefault(scenario.name, {}).setdefault(server, []).append(result)
@@ -793,37 +918,49 @@ def measureQuietly(scenario: Scenario, server: Server, settings: Settings) -> Re
 
 
 def startServers(
-    run: Run, specs: list[ServerSpec], directory: Path, number: int, servers: list[Server]
+    run: Run,
+    specs: list[ServerSpec],
+    directory: Path,
+    number: int,
+    servers: list[Server],
+    transport: str = "tcp",
 ) -> None:
     """
     Start a fresh process of each server, add it to C{servers} (which the
     caller stops, whatever happens) and check that it echoes correctly; one
     that fails is stopped, recorded and not measured further.
     """
+    check = checkUdpServer if transport == "udp" else checkServer
     for spec in specs:
         cpus = run.settings.serverCpus if spec.pin else None
-        home = directory / f"{spec.name}-round{number}"
+        suffix = "" if transport == "tcp" else f"-{transport}"
+        home = directory / f"{spec.name}-round{number}{suffix}"
         home.mkdir()
-        server = Server(spec, home, cpus)
+        server = Server(spec, home, cpus, transport)
         servers.append(server)
+        key = run.key(spec.name, transport)
         try:
             server.waitListening(timeout=30)
-            run.checks.setdefault(spec.name, checkServer(server.port))
+            run.checks.setdefault(key, check(server.port))
         except ServerFailed as e:
             server.stop()
-            run.failures[spec.name] = f"round {number}: {e}"
-            print(f"  {spec.name:>10} FAILED its start or echo check: {e}", flush=True)
+            run.failures[key] = f"round {number}: {e}"
+            print(f"  {key:>10} FAILED its start or echo check: {e}", flush=True)
 
 
-def runRound(run: Run, servers: list[Server], number: int) -> None:
+def runRound(
+    run: Run, servers: list[Server], number: int, chosen: list[Scenario] | None = None
+) -> None:
     """
-    Every scenario, each on every server in turn: results compared with each
-    other are measured seconds apart, not minutes.
+    Every scenario (of C{chosen}, by default all), each on every server in
+    turn: results compared with each other are measured seconds apart, not
+    minutes.
     """
-    for scenario in run.scenarios:
+    for scenario in run.scenarios if chosen is None else chosen:
         for server in servers:
             name = server.spec.name
-            if name in run.failures:
+            key = run.key(name, server.transport)
+            if key in run.failures:
                 continue
             try:
                 result = measureQuietly(scenario, server, run.settings)
@@ -831,11 +968,11 @@ def runRound(run: Run, servers: list[Server], number: int) -> None:
                 print(f"  {name:>10} {scenario.name:<16} FAILED: {e}", flush=True)
                 run.record(scenario, name, {"ok": False, "error": str(e), "round": number})
                 if not server.alive():
-                    run.failures[name] = f"round {number}: {e}"
+                    run.failures[key] = f"round {number}: {e}"
                 continue
             except MismatchError as e:
-                run.failures[name] = f"round {number}: {e}"
-                raise MismatchError(f"{name}: {e}") from None
+                run.failures[key] = f"round {number}: {e}"
+                raise MismatchError(f"{key}: {e}") from None
             result["round"] = number
             run.record(scenario, name, result)
             print(f"  {name:>10} {scenario.name:<16} {summary(scenario, result)}", flush=True)
@@ -854,19 +991,25 @@ def summary(scenario: Scenario, result: Result) -> str:
 
 def execute(run: Run, directory: Path) -> None:
     """
-    Round after round: fresh server processes, all scenarios, servers stopped.
-    The order of the servers is reversed every other round.
+    Round after round: fresh server processes, all TCP scenarios, servers
+    stopped; then the same for UDP.  The order of the servers is reversed
+    every other round.
     """
     for number in range(1, run.settings.rounds + 1):
         print(f"round {number}/{run.settings.rounds}", flush=True)
-        order = run.active() if number % 2 else list(reversed(run.active()))
-        servers: list[Server] = []
-        try:
-            startServers(run, order, directory, number, servers)
-            runRound(run, servers, number)
-        finally:
-            for server in servers:
-                server.stop()
+        for transport in TRANSPORTS:
+            chosen = [s for s in run.scenarios if s.transport == transport]
+            if not chosen:
+                continue
+            active = run.active(transport)
+            order = active if number % 2 else list(reversed(active))
+            servers: list[Server] = []
+            try:
+                startServers(run, order, directory, number, servers, transport)
+                runRound(run, servers, number, chosen)
+            finally:
+                for server in servers:
+                    server.stop()
 
 
 def medians(good: list[Result]) -> Result:
@@ -877,6 +1020,7 @@ def medians(good: list[Result]) -> Result:
         if isinstance(v, int | float) and not isinstance(v, bool)
     }
     keys -= {"round", "conns", "size", "threads", "window", "pending", "mismatches", "attempts"}
+    keys -= {"sockets", "sources", "loss_timeout_s"}
     out: Result = {}
     for key in sorted(keys):
         values = [float(r[key]) for r in good if isinstance(r.get(key), int | float)]
@@ -901,7 +1045,7 @@ def ratios(run: Run, scenario: Scenario, server: str) -> Result:
     mine = {r["round"]: r for r in rounds.get(server, []) if r.get("ok")}
     base = {r["round"]: r for r in rounds.get(run.baseline, []) if r.get("ok")}
     out: Result = {}
-    for metric in scenario.metrics:
+    for metric in (m for m in scenario.metrics if m.ratio):
         values = [
             mine[k][metric.key] / base[k][metric.key]
             for k in mine.keys() & base.keys()
@@ -928,7 +1072,7 @@ def quietFigures(run: Run, scenario: Scenario, server: str) -> Result:
     ratio = {
         m.key: round(mine[m.key] / base[m.key], 3)
         for m in scenario.metrics
-        if m.key in mine and base.get(m.key)
+        if m.ratio and m.key in mine and base.get(m.key)
     }
     return {"rounds": count, "median": mine, "ratio_to_baseline": ratio}
 
@@ -948,8 +1092,9 @@ def report(run: Run) -> Result:
         servers: Result = {}
         for spec in run.specs:
             rounds = run.results.get(scenario.name, {}).get(spec.name, [])
-            if spec.skipReason is not None:
-                servers[spec.name] = {"status": "skipped", "reason": spec.skipReason}
+            skipped = spec.skip(scenario.transport)
+            if skipped is not None:
+                servers[spec.name] = {"status": "skipped", "reason": skipped}
                 continue
             ok = [r for r in rounds if r.get("ok")]
             entry: Result = {
@@ -967,8 +1112,11 @@ def report(run: Run) -> Result:
         out[scenario.name] = {
             "title": scenario.title,
             "mode": scenario.mode,
+            "transport": scenario.transport,
             "conns": scenario.conns,
             "size": scenario.size,
+            "window": scenario.window,
+            "sources": scenario.sources,
             "metrics": [
                 {"key": m.key, "label": m.label, "higher_is_better": m.higherIsBetter}
                 for m in scenario.metrics
@@ -1114,7 +1262,9 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
         "--loadgen-threads", type=int, default=1, help="load generator threads (default 1)"
     )
     parser.add_argument(
-        "--scenarios", help="comma-separated scenario names (default: all); see --list"
+        "--scenarios",
+        help="comma-separated scenario names, or tcp or udp for all of one transport "
+        "(default: all); see --list",
     )
     parser.add_argument(
         "--servers", help=f"comma-separated servers (default: all of {', '.join(SERVER_NAMES)})"
@@ -1245,6 +1395,16 @@ def printReport(run: Run, document: Result) -> None:
             print(f"  {line}")
 
 
+def udpStatus(run: Run, spec: ServerSpec) -> Result:
+    """
+    The UDP flavour of a server, for the JSON file: ok, skipped or failed.
+    """
+    key = run.key(spec.name, "udp")
+    why = spec.skip("udp")
+    status = "skipped" if why else "failed" if key in run.failures else "ok"
+    return {"status": status, "reason": why or run.failures.get(key), "check": run.checks.get(key)}
+
+
 def runFromDocument(document: Result) -> Run:
     """
     A finished run, rebuilt from its JSON file (for --report).
@@ -1258,9 +1418,12 @@ def runFromDocument(document: Result) -> Run:
 
     specs = []
     for name, data in document["servers"].items():
-        spec = ServerSpec(name, data["title"], notStarted)
+        spec = ServerSpec(name, data["title"], notStarted, udpArgv=notStarted)
         if data["status"] == "skipped":
             spec.skipReason = data["reason"]
+        udpData = data.get("udp") or {}
+        if udpData.get("status") == "skipped":
+            spec.udpSkipReason = udpData["reason"]
         specs.append(spec)
     settings = Settings(
         seconds=saved["seconds"],
@@ -1282,6 +1445,8 @@ def runFromDocument(document: Result) -> Run:
     for name, data in document["servers"].items():
         if data["status"] == "failed":
             run.failures[name] = data["reason"]
+        if (data.get("udp") or {}).get("status") == "failed":
+            run.failures[Run.key(name, "udp")] = data["udp"]["reason"]
     return run
 
 
@@ -1294,18 +1459,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     allScenarios = scenarios(args.connections, args.lanes)
     if args.list:
         for scenario in allScenarios:
-            print(f"{scenario.name:<16} {scenario.title}")
+            print(f"{scenario.name:<16} {scenario.transport}: {scenario.title}")
         for name in SERVER_NAMES:
             print(f"server: {name}")
         return 0
     chosen = allScenarios
     if args.scenarios:
         wanted = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-        unknown = set(wanted) - {s.name for s in allScenarios}
+        unknown = set(wanted) - {s.name for s in allScenarios} - set(TRANSPORTS)
         if unknown:
             print(f"unknown scenario {', '.join(sorted(unknown))}; see --list", file=sys.stderr)
             return 64
-        chosen = [s for s in allScenarios if s.name in wanted]
+        chosen = [s for s in allScenarios if s.name in wanted or s.transport in wanted]
 
     # SIGTERM ends the run like Ctrl-C: the finally blocks stop every server.
     def interrupted(signum: int, frame: object) -> None:
@@ -1340,9 +1505,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     run = Run(specs, chosen, settings, baseline)
     info = machineInfo(args.cc)
+    transports = {s.transport for s in chosen}
     for spec in specs:
-        if spec.skipReason:
-            print(f"skipping {spec.name}: {spec.skipReason}", flush=True)
+        for transport in TRANSPORTS:
+            why = spec.skip(transport)
+            if transport in transports and why and (transport == "tcp" or not spec.skipReason):
+                print(f"skipping {run.key(spec.name, transport)}: {why}", flush=True)
     status = 0
     try:
         build(args.cc)
@@ -1394,6 +1562,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "check": run.checks.get(spec.name),
                 "pinned": spec.pin and serverCpus is not None,
                 "config_extra": spec.configExtra or None,
+                "udp": udpStatus(run, spec) if "udp" in transports else None,
             }
             for spec in specs
         },

@@ -1,8 +1,8 @@
 """
 The benchmark harness (bench/) works end to end: its smoke run measures every
-scenario against every server with every echoed byte verified, and its load
-generator catches a server that echoes wrongly.  No timing is ever asserted:
-the numbers depend on the machine.
+scenario, TCP and UDP, against every server with every echoed byte verified,
+and its load generators catch a server that echoes wrongly.  No timing is ever
+asserted: the numbers depend on the machine.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import run
+from bench import run, udp
 from bench import workers as scaling
 from tests.environment import need, requireTool
 
@@ -37,6 +37,7 @@ SCENARIOS = {
     "stream-4",
     "conn-rate",
 }
+UDP_SCENARIOS = {"udp-64", "udp-1400", "udp-sources"}
 
 
 def bench(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -56,7 +57,8 @@ def bench(module: str, *args: str, timeout: float = 60) -> subprocess.CompletedP
 def test_quickRunMeasuresEveryScenarioOnEveryServer(tmp_path: Path) -> None:
     """
     C{python -m bench.run --quick} completes and writes JSON holding a result for
-    every scenario on every server, with no byte mismatch.
+    every scenario on every server, with no byte mismatch: the UDP scenarios
+    too, on every server's UDP flavour, each of which passed the UDP check.
     """
     requireTool("gcc")
     need(importlib.util.find_spec("uvloop") is not None, "uvloop is not installed")
@@ -67,7 +69,12 @@ def test_quickRunMeasuresEveryScenarioOnEveryServer(tmp_path: Path) -> None:
     assert document["mismatches"] == 0
     assert document["aborted"] is None
     assert {name for name, s in document["servers"].items() if s["status"] == "ok"} == SERVERS
-    assert set(document["scenarios"]) == SCENARIOS
+    assert {name for name, s in document["servers"].items() if s["udp"]["status"] == "ok"} == (
+        SERVERS
+    )
+    for server in SERVERS:
+        assert document["servers"][server]["udp"]["check"]["largest_bytes"] == 65507
+    assert set(document["scenarios"]) == SCENARIOS | UDP_SCENARIOS
     for name, scenario in document["scenarios"].items():
         keys = [metric["key"] for metric in scenario["metrics"]]
         for server in SERVERS:
@@ -123,7 +130,7 @@ def test_listNamesEveryScenario() -> None:
     done = bench(RUN, "--list")
     assert done.returncode == 0, done.stderr
     names = {line.split()[0] for line in done.stdout.splitlines() if line.strip()}
-    assert names >= SCENARIOS
+    assert names >= SCENARIOS | UDP_SCENARIOS
     assert {f"server: {s}" for s in SERVERS} <= set(done.stdout.splitlines())
 
 
@@ -231,3 +238,156 @@ def test_loadgenReportsAServerThatNeverClosesAfterHalfClose(loadgen: Path) -> No
         done = runLoadgen(loadgen, port, "--mode", "pingpong", "--drain", "1")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "2 connections half-closed and waiting for the server to close" in done.stdout
+
+
+# --- the UDP load generator and check catch broken servers ----------------------
+
+Address = tuple[str, int]
+
+
+@contextmanager
+def brokenUdpServer(handle: Callable[[socket.socket, bytes, Address, int], None]) -> Iterator[int]:
+    """
+    A UDP server on loopback, in a thread, that answers datagram number N
+    (from 0) as C{handle(sock, data, sender, N)} does.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        count = 0
+        while not stop.is_set():
+            try:
+                data, sender = sock.recvfrom(70000)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with suppress(OSError):
+                handle(sock, data, sender, count)
+            count += 1
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(5)
+        sock.close()
+
+
+def runUdpgen(udpgen: Path, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [str(udpgen), "--port", str(port), "--sockets", "2", "--window", "2"]
+    return subprocess.run(
+        [*argv, "--seconds", "0.3", "--warmup", "0", "--timeout", "20", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def udpgen() -> Path:
+    requireTool("gcc")
+    run.build("gcc")
+    return run.BUILD / "udpgen"
+
+
+def test_udpgenReportsTheFirstWrongByte(udpgen: Path) -> None:
+    """
+    A server that changes one byte of the 100th datagram makes the UDP load
+    generator exit with status 2, naming the socket, sequence, byte and values.
+    """
+
+    def corrupting(sock: socket.socket, data: bytes, sender: Address, n: int) -> None:
+        if n == 100:
+            data = data[:40] + bytes([data[40] ^ 1]) + data[41:]
+        sock.sendto(data, sender)
+
+    with brokenUdpServer(corrupting) as port:
+        done = runUdpgen(udpgen, port)
+    assert done.returncode == 2, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["ok"] is False and result["mismatches"] >= 1
+    assert ": byte 40: expected 0x" in result["error"]
+
+
+def test_udpgenReportsADatagramEchoedToTheWrongSocket(udpgen: Path) -> None:
+    """
+    A server that sends each datagram to the previous sender instead of its
+    own: the header names the socket it was meant for (status 2).
+    """
+    senders: list[Address] = []
+
+    def misdirecting(sock: socket.socket, data: bytes, sender: Address, n: int) -> None:
+        senders.append(sender)
+        sock.sendto(data, senders[-2] if len(senders) > 1 else sender)
+
+    with brokenUdpServer(misdirecting) as port:
+        done = runUdpgen(udpgen, port)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "a reply carrying the header of socket" in json.loads(done.stdout)["error"]
+
+
+def test_udpgenCountsLossAndGoesOn(udpgen: Path) -> None:
+    """
+    A server that drops every tenth datagram: those are counted lost (after
+    the loss timeout, their slots send new ones), the run succeeds, and every
+    datagram sent is either echoed or lost.
+    """
+
+    def lossy(sock: socket.socket, data: bytes, sender: Address, n: int) -> None:
+        if n % 10 != 9:
+            sock.sendto(data, sender)
+
+    with brokenUdpServer(lossy) as port:
+        done = runUdpgen(udpgen, port, "--loss-timeout", "0.05")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["ok"] is True and result["mismatches"] == 0
+    assert result["lost"] >= 1 and result["received"] >= 1
+    assert result["sent"] == result["received"] + result["lost"]
+    assert result["in_flight_at_end"] == 0
+
+
+def test_udpgenBindsManySourceAddresses(udpgen: Path) -> None:
+    """
+    --sources K: the server sees datagrams from K distinct loopback addresses.
+    """
+    seen: set[str] = set()
+
+    def echo(sock: socket.socket, data: bytes, sender: Address, n: int) -> None:
+        seen.add(sender[0])
+        sock.sendto(data, sender)
+
+    with brokenUdpServer(echo) as port:
+        done = runUdpgen(udpgen, port, "--sockets", "5", "--window", "1", "--sources", "5")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert seen == {f"127.0.1.{k}" for k in range(1, 6)}
+
+
+def test_udpCheckCatchesTruncationAndASilentEmptyDatagram() -> None:
+    """
+    The check every UDP server passes: a server that truncates datagrams to
+    8 KiB (Twisted's default maxPacketSize) echoes wrongly; one that sends
+    nothing back for an empty datagram (asyncio's sendto) fails the check.
+    """
+
+    def truncating(sock: socket.socket, data: bytes, sender: Address, n: int) -> None:
+        sock.sendto(data[:8192], sender)
+
+    wrong = "largest datagram: expected 65507 bytes, got 8192"
+    with brokenUdpServer(truncating) as port, pytest.raises(udp.WrongEcho, match=wrong):
+        udp.checkEcho(port)
+
+    def notEmpty(sock: socket.socket, data: bytes, sender: Address, n: int) -> None:
+        if data:
+            sock.sendto(data, sender)
+
+    silent = "no echo of the empty datagram"
+    with brokenUdpServer(notEmpty) as port, pytest.raises(udp.CheckFailed, match=silent):
+        udp.checkEcho(port, tries=1, timeout=0.3)
