@@ -5,6 +5,7 @@ CPU budget, against echod in one process held to that budget, in one run.
     sudo python -m bench.workers                      # workers 1,2,3; 0.3 CPU each
     sudo python -m bench.workers --workers 1,2 --budget 0.45
     sudo python -m bench.workers --quick              # smoke run (CI)
+    sudo python -m bench.workers --udp --workers 1,2  # UDP: datagrams/s (see below)
 
 Why budgets: on a 2-core machine the load generator needs about a core, so a
 second echod process has no core of its own to show what it adds.  Here every
@@ -24,6 +25,17 @@ alternating order, round after round, each on a fresh echod checked for
 correct echo first; medians over the rounds.  Results: a Markdown table on
 stdout, JSON in bench/results/workers-*.json.  Needs root (cgroups) and a C
 compiler.  Nothing here asserts a speed: this is a measurement, not a test.
+
+With --udp: the UDP load generator's udp-64 load (bench/udp.py: 16 sockets x 8
+datagrams of 64 bytes in flight, every datagram verified), each socket from a
+loopback source address of its own (--sources 16: echod's workers share UDP
+by source address, so datagrams from one address all go to one worker), on
+echod's UDP listener, guards on above the offered rate.  The budgets go to the
+processes that serve the UDP port (whose epoll reads a socket bound to it),
+whichever they are: if echod serves UDP in its main process only, whatever
+the workers setting, the table says so ("processes serving UDP": main) and
+each row measures that one process; the CPU of each serving process shows how
+the datagrams were shared.
 """
 
 from __future__ import annotations
@@ -50,6 +62,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from bench import run as harness
+from bench import udp
 
 RESULTS = harness.BENCH / "results"
 HOST = harness.HOST
@@ -170,19 +183,21 @@ class Echod:
     a CPU budget of its own.
     """
 
-    def __init__(self, workers: int, budget: float, directory: Path, tag: str) -> None:
+    def __init__(
+        self, workers: int, budget: float, directory: Path, tag: str, datagrams: bool = False
+    ) -> None:
         self.workers = workers
         self.port, self.metricsPort = harness.freePort(), harness.freePort()
+        # With datagrams, the budgets go to the processes serving this UDP port.
+        self.udpPort = udp.freePort() if datagrams else None
+        tables: dict[str, dict[str, Any]] = {
+            "server": {"workers": workers},
+            "metrics": {"listen": f"tcp:{self.metricsPort}:interface={HOST}"},
+        }
+        if self.udpPort is not None:
+            tables["udp"] = udp.udpTable(self.udpPort)
         config = directory / f"echod-{workers}.toml"
-        config.write_text(
-            harness.echodConfig(
-                self.port,
-                {
-                    "server": {"workers": workers},
-                    "metrics": {"listen": f"tcp:{self.metricsPort}:interface={HOST}"},
-                },
-            )
-        )
+        config.write_text(harness.echodConfig(self.port, tables))
         self.logPath = directory / f"echod-{workers}.log"
         with open(self.logPath, "wb") as log:
             self.process = subprocess.Popen(
@@ -207,17 +222,28 @@ class Echod:
 
     def _waitServing(self) -> list[int]:
         deadline = time.monotonic() + 30
+        # UDP: the processes serving the port, once the same for a second
+        # (workers start reading their sockets one after the other).
+        seen: list[int] = []
+        since = time.monotonic()
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ScalingError(f"echod exited {self.process.returncode}: {self.output()}")
             with suppress(OSError, ValueError):
                 values = metrics(self.metricsPort)
                 if self.workers == 1:
-                    return [self.process.pid]
-                pids = workerPids(self.process.pid)
-                if len(perWorker(values, "echod_worker_connections_open")) == self.workers and (
-                    len(pids) == self.workers
-                ):
+                    pids = [self.process.pid]
+                else:
+                    pids = workerPids(self.process.pid)
+                    if len(perWorker(values, "echod_worker_connections_open")) != self.workers:
+                        pids = []
+                if len(pids) == self.workers and self.udpPort is not None:
+                    pids = self.servingUdp()
+                    if pids != seen:
+                        seen, since = pids, time.monotonic()
+                    elif time.monotonic() - since < 1.0:
+                        pids = []
+                if pids:
                     return pids
             time.sleep(0.1)
         raise ScalingError(f"echod with {self.workers} workers did not start: {self.output()}")
@@ -230,8 +256,22 @@ class Echod:
             return {"echod": total(metrics(self.metricsPort), "echod_connections_total")}
         return perWorker(metrics(self.metricsPort), "echod_worker_connections_total")
 
+    def servingUdp(self) -> list[int]:
+        assert self.udpPort is not None
+        return sorted(udp.servingProcesses(harness.processTree(self.process.pid), self.udpPort))
+
     def cpuSeconds(self) -> float:
         return sum(harness.cpuSeconds(pid) for pid in self.serving)
+
+    def servedBy(self) -> str:
+        """
+        Which processes serve (for the table): "main", or "N workers".
+        """
+        parts = ["main"] if self.process.pid in self.serving else []
+        workers = len([pid for pid in self.serving if pid != self.process.pid])
+        if workers:
+            parts.append(f"{workers} worker{'s' if workers > 1 else ''}")
+        return " + ".join(parts)
 
     def throttling(self) -> tuple[int, int]:
         periods = throttled = 0
@@ -260,12 +300,17 @@ class Echod:
 @dataclass
 class Measurement:
     workers: int
-    msgs_per_s: float
+    msgs_per_s: float  # with --udp: datagrams/s
     server_cpu: float  # CPUs used by the serving processes, on average
     msgs_per_cpu_s: float
     throttled: float  # share of budget periods in which the budget ran out
     loadgen_cpu: float
     connections: dict[str, float] = field(default_factory=dict)
+    # with --udp: who served, each serving process's CPU, datagrams lost
+    served_by: str = ""
+    udp_sockets: int = 0  # sockets bound to the UDP port (one per worker with SO_REUSEPORT)
+    cpu_per_process: list[float] = field(default_factory=list)
+    lost: int = 0
 
 
 @dataclass
@@ -278,6 +323,8 @@ class Options:
     conns: int
     size: int
     threads: int
+    udp: bool = False
+    sources: int = 16
 
 
 def measure(echod: Echod, options: Options) -> Measurement:
@@ -334,23 +381,97 @@ def measure(echod: Echod, options: Options) -> Measurement:
     )
 
 
+def measureDatagrams(echod: Echod, options: Options) -> Measurement:
+    """
+    The UDP load (bench.udp's udp-64: 16 sockets x 8 in flight, of --size
+    bytes, from --sources addresses) on echod's UDP port, after its UDP check.
+    """
+    assert echod.udpPort is not None
+    harness.checkUdpServer(echod.udpPort)
+    base = udp.LOADS[0]
+    load = udp.Load(base.name, base.title, base.sockets, base.window, options.size, options.sources)
+    argv = udp.loadgenArgv(load, echod.udpPort, options.seconds, options.warmup)
+    before = [harness.cpuSeconds(pid) for pid in echod.serving]
+    throttleBefore = echod.throttling()
+    started = time.monotonic()
+    loadgenBefore = os.times()
+    done = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=options.warmup + options.seconds + 90,
+        check=False,
+        preexec_fn=harness._dieWithParent,
+    )
+    elapsed = time.monotonic() - started
+    loadgenAfter = os.times()
+    perProcess = [
+        (harness.cpuSeconds(pid) - b) / elapsed
+        for pid, b in zip(echod.serving, before, strict=True)
+    ]
+    periods, throttled = (
+        after - before for after, before in zip(echod.throttling(), throttleBefore, strict=True)
+    )
+    result = harness.parseLoadgen(done.stdout, done.stderr, done.returncode, "udpgen")
+    if echod.servingUdp() != echod.serving:
+        raise ScalingError(
+            f"the processes serving UDP changed during the run: {echod.serving} in budgets, "
+            f"{echod.servingUdp()} after"
+        )
+    rate = float(result["dgrams_per_s"])
+    serverCpu = sum(perProcess)
+    loadgen = (
+        loadgenAfter.children_user
+        + loadgenAfter.children_system
+        - loadgenBefore.children_user
+        - loadgenBefore.children_system
+    )
+    return Measurement(
+        workers=echod.workers,
+        msgs_per_s=rate,
+        server_cpu=serverCpu,
+        # datagrams echoed in the whole run (warm-up included) per CPU-second
+        msgs_per_cpu_s=result["received"] / (serverCpu * elapsed) if serverCpu else 0.0,
+        throttled=throttled / periods if periods else 0.0,
+        loadgen_cpu=loadgen / elapsed,
+        served_by=echod.servedBy(),
+        udp_sockets=len(udp.socketInodes(echod.udpPort)),
+        cpu_per_process=perProcess,
+        lost=int(result["lost"]),
+    )
+
+
 def runAll(options: Options, directory: Path) -> dict[int, list[Measurement]]:
     results: dict[int, list[Measurement]] = {n: [] for n in options.workers}
     tag = str(os.getpid())
     for number in range(options.rounds):
         order = options.workers if number % 2 == 0 else list(reversed(options.workers))
         for workers in order:
-            echod = Echod(workers, options.budget, directory, tag)
+            echod = Echod(workers, options.budget, directory, tag, datagrams=options.udp)
             try:
-                measurement = measure(echod, options)
+                if options.udp:
+                    measurement = measureDatagrams(echod, options)
+                else:
+                    measurement = measure(echod, options)
             finally:
                 echod.stop()
             results[workers].append(measurement)
+            if options.udp:
+                spread = (
+                    f"served by {measurement.served_by} "
+                    f"({measurement.udp_sockets} UDP socket(s)), lost {measurement.lost}, "
+                    "CPU per serving process "
+                    + "/".join(f"{v:.2f}" for v in measurement.cpu_per_process)
+                )
+            else:
+                spread = "connections " + "/".join(
+                    f"{v:.0f}" for v in measurement.connections.values()
+                )
             print(
                 f"round {number + 1}/{options.rounds}: {workers} worker(s): "
-                f"{measurement.msgs_per_s:,.0f} msgs/s, server {measurement.server_cpu:.2f} CPU, "
-                f"throttled {measurement.throttled:.0%}, connections "
-                + "/".join(f"{v:.0f}" for v in measurement.connections.values()),
+                f"{measurement.msgs_per_s:,.0f} {'datagrams' if options.udp else 'msgs'}/s, "
+                f"server {measurement.server_cpu:.2f} CPU, "
+                f"throttled {measurement.throttled:.0%}, {spread}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -366,24 +487,64 @@ def report(options: Options, results: dict[int, list[Measurement]]) -> dict[str,
     base = median([m.msgs_per_s for m in results[options.workers[0]]])
     for workers, measurements in results.items():
         msgs = median([m.msgs_per_s for m in measurements])
-        rows.append(
-            {
-                "workers": workers,
-                "budget_cpus": options.budget * workers,
-                "msgs_per_s": msgs,
-                "vs_first": msgs / base if base else 0.0,
-                "server_cpus": median([m.server_cpu for m in measurements]),
-                "msgs_per_cpu_s": median([m.msgs_per_cpu_s for m in measurements]),
-                "throttled": median([m.throttled for m in measurements]),
-                "loadgen_cpus": median([m.loadgen_cpu for m in measurements]),
-                "connections_last_round": measurements[-1].connections,
-                "rounds": [asdict(m) for m in measurements],
-            }
-        )
+        row: dict[str, Any] = {
+            "workers": workers,
+            "budget_cpus": options.budget * workers,
+            "msgs_per_s": msgs,
+            "vs_first": msgs / base if base else 0.0,
+            "server_cpus": median([m.server_cpu for m in measurements]),
+            "msgs_per_cpu_s": median([m.msgs_per_cpu_s for m in measurements]),
+            "throttled": median([m.throttled for m in measurements]),
+            "loadgen_cpus": median([m.loadgen_cpu for m in measurements]),
+            "connections_last_round": measurements[-1].connections,
+            "rounds": [asdict(m) for m in measurements],
+        }
+        if options.udp:
+            # The same figures under the names of datagrams; budgets per serving process.
+            last = measurements[-1]
+            row["dgrams_per_s"] = row.pop("msgs_per_s")
+            row["dgrams_per_cpu_s"] = row.pop("msgs_per_cpu_s")
+            del row["connections_last_round"]
+            row["served_by_last_round"] = last.served_by
+            row["udp_sockets_last_round"] = last.udp_sockets
+            row["budget_cpus"] = options.budget * len(last.cpu_per_process)
+            row["cpu_per_process_last_round"] = last.cpu_per_process
+            row["lost"] = median([float(m.lost) for m in measurements])
+        rows.append(row)
     return {"rows": rows}
 
 
+def udpTable(options: Options, summary: dict[str, Any]) -> str:
+    first = options.workers[0]
+    lines = [
+        f"| workers | processes serving UDP | UDP sockets | CPU budget | datagrams/s | "
+        f"x {first} | server CPU used | datagrams per CPU-s | budget periods exhausted | "
+        "load generator CPU | lost | CPU per serving process |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in summary["rows"]:
+        serving = len(row["cpu_per_process_last_round"])
+        lines.append(
+            f"| {row['workers']} | {row['served_by_last_round']} | "
+            f"{row['udp_sockets_last_round']} | {options.budget:g} x {serving} | "
+            f"{row['dgrams_per_s']:,.0f} | {row['vs_first']:.2f}x | {row['server_cpus']:.2f} | "
+            f"{row['dgrams_per_cpu_s']:,.0f} | {row['throttled']:.0%} | "
+            f"{row['loadgen_cpus']:.2f} | {row['lost']:,.0f} | "
+            + "/".join(f"{v:.2f}" for v in row["cpu_per_process_last_round"])
+            + " |"
+        )
+    if any(row["workers"] > 1 and row["served_by_last_round"] == "main" for row in summary["rows"]):
+        lines.append("")
+        lines.append(
+            "echod served UDP in its main process only, whatever the workers setting: "
+            "the rows with workers > 1 measure that one process, not workers."
+        )
+    return "\n".join(lines)
+
+
 def table(options: Options, summary: dict[str, Any]) -> str:
+    if options.udp:
+        return udpTable(options, summary)
     first = options.workers[0]
     lines = [
         f"| workers | CPU budget | messages/s | x {first} | server CPU used | "
@@ -418,6 +579,17 @@ def parseArgs(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--conns", type=int, default=100, help="connections (default 100)")
     parser.add_argument("--size", type=int, default=64, help="message bytes (default 64)")
     parser.add_argument("--threads", type=int, default=1, help="load generator threads")
+    parser.add_argument(
+        "--udp",
+        action="store_true",
+        help="measure UDP: 16 sockets x 8 datagrams in flight on echod's UDP listener",
+    )
+    parser.add_argument(
+        "--sources",
+        type=int,
+        default=16,
+        help="UDP: distinct loopback source addresses of the sockets (default 16)",
+    )
     parser.add_argument("--cc", default=os.environ.get("CC", "cc"), help="C compiler")
     parser.add_argument("--json", type=Path, help="where to write the results")
     return parser.parse_args(argv)
@@ -447,6 +619,8 @@ def options(args: argparse.Namespace) -> Options:
         conns=args.conns,
         size=args.size,
         threads=args.threads,
+        udp=args.udp,
+        sources=args.sources,
     )
 
 

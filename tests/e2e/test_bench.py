@@ -115,6 +115,30 @@ def test_workerScalingQuickRun(tmp_path: Path) -> None:
     assert not list(Path("/sys/fs/cgroup").glob("echod-bench-*"))
 
 
+def test_workerScalingQuickRunOverUdp(tmp_path: Path) -> None:
+    """
+    C{python -m bench.workers --udp --quick} puts the processes serving
+    echod's UDP port in CPU budgets, whichever they are (the main process,
+    or workers once they serve UDP), measures datagrams on them and says
+    which served.
+    """
+    requireTool("gcc")
+    need(scaling.canBudget() is None, str(scaling.canBudget()))
+    output = tmp_path / "workers-udp.json"
+    done = bench(WORKERS, "--udp", "--quick", "--json", str(output), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = {row["workers"]: row for row in json.loads(output.read_text())["rows"]}
+    assert set(rows) == {1, 2}
+    assert rows[1]["served_by_last_round"] == "main"
+    for row in rows.values():
+        assert row["dgrams_per_s"] > 0
+        serving = len(row["cpu_per_process_last_round"])
+        assert row["served_by_last_round"] in ("main", f"{serving} workers")
+        assert row["udp_sockets_last_round"] >= 1
+        assert 0 < row["server_cpus"] <= 0.3 * serving * 1.15
+    assert "| workers | processes serving UDP |" in done.stdout
+
+
 def test_workerScalingRefusesBudgetsLeavingNoRoomForTheLoad() -> None:
     done = bench(WORKERS, "--workers", "1,4", "--budget", "0.9")
     assert done.returncode == 1
