@@ -319,6 +319,77 @@ def test_fallsBackFromAnAddressThatRefuses(echod: Servers, tmp_path: Path) -> No
     assert Path("/etc/hosts").read_bytes() == machineHosts
 
 
+def test_fallsBackFromAnAddressThatNeverAnswers(tmp_path: Path) -> None:
+    """
+    In a network namespace of our own, echod listens on 127.0.0.1 and ::1,
+    and nftables silently drops what is sent to the first address of the
+    name (in getaddrinfo's order, from a private hosts file): the client
+    gives that address up at its first datagram's deadline and goes on
+    with the second, which answers.
+    """
+    requireRoot()
+    ip = requireTool("ip")
+    nft = requireTool("nft")
+    unshare = requireTool("unshare")
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 echotest.invalid\n::1 echotest.invalid\n")
+    namespace = f"echod-fallback-{os.getpid()}"
+    subprocess.run([ip, "netns", "add", namespace], check=True)
+    try:
+        inside = [ip, "netns", "exec", namespace]
+        private = [unshare, "-m", "sh", "-c", 'mount --bind "$0" /etc/hosts && exec "$@"']
+        subprocess.run([*inside, ip, "link", "set", "lo", "up"], check=True)
+        order = run(
+            [*inside, *private, str(hosts), "getent", "ahosts", "echotest.invalid"], tmp_path
+        )
+        first, second = dict.fromkeys(line.split()[0] for line in order.stdout.splitlines())
+        silence = "ip6 daddr ::1" if first == "::1" else "ip daddr 127.0.0.1"
+        for rule in (
+            "add table inet echodsilent",
+            "add chain inet echodsilent input { type filter hook input priority 0; }",
+            f"add rule inet echodsilent input {silence} udp dport 7007 drop",
+        ):
+            subprocess.run([*inside, nft, rule], check=True)
+        config = tmp_path / "echod.toml"
+        config.write_text(
+            "[server]\nlisten = []\n[udp]\nlisten = ['udp:port=7007:interface=127.0.0.1', "
+            "'udp:port=7007:interface=\\:\\:1']\n" + UNLIMITED
+        )
+        daemon = Twistd(tmp_path, ["--config", str(config)])
+        daemon.argv = [*inside, *daemon.argv]
+        with daemon:
+            daemon.listeningPorts(2)
+            started = time.monotonic()
+            result = run(
+                [
+                    *inside,
+                    *private,
+                    str(hosts),
+                    clientPath(),
+                    "-u",
+                    "echotest.invalid",
+                    "7007",
+                    "-n",
+                    "2",
+                    "-i",
+                    "0",
+                    "-t",
+                    "1",
+                ],
+                tmp_path,
+            )
+            elapsed = time.monotonic() - started
+    finally:
+        subprocess.run([ip, "netns", "delete", namespace], check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    show = {"127.0.0.1": "127.0.0.1:7007", "::1": "[::1]:7007"}
+    lines = result.stdout.splitlines()
+    assert lines[1] == f"{show[first]} sent no reply within 1 s; trying {show[second]}"
+    assert lines[3].startswith(f"64 bytes from {show[second]}: seq=1 ")
+    assert "2 sent, 2 received, 0 lost" in result.stdout
+    assert elapsed >= 1
+
+
 # --- a relay of our own --------------------------------------------------------------------
 
 

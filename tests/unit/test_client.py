@@ -280,6 +280,19 @@ def test_repliesJoinedInOneRead() -> None:
     assert lines[-1] == "rtt min/avg/max/p50/p99 = 500.000/1500.000/2500.000/1500.000/2500.000 ms"
 
 
+def test_quietPingPrintsTheFirstLineAndTheSummary() -> None:
+    """
+    With --quiet (ping -q), no line per reply.
+    """
+    h = Harness(plan(count=2, interval=0.0, message="xy", quiet=True))
+    h.protocol.dataReceived(b"xyxy")
+    assert h.finish() == ExitStatus.OK
+    lines = h.out.getvalue().splitlines()
+    assert lines[0].startswith("ECHO ")
+    assert not any("seq=" in line for line in lines)
+    assert lines[-2].startswith("2 sent, 2 received")
+
+
 def test_intervalZeroSendsAfterEachReply() -> None:
     """
     With an interval of 0, each message goes as soon as the previous reply is
