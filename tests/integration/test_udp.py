@@ -110,8 +110,10 @@ async def test_bothBatchesApplyTheSameRules(batches: str) -> None:
     """
     server = UDPServer(
         ["udp:port=0:interface=127.0.0.1"],
-        source_packets_per_second=100.0,
-        burst_seconds=1.0,
+        # A burst of 100, refilled so slowly (one every 20 s) that a slow
+        # machine sending the burst over seconds earns no extra echo.
+        source_packets_per_second=0.05,
+        burst_seconds=2000.0,
         deny=("127.0.0.3/32",),
     )
     (port,) = server.start()
