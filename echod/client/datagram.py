@@ -444,7 +444,11 @@ class DatagramClient:
         result: Deferred[Summary] = Deferred()
         self._result = result
         settings = self.plan.settings
-        resolving = resolveAddresses(self._reactor, self.plan, self._resolver)
+        try:
+            resolving = resolveAddresses(self._reactor, self.plan, self._resolver)
+        except Exception as e:
+            self._end(connectFailure(Failure(e), self.plan))
+            return result
         self._resolving = resolving
         deadline = self._reactor.callLater(settings.timeout, self._resolveTimedOut)
 

@@ -16,6 +16,7 @@ import json
 import math
 import socket
 import struct
+from typing import NoReturn
 
 import pytest
 from twisted.internet.error import MessageLengthError
@@ -818,3 +819,23 @@ def test_receiveBufferRaised() -> None:
     assert any(
         opt in (socket.SO_RCVBUF, getattr(socket, "SO_RCVBUFFORCE", -1)) for _, opt in options
     )
+
+
+def test_resolverThatRaises() -> None:
+    """
+    A resolver that raises at once ends the run with one line, not a
+    traceback.
+    """
+
+    class Raising(FixedResolver):
+        def resolveHostName(self, *args: object, **kwargs: object) -> NoReturn:
+            raise ValueError("invalid hostname: 'bad host'")
+
+    err = io.StringIO()
+    client = DatagramClient(
+        DatagramClientReactor(), udpPlan(host="bad host"), io.StringIO(), err, Raising()
+    )
+    results: list[Summary] = []
+    client.run().addCallback(results.append)
+    assert results[0].status == ExitStatus.UNRESOLVED
+    assert err.getvalue() == "echod-client: bad host: name does not resolve\n"
