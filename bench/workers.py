@@ -222,8 +222,9 @@ class Echod:
 
     def _waitServing(self) -> list[int]:
         deadline = time.monotonic() + 30
-        # UDP: the processes serving the port, once the same for a second
-        # (workers start reading their sockets one after the other).
+        # UDP: the processes serving the port: as many as there are workers,
+        # or (an echod serving UDP in fewer processes) the same set for 3 s;
+        # workers start reading their sockets one after the other.
         seen: list[int] = []
         since = time.monotonic()
         while time.monotonic() < deadline:
@@ -241,7 +242,7 @@ class Echod:
                     pids = self.servingUdp()
                     if pids != seen:
                         seen, since = pids, time.monotonic()
-                    elif time.monotonic() - since < 1.0:
+                    if len(pids) != self.workers and time.monotonic() - since < 3.0:
                         pids = []
                 if pids:
                     return pids
