@@ -222,11 +222,9 @@ class Echod:
 
     def _waitServing(self) -> list[int]:
         deadline = time.monotonic() + 30
-        # UDP: the processes serving the port: as many as there are workers,
-        # or (an echod serving UDP in fewer processes) the same set for 3 s;
-        # workers start reading their sockets one after the other.
-        seen: list[int] = []
-        since = time.monotonic()
+        # UDP: the processes serving the port, as many as there are workers
+        # (each reads a socket of its own); they start reading one after the
+        # other, the last one seconds later on a loaded machine.
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ScalingError(f"echod exited {self.process.returncode}: {self.output()}")
@@ -240,9 +238,7 @@ class Echod:
                         pids = []
                 if len(pids) == self.workers and self.udpPort is not None:
                     pids = self.servingUdp()
-                    if pids != seen:
-                        seen, since = pids, time.monotonic()
-                    if len(pids) != self.workers and time.monotonic() - since < 3.0:
+                    if len(pids) != self.workers:
                         pids = []
                 if pids:
                     return pids
