@@ -371,10 +371,19 @@ class DatagramGuard:
         verdicts = bytearray(len(datagrams))
         blocked, hosts = self._blocked, self._hosts
         perSource, globalLimited = self._perSource, self._globalLimited
-        sources, globalBucket = self._sources, self._global
+        sources = self._sources
         now = self._clock.seconds()
-        lastIP: IPAddress | None = None
-        lastBucket: TokenBucket | None = None
+        # The token counts live in local variables during the batch (this
+        # runs for every datagram): the global bucket's, and the bucket of
+        # the source met last, written back when another source comes and
+        # at the end.
+        globalBucket = self._global
+        globalBucket.refill(now)
+        gp, gb = globalBucket.packets, globalBucket.bytes
+        gpr, gbr = globalBucket.packetRate, globalBucket.byteRate
+        bucket: TokenBucket | None = None
+        bucketIP: IPAddress | None = None
+        bp = bb = bpr = bbr = 0.0
         for i, (host, port, size) in enumerate(datagrams):
             if blocked[port]:
                 verdicts[i] = 1
@@ -386,11 +395,10 @@ class DatagramGuard:
             if ip is None:
                 verdicts[i] = verdict
                 continue
-            bucket = None
             if perSource:
-                if ip is lastIP and lastBucket is not None:  # the most recently used
-                    bucket = lastBucket
-                else:
+                if ip is not bucketIP:
+                    if bucket is not None:
+                        bucket.packets, bucket.bytes = bp, bb
                     bucket = sources.get(ip)
                     if bucket is None:
                         bucket = TokenBucket(*self._rates, now)
@@ -399,27 +407,30 @@ class DatagramGuard:
                             sources.popitem(last=False)
                     else:
                         sources.move_to_end(ip)
-                    lastIP, lastBucket = ip, bucket
-                if bucket.last != now:
-                    bucket.refill(now)
-                if (bucket.packetRate and bucket.packets < 1) or (
-                    bucket.byteRate and bucket.bytes < size
-                ):
+                        bucket.refill(now)
+                    bucketIP = ip
+                    bp, bb, bpr, bbr = (
+                        bucket.packets,
+                        bucket.bytes,
+                        bucket.packetRate,
+                        bucket.byteRate,
+                    )
+                if (bpr and bp < 1) or (bbr and bb < size):
                     verdicts[i] = 4
                     continue
             if globalLimited:
-                if globalBucket.last != now:
-                    globalBucket.refill(now)
-                if (globalBucket.packetRate and globalBucket.packets < 1) or (
-                    globalBucket.byteRate and globalBucket.bytes < size
-                ):
+                if (gpr and gp < 1) or (gbr and gb < size):
                     verdicts[i] = 5
                     continue
-                globalBucket.packets -= 1
-                globalBucket.bytes -= size
-            if bucket is not None:
-                bucket.packets -= 1
-                bucket.bytes -= size
+                gp -= 1
+                gb -= size
+            if perSource:
+                bp -= 1
+                bb -= size
+        if bucket is not None:
+            bucket.packets, bucket.bytes = bp, bb
+        if globalLimited:
+            globalBucket.packets, globalBucket.bytes = gp, gb
         return verdicts
 
     def _learn(self, host: str) -> tuple[int, IPAddress | None]:

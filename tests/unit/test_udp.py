@@ -5,11 +5,15 @@ Tests for the UDP echo and its guard, with a fake clock, batch and socket.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import socket
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import cast
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import LogEvent, capturedLogs
@@ -24,7 +28,7 @@ from echod.server.datagram import (
 )
 from echod.server.limits import DatagramDrop, DatagramGuard
 from echod.server.stats import DatagramStats
-from tests.testing import FakeDatagramBatch, FakeDatagramSocket
+from tests.testing import FakeDatagramBatch, FakeDatagramSocket, examples
 
 
 def guard(**settings: object) -> tuple[DatagramGuard, Clock]:
@@ -219,3 +223,133 @@ class DatagramEchoPortTests:
         p.stopListening()
         assert p not in reactor.getReaders()
         assert p.fileno() == -1
+
+
+class ReferenceGuard:
+    """
+    The guard's rules written the plain way, one datagram at a time, with
+    nothing remembered but the buckets: what L{DatagramGuard.decide}, which
+    keeps its counts in local variables and remembers sources, must agree
+    with.
+    """
+
+    def __init__(self, settings: UDPConfig, share: int = 1) -> None:
+        self.s = settings
+        self.share = share
+        self.buckets: OrderedDict[object, list[float]] = OrderedDict()
+        burst = settings.burst_seconds
+        self.globalRates = (
+            settings.global_packets_per_second / share,
+            settings.global_bytes_per_second / share,
+        )
+        self.globalBucket = [self.globalRates[0] * burst, self.globalRates[1] * burst, 0.0]
+
+    def _refill(self, bucket: list[float], rates: tuple[float, float], now: float) -> None:
+        elapsed = now - bucket[2]
+        if elapsed > 0:
+            burst = self.s.burst_seconds
+            bucket[0] = min(rates[0] * burst, bucket[0] + elapsed * rates[0])
+            bucket[1] = min(rates[1] * burst, bucket[1] + elapsed * rates[1])
+            bucket[2] = now
+
+    @staticmethod
+    def _fits(bucket: list[float], rates: tuple[float, float], size: int) -> bool:
+        return (not rates[0] or bucket[0] >= 1) and (not rates[1] or bucket[1] >= size)
+
+    def check(self, host: str, port: int, size: int, now: float) -> int:
+        s = self.s
+        if port == 0 or any(low <= port <= high for low, high in s.blocked_source_ports):
+            return 1
+        ip = ipaddress.ip_address(host)
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        if ip.is_multicast or ip.is_unspecified or str(ip) == "255.255.255.255":
+            return 2
+        networks = [ipaddress.ip_network(n) for n in s.deny]
+        if any(ip in n for n in networks if n.version == ip.version):
+            return 3
+        allowed = [ipaddress.ip_network(n) for n in s.allow]
+        if allowed and not any(ip in n for n in allowed if n.version == ip.version):
+            return 3
+        rates = (s.source_packets_per_second, s.source_bytes_per_second)
+        bucket = None
+        if any(rates):
+            bucket = self.buckets.get(ip)
+            if bucket is None:
+                bucket = [rates[0] * s.burst_seconds, rates[1] * s.burst_seconds, now]
+                self.buckets[ip] = bucket
+                if len(self.buckets) > s.max_sources:
+                    self.buckets.popitem(last=False)
+            else:
+                self.buckets.move_to_end(ip)
+                self._refill(bucket, rates, now)
+            if not self._fits(bucket, rates, size):
+                return 4
+        if any(self.globalRates):
+            self._refill(self.globalBucket, self.globalRates, now)
+            if not self._fits(self.globalBucket, self.globalRates, size):
+                return 5
+            self.globalBucket[0] -= 1
+            self.globalBucket[1] -= size
+        if bucket is not None:
+            bucket[0] -= 1
+            bucket[1] -= size
+        return 0
+
+
+_HOSTS = ["192.0.2.1", "::ffff:192.0.2.1", "192.0.2.2", "2001:db8::1", "198.51.100.9",
+          "224.0.0.5", "::", "10.0.0.1"]  # fmt: skip
+
+
+@settings(max_examples=examples(300), deadline=None)
+@given(
+    batches=st.lists(
+        st.tuples(
+            st.floats(0, 0.5),  # time before the batch
+            st.lists(
+                st.tuples(
+                    st.sampled_from(_HOSTS),
+                    st.sampled_from([0, 7, 53, 1024, 40000, 40001]),
+                    st.integers(0, 2000),
+                ),
+                max_size=40,
+            ),
+        ),
+        max_size=12,
+    ),
+    sourcePackets=st.sampled_from([0.0, 3.0, 20.0]),
+    sourceBytes=st.sampled_from([0.0, 2000.0]),
+    globalPackets=st.sampled_from([0.0, 10.0]),
+    maxSources=st.integers(1, 4),
+    share=st.integers(1, 3),
+)
+def test_decideAgreesWithTheRulesOneByOne(
+    batches: list[tuple[float, list[tuple[str, int, int]]]],
+    sourcePackets: float,
+    sourceBytes: float,
+    globalPackets: float,
+    maxSources: int,
+    share: int,
+) -> None:
+    """
+    Whatever the batches, sources, sizes, rates, time and the bound on
+    sources, L{DatagramGuard.decide} gives each datagram the verdict the
+    rules written one datagram at a time give it.
+    """
+    udp = UDPConfig(
+        blocked_source_ports=((0, 1023),),
+        source_packets_per_second=sourcePackets,
+        source_bytes_per_second=sourceBytes,
+        global_packets_per_second=globalPackets,
+        global_bytes_per_second=0.0,
+        burst_seconds=1.0,
+        max_sources=maxSources,
+        deny=("10.0.0.0/8",),
+    )
+    clock = Clock()
+    guard = DatagramGuard(udp, clock, share=share)
+    reference = ReferenceGuard(udp, share)
+    for advance, datagrams in batches:
+        clock.advance(advance)
+        expected = [reference.check(h, p, n, clock.seconds()) for h, p, n in datagrams]
+        assert list(guard.decide(datagrams)) == expected
