@@ -324,19 +324,22 @@ class Options:
     sources: int = 16
 
 
-def measure(echod: Echod, options: Options) -> Measurement:
-    harness.checkServer(echod.port)
-    if echod.workers > 1:
-        time.sleep(1.2)  # the check's connections in the workers' reports
-    argv = [
-        str(harness.BUILD / "loadgen"),
-        *("--mode", "pingpong", "--port", str(echod.port), "--conns", str(options.conns)),
-        *("--size", str(options.size), "--seconds", str(options.seconds)),
-        *("--warmup", str(options.warmup), "--threads", str(options.threads)),
-        *("--timeout", str(options.warmup + options.seconds + 60)),
-    ]
-    connectionsBefore = echod.connections()
-    cpuBefore, throttleBefore = echod.cpuSeconds(), echod.throttling()
+@dataclass
+class LoadRun:
+    """
+    One run of a load generator against echod: its output, how long it took,
+    the CPUs it used on average, and the share of echod's budget periods in
+    which the budget ran out.
+    """
+
+    done: subprocess.CompletedProcess[str]
+    elapsed: float
+    loadgenCpu: float
+    throttled: float
+
+
+def runLoad(echod: Echod, argv: list[str], options: Options) -> LoadRun:
+    throttleBefore = echod.throttling()
     started = time.monotonic()
     loadgenBefore = os.times()
     done = subprocess.run(
@@ -349,21 +352,38 @@ def measure(echod: Echod, options: Options) -> Measurement:
     )
     elapsed = time.monotonic() - started
     loadgenAfter = os.times()
-    cpu = echod.cpuSeconds() - cpuBefore
     periods, throttled = (
         after - before for after, before in zip(echod.throttling(), throttleBefore, strict=True)
     )
-    result = harness.parseLoadgen(done.stdout, done.stderr, done.returncode, "loadgen")
-    msgs = float(result["msgs_per_s"])
-    # The server's CPU over the whole loadgen run (warm-up included), and
-    # the messages of that run: msgs/s was measured after the warm-up.
-    serverCpu = cpu / elapsed
     loadgen = (
         loadgenAfter.children_user
         + loadgenAfter.children_system
         - loadgenBefore.children_user
         - loadgenBefore.children_system
     )
+    return LoadRun(done, elapsed, loadgen / elapsed, throttled / periods if periods else 0.0)
+
+
+def measure(echod: Echod, options: Options) -> Measurement:
+    harness.checkServer(echod.port)
+    if echod.workers > 1:
+        time.sleep(1.2)  # the check's connections in the workers' reports
+    argv = [
+        str(harness.BUILD / "loadgen"),
+        *("--mode", "pingpong", "--port", str(echod.port), "--conns", str(options.conns)),
+        *("--size", str(options.size), "--seconds", str(options.seconds)),
+        *("--warmup", str(options.warmup), "--threads", str(options.threads)),
+        *("--timeout", str(options.warmup + options.seconds + 60)),
+    ]
+    connectionsBefore = echod.connections()
+    cpuBefore = echod.cpuSeconds()
+    run = runLoad(echod, argv, options)
+    cpu = echod.cpuSeconds() - cpuBefore
+    result = harness.parseLoadgen(run.done.stdout, run.done.stderr, run.done.returncode, "loadgen")
+    msgs = float(result["msgs_per_s"])
+    # The server's CPU over the whole loadgen run (warm-up included), and
+    # the messages of that run: msgs/s was measured after the warm-up.
+    serverCpu = cpu / run.elapsed
     # Workers report their totals every second.
     time.sleep(1.2)
     after = echod.connections()
@@ -372,8 +392,8 @@ def measure(echod: Echod, options: Options) -> Measurement:
         msgs_per_s=msgs,
         server_cpu=serverCpu,
         msgs_per_cpu_s=msgs / serverCpu if serverCpu else 0.0,
-        throttled=throttled / periods if periods else 0.0,
-        loadgen_cpu=loadgen / elapsed,
+        throttled=run.throttled,
+        loadgen_cpu=run.loadgenCpu,
         connections={k: v - connectionsBefore.get(k, 0) for k, v in sorted(after.items())},
     )
 
@@ -389,27 +409,12 @@ def measureDatagrams(echod: Echod, options: Options) -> Measurement:
     load = udp.Load(base.name, base.title, base.sockets, base.window, options.size, options.sources)
     argv = udp.loadgenArgv(load, echod.udpPort, options.seconds, options.warmup)
     before = [harness.cpuSeconds(pid) for pid in echod.serving]
-    throttleBefore = echod.throttling()
-    started = time.monotonic()
-    loadgenBefore = os.times()
-    done = subprocess.run(
-        argv,
-        capture_output=True,
-        text=True,
-        timeout=options.warmup + options.seconds + 90,
-        check=False,
-        preexec_fn=harness._dieWithParent,
-    )
-    elapsed = time.monotonic() - started
-    loadgenAfter = os.times()
+    run = runLoad(echod, argv, options)
     perProcess = [
-        (harness.cpuSeconds(pid) - b) / elapsed
+        (harness.cpuSeconds(pid) - b) / run.elapsed
         for pid, b in zip(echod.serving, before, strict=True)
     ]
-    periods, throttled = (
-        after - before for after, before in zip(echod.throttling(), throttleBefore, strict=True)
-    )
-    result = harness.parseLoadgen(done.stdout, done.stderr, done.returncode, "udpgen")
+    result = harness.parseLoadgen(run.done.stdout, run.done.stderr, run.done.returncode, "udpgen")
     if echod.servingUdp() != echod.serving:
         raise ScalingError(
             f"the processes serving UDP changed during the run: {echod.serving} in budgets, "
@@ -417,20 +422,14 @@ def measureDatagrams(echod: Echod, options: Options) -> Measurement:
         )
     rate = float(result["dgrams_per_s"])
     serverCpu = sum(perProcess)
-    loadgen = (
-        loadgenAfter.children_user
-        + loadgenAfter.children_system
-        - loadgenBefore.children_user
-        - loadgenBefore.children_system
-    )
     return Measurement(
         workers=echod.workers,
         msgs_per_s=rate,
         server_cpu=serverCpu,
         # datagrams echoed in the whole run (warm-up included) per CPU-second
-        msgs_per_cpu_s=result["received"] / (serverCpu * elapsed) if serverCpu else 0.0,
-        throttled=throttled / periods if periods else 0.0,
-        loadgen_cpu=loadgen / elapsed,
+        msgs_per_cpu_s=result["received"] / (serverCpu * run.elapsed) if serverCpu else 0.0,
+        throttled=run.throttled,
+        loadgen_cpu=run.loadgenCpu,
         served_by=echod.servedBy(),
         udp_sockets=len(udp.socketInodes(echod.udpPort)),
         cpu_per_process=perProcess,
