@@ -160,32 +160,32 @@ def servingProcesses(pids: list[int], port: int) -> list[int]:
     that merely holds such a socket (inherited, passed on) does not count.
     """
     inodes = socketInodes(port)
-    serving = []
-    for pid in pids:
-        try:
-            links = {
-                fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")
-            }
-        except OSError:
-            continue
-        sockets = {
-            fd
-            for fd, link in links.items()
-            if link.startswith("socket:[") and link[len("socket:[") : -1] in inodes
-        }
-        watched: set[str] = set()
-        for fd, link in links.items():
-            if link == "anon_inode:[eventpoll]":
-                try:
-                    info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
-                except OSError:
-                    continue
-                watched |= {
-                    line.split()[1] for line in info.splitlines() if line.startswith("tfd:")
-                }
-        if sockets & watched:
-            serving.append(pid)
-    return serving
+    return [pid for pid in pids if readsSocket(pid, inodes)]
+
+
+def readsSocket(pid: int, inodes: set[str]) -> bool:
+    """
+    Whether process C{pid} has a socket whose inode is in C{inodes}
+    registered with one of its epolls: its reactor reads it.
+    """
+    try:
+        links = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    except OSError:
+        return False
+    sockets = {
+        fd
+        for fd, link in links.items()
+        if link.startswith("socket:[") and link[len("socket:[") : -1] in inodes
+    }
+    watched: set[str] = set()
+    for fd, link in links.items():
+        if link == "anon_inode:[eventpoll]":
+            try:
+                info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+            except OSError:
+                continue
+            watched |= {line.split()[1] for line in info.splitlines() if line.startswith("tfd:")}
+    return bool(sockets & watched)
 
 
 # --- checks ---------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import DatagramProtocol
 from zope.interface import implementer
 
+from bench.udp import readsSocket
 from echod import config
 from echod.app import makeService
 from echod.server.listeners import EchoService
@@ -685,21 +686,9 @@ def readsPacketSocket(pid: int) -> bool:
             line.split()[-1]
             for line in Path(f"/proc/{pid}/net/packet").read_text().splitlines()[1:]
         }
-        links = {fd: os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
     except OSError:
         return False
-    sockets = {int(fd) for fd, link in links.items() if link[len("socket:[") : -1] in inodes}
-    watched: set[int] = set()
-    for fd, link in links.items():
-        if link == "anon_inode:[eventpoll]":
-            try:
-                info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
-            except OSError:
-                continue
-            watched |= {
-                int(line.split()[1]) for line in info.splitlines() if line.startswith("tfd:")
-            }
-    return bool(sockets & watched)
+    return readsSocket(pid, inodes)
 
 
 def pcapRecords(path: Path) -> int:
