@@ -141,6 +141,30 @@ class DatagramEcho:
         self.stats = stats
         self._dropLog = dropLog
 
+    @classmethod
+    def fromSettings(cls, settings: UDPConfig, clock: IReactorTime, share: int = 1) -> DatagramEcho:
+        """
+        The echo of C{[udp]}: its guard (holding 1/C{share} of the global
+        rates: C{share} worker processes have one each), fresh totals and
+        its drop log.
+        """
+        guard = DatagramGuard(settings, clock, share=share)
+        return cls(guard, DatagramStats(), datagramDropLog(clock, settings))
+
+    def reconfigure(self, settings: UDPConfig) -> None:
+        """
+        Apply a reloaded C{[udp]}: the guard's rules (its share stays) and the
+        drop log's interval.
+        """
+        self.guard.reconfigure(settings)
+        self._dropLog.interval = settings.drop_log_interval
+
+    def flush(self) -> None:
+        """
+        Log the summary of the drops not yet summarised (at stop).
+        """
+        self._dropLog.flush()
+
     def decide(self, datagrams: Datagrams) -> bytearray:
         """
         The verdicts for C{datagrams} (0: echo it), counted as if every echo

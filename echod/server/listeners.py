@@ -54,11 +54,9 @@ from echod.server.datagram import (
     ROUNDS,
     DatagramEcho,
     DatagramEchoPort,
-    datagramDropLog,
     enlargeReceiveBuffer,
     openDatagramSocket,
 )
-from echod.server.limits import DatagramGuard
 from echod.server.stats import DatagramStats, TCPTotals
 from echod.server.stream import EchoFactory, ProxiedEchoFactory
 from echod.systemd import inheritedSocket
@@ -419,10 +417,8 @@ class UDPEchoService(MultiService):
     def __init__(self, config: Config, reactor: IDatagramServerReactor) -> None:
         super().__init__()
         self.setName("udp-echo")
-        self.guard = DatagramGuard(config.udp, reactor)
-        self.stats = DatagramStats()
-        self.dropLog = datagramDropLog(reactor, config.udp)
-        self.echo = DatagramEcho(self.guard, self.stats, self.dropLog)
+        self.echo = DatagramEcho.fromSettings(config.udp, reactor)
+        self.stats = self.echo.stats
         self.listeners: list[DatagramListenerService] = []
         for description in config.udp.listen:
             listener = DatagramListenerService(description, self.echo, reactor)
@@ -430,8 +426,7 @@ class UDPEchoService(MultiService):
             self.listeners.append(listener)
 
     def reconfigure(self, config: Config) -> None:
-        self.guard.reconfigure(config.udp)
-        self.dropLog.interval = config.udp.drop_log_interval
+        self.echo.reconfigure(config.udp)
 
     def datagramStats(self) -> DatagramStats:
         return self.stats
@@ -447,7 +442,7 @@ class UDPEchoService(MultiService):
         logDatagramBatching(self.log)
 
     def stopService(self) -> Deferred[None]:
-        self.dropLog.flush()
+        self.echo.flush()
         stopped: Deferred[None] = super().stopService()
         return stopped
 

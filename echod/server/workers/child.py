@@ -159,10 +159,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from twisted.logger import LogLevelFilterPredicate, globalLogBeginner
 
     from echod.logs import logLevel
-    from echod.server.datagram import DatagramEcho, DatagramEchoPort, datagramDropLog
-    from echod.server.limits import DatagramGuard
+    from echod.server.datagram import DatagramEcho, DatagramEchoPort
     from echod.server.listeners import PROXY_PREFIX, logsConnections
-    from echod.server.stats import DatagramStats
     from echod.server.stream import EchoFactory, ProxiedEchoFactory
 
     reactor = reactorProviding(_reactor, IWorkerReactor)
@@ -189,9 +187,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         ports.append(port)
     # One guard for all UDP listeners, as in one process; each worker holds
     # 1/N of the global rates.
-    guard = DatagramGuard(config.udp, reactor, share=args.workers)
-    dropLog = datagramDropLog(reactor, config.udp)
-    udpEcho = DatagramEcho(guard, DatagramStats(), dropLog)
+    udpEcho = DatagramEcho.fromSettings(config.udp, reactor, share=args.workers)
     udpPorts = []
     for listener in args.datagram:
         fd, _ = listener.split(":", 1)
@@ -242,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # worker's sockets get no echo.
         for udpPort in udpPorts:
             udpPort.stopListening()
-        dropLog.flush()
+        udpEcho.flush()
         # A port may have closed already (its socket shut down under it):
         # stopListening then returns None, and draining must go on.
         d: Deferred[Any] = DeferredList([maybeDeferred(port.stopListening) for port in ports])
@@ -253,8 +249,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         # Validated by the main process, which logs the reload once.
         factory.reconfigure(fresh.server)
         factory.logConnections = logsConnections(fresh)
-        guard.reconfigure(fresh.udp)  # keeps its share
-        dropLog.interval = fresh.udp.drop_log_interval
+        udpEcho.reconfigure(fresh.udp)  # keeps its share
         predicate.defaultLogLevel = logLevel(fresh.log.level)
 
     def received(line: bytes) -> None:
