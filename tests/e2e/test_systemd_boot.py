@@ -277,6 +277,7 @@ def test_start(container: BootedTree) -> None:
     no_new_privs and a seccomp filter; its watchdog pings reach systemd.
     """
     configure(container, echoConfig())
+    after = container.cursor()
     container.systemctl("start", "echod.service")
     shown = container.show(
         "echod.service",
@@ -324,6 +325,17 @@ def test_start(container: BootedTree) -> None:
         "ActiveState": "active",
         "MainPID": pid,
     }
+    # Nothing to complain about (a plugin cache it cannot write, a file limit
+    # below max_connections...).
+    assert not complaints(container.messages(after, "-u", "echod.service"))
+
+
+def complaints(messages: list[str]) -> list[str]:
+    """
+    Log lines of echod (text format) above info, and tracebacks.
+    """
+    levels = ("#warn] ", "#error] ", "#critical] ")
+    return [m for m in messages if any(level in m for level in levels) or "Traceback" in m]
 
 
 def test_reload(container: BootedTree) -> None:
@@ -449,13 +461,14 @@ def test_stopMidStream(container: BootedTree) -> None:
     echoed.set()
     streaming.join(10)
     client.join(20)
+    # Closing at EOF, as a client does: echod waits for that before it exits.
+    s.close()
     stopping.join(40)
     assert stopped, "systemctl stop did not return"
     assert client.ended == "EOF"
     assert len(client.received) > beforeDrain
     assert len(client.received) == len(client.sent)
     assert client.received == client.sent
-    s.close()
     print(f"{len(client.sent)} bytes streamed, {len(client.sent) - beforeDrain} during the drain")
 
     assert stopped[0].returncode == 0, stopped[0]
@@ -464,6 +477,7 @@ def test_stopMidStream(container: BootedTree) -> None:
     exits = [(e.get("EXIT_CODE"), e.get("EXIT_STATUS")) for e in entries if "EXIT_CODE" in e]
     assert exits == [("exited", "0")], exits
     messages = [e.get("MESSAGE", "") for e in entries]
+    assert not complaints(messages), messages
     assert "echod.service: Main process exited, code=exited, status=0/SUCCESS (success)" in messages
     assert "echod.service: Deactivated successfully." in messages
 
@@ -474,7 +488,7 @@ def test_socketActivation(container: BootedTree) -> None:
     echod.service stays inactive until the first connection, or the first
     datagram; both sockets echo, over IPv4 and IPv6; connections and
     datagrams that arrive while the service restarts wait in the sockets'
-    queues and are all served by the new process.
+    queues, and every one is answered.
     """
     container.run(
         ["install", "-m", "0644", "/mnt/echod-etc/echod-socket.toml", "/etc/echod/echod.toml"]
@@ -513,6 +527,7 @@ def test_socketActivation(container: BootedTree) -> None:
     streaming = threading.Thread(target=draining.stream, args=(quiet, 0.2), daemon=True)
     streaming.start()
     waitUntil(lambda: len(draining.received) > 0, what="the first echo")
+    after = container.cursor()
     container.systemctl("restart", "--no-block", "echod.service")
     waitUntil(
         lambda: container.show("echod.service", "ActiveState")["ActiveState"] == "deactivating",
@@ -537,6 +552,7 @@ def test_socketActivation(container: BootedTree) -> None:
     quiet.set()
     streaming.join(10)
     draining.join(20)
+    s.close()
     assert draining.ended == "EOF"
     assert draining.received == draining.sent
     for i, q in enumerate(queued):
@@ -545,9 +561,10 @@ def test_socketActivation(container: BootedTree) -> None:
     replies = sorted(datagrams.recv(100) for _ in range(10))
     assert replies == sorted(b"datagram %d" % i for i in range(10))
     datagrams.close()
-    s.close()
     assert container.show("echod.service", "ActiveState")["ActiveState"] == "active"
     assert mainPid(container, "echod.service") != old
+    # Both processes did their part in order: no connection cut.
+    assert not complaints(container.messages(after, "-u", "echod.service"))
 
 
 def pcapPackets(data: bytes) -> tuple[int, list[bytes]]:
@@ -603,6 +620,11 @@ def test_sniffer(container: BootedTree) -> None:
     assert int(owner) == uid
     linktype, records = pcapPackets(container.readFile(output))
     print(f"{len(records)} packets captured, link type {linktype}")
+    # echod-sniff warns that its LimitNOFILE=1024 is below [server]
+    # max_connections, which it does not serve (reported with issue 16):
+    # only errors fail here.
+    logged = container.messages(after, "-u", "echod-sniff.service")
+    assert not [m for m in complaints(logged) if "#warn] " not in m], logged
     assert linktype == 1  # Ethernet: lo has a (zero) Ethernet header
     # Request and echo of each, nothing but port 7 (a SYN, FIN... carry no mark).
     for mark in marks:
