@@ -144,7 +144,7 @@ def container(booted: BootedTree) -> Iterator[BootedTree]:
     The booted container, left with none of echod's units running.
     """
     yield booted
-    booted.systemctl("stop", *UNITS, check=False)
+    booted.systemctl("disable", "--now", *UNITS, check=False)
     booted.systemctl("reset-failed", check=False)
     booted.systemctl("log-level", "info", check=False)
 
@@ -278,7 +278,7 @@ def test_start(container: BootedTree) -> None:
     """
     configure(container, echoConfig())
     after = container.cursor()
-    container.systemctl("start", "echod.service")
+    container.systemctl("enable", "--now", "echod.service")  # README, step 4
     shown = container.show(
         "echod.service",
         "ActiveState",
@@ -288,6 +288,7 @@ def test_start(container: BootedTree) -> None:
         "WatchdogTimestampMonotonic",
     )
     assert (shown["ActiveState"], shown["SubState"]) == ("active", "running")
+    assert container.systemctl("is-enabled", "echod.service").strip() == "enabled"
     assert shown["StatusText"] == STATUS
     assert f'Status: "{STATUS}"' in container.systemctl("status", "--no-pager", "echod.service")
 
@@ -493,9 +494,12 @@ def test_socketActivation(container: BootedTree) -> None:
     container.run(
         ["install", "-m", "0644", "/mnt/echod-etc/echod-socket.toml", "/etc/echod/echod.toml"]
     )
-    container.systemctl("start", "echod.socket", "echod-udp.socket")
+    container.systemctl("enable", "--now", "echod.socket", "echod-udp.socket")
     for unit in ("echod.socket", "echod-udp.socket"):
-        assert container.show(unit, "ActiveState")["ActiveState"] == "active"
+        assert container.show(unit, "ActiveState", "UnitFileState") == {
+            "ActiveState": "active",
+            "UnitFileState": "enabled",
+        }
     assert container.show("echod.service", "ActiveState")["ActiveState"] == "inactive"
     with pytest.raises(ConnectionRefusedError):
         scrape(container)
