@@ -63,9 +63,11 @@ class EchodService(MultiService):
         logObserver: EchodLogObserver | None = None,
         handleSignals: bool = False,
         reload: Callable[[], Config] | None = None,
+        servesConnections: bool = True,
     ) -> None:
         super().__init__()
         self.config = config
+        self.servesConnections = servesConnections
         self.reactor = reactor
         self.logObserver = logObserver
         self.handleSignals = handleSignals
@@ -82,7 +84,10 @@ class EchodService(MultiService):
         super().setServiceParent(parent)
 
     def privilegedStartService(self) -> None:
-        _raiseFileLimit(self.config.server.max_connections, self.log)
+        # Only a root that serves clients needs a descriptor for each: the
+        # sniffer's (twistd echod-sniff) does not, whatever [server] says.
+        wanted = self.config.server.max_connections if self.servesConnections else 0
+        _raiseFileLimit(wanted, self.log)
         super().privilegedStartService()
 
     def startService(self) -> None:

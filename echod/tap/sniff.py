@@ -215,7 +215,9 @@ def makeService(options: Options, reactor: ISniffCommandReactor | None = None) -
     twistd = getattr(options, "parent", None)
     config = options.config
     observer = _logObserver(twistd, config.log, config.sniff.output == "-")
-    root = EchodService(config, reactor, observer, handleSignals=twistd is not None)
+    root = EchodService(
+        config, reactor, observer, handleSignals=twistd is not None, servesConnections=False
+    )
     sniffer = SniffService(config.sniff, reactor, standardOutput(), standalone=True)
     sniffer.setServiceParent(root)
     return root

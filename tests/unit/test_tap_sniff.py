@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from twisted.application.service import IServiceMaker
-from twisted.logger import LogLevel
+from twisted.logger import LogLevel, capturedLogs
 from twisted.plugin import getPlugins
 from twisted.python import usage
 from twisted.trial.unittest import SynchronousTestCase
@@ -258,6 +258,32 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(child, SniffService)
         assert child.standalone
         assert child.reader.info is None
+
+    def test_noFileLimitWarning(self) -> None:
+        """
+        The sniffer's root serves no connections: however low the open file
+        limit, it does not warn that it is below [server] max_connections
+        (as it did under systemd's LimitNOFILE=1024).
+        """
+        import resource
+
+        options = parse("--interface", "lo")
+        root = sniff.makeService(options, EchodMemoryReactor())
+        assert isinstance(root, EchodService)
+        assert not root.servesConnections
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, soft))
+        self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        alone = EchodService(root.config, EchodMemoryReactor(), servesConnections=False)
+        with capturedLogs() as events:
+            alone.privilegedStartService()
+        assert [e for e in events if e["log_level"] >= LogLevel.warn] == []
+        served = EchodService(root.config, EchodMemoryReactor())
+        with capturedLogs() as events:
+            served.privilegedStartService()
+        assert any("open file limit" in e["log_format"] for e in events) == (
+            soft < root.config.server.max_connections + 64
+        )
 
 
 def test_logToStderr(capsys: pytest.CaptureFixture[str]) -> None:
