@@ -103,11 +103,14 @@ class SniffService(Service):
         standalone: bool = False,
         system: CaptureSystem | None = None,
         opener: Any = openCapture,
+        consumer: PcapSink | SummarySink | None = None,
     ) -> None:
         self.config = config
         self.reactor = reactor
         self.standalone = standalone
-        self.consumer = makeConsumer(config, stdout if stdout is not None else standardOutput())
+        if consumer is None:
+            consumer = makeConsumer(config, stdout if stdout is not None else standardOutput())
+        self.consumer = consumer
         self.reader = RawReader(
             captureRequest(config),
             self.consumer,
@@ -119,6 +122,7 @@ class SniffService(Service):
         self._loop: LoopingCall | None = None
         self._loopDone: Deferred[LoopingCall] | None = None
         self._finished = False
+        self._whenFinished: list[Deferred[None]] = []
         self.failed = False
 
     def privilegedStartService(self) -> None:
@@ -167,6 +171,22 @@ class SniffService(Service):
             self.failed = True
             self.log.error("{error}", error=str(e), event="sniff.output_failed")
         self.logStatistics(final=True)
+        waiting, self._whenFinished = self._whenFinished, []
+        for d in waiting:
+            d.callback(None)
+
+    def whenFinished(self) -> Deferred[None]:
+        """
+        Fires once the capture has ended (stopped, its count reached, its
+        files written, or failed: then L{failed} is true), its output closed
+        and its last statistics logged.
+        """
+        d: Deferred[None] = Deferred()
+        if self._finished:
+            d.callback(None)
+        else:
+            self._whenFinished.append(d)
+        return d
 
     def statistics(self) -> ReaderStatistics:
         """
