@@ -112,7 +112,7 @@ class SniffService(Service):
         )
         self._loop: LoopingCall | None = None
         self._loopDone: Deferred[LoopingCall] | None = None
-        self._finished = False
+        self._finished: Deferred[None] | None = None
         self.failed = False
 
     def privilegedStartService(self) -> None:
@@ -141,20 +141,30 @@ class SniffService(Service):
             self._loop.clock = self.reactor
             self._loopDone = self._loop.start(self.config.stats_interval, now=False)
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the capture; what came before is written (see L{_finish}).
+        twistd waits for the L{Deferred} before the process ends.
+        """
         Service.stopService(self)
-        self._finish()
+        return self._finish()
 
-    def _finish(self) -> None:
+    def _finish(self) -> Deferred[None]:
         """
-        Stop reading, close the output, log the last statistics: once.
+        Once: read the packets the kernel still holds back (those of a block
+        of the ring it is still filling, for up to a tenth of a second),
+        then stop reading, close the output and log the last statistics.
         """
-        if self._finished:
-            return
-        self._finished = True
+        if self._finished is not None:
+            return self._finished
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        self._finished = self.reader.whenHandedOver(self.reactor)
+        self._finished.addCallback(self._close)
+        return self._finished
+
+    def _close(self, _: None) -> None:
         try:
             self.reader.stopCapturing()
         except UserError as e:

@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from echod.errors import UserError
 from echod.sniff.decode import PacketSummary, decodePacket, describe
-from echod.sniff.reader import IPacketConsumer
+from echod.sniff.reader import IPacketConsumer, IRecordConsumer
 from echod.sniff.source import DIRECTION_NAMES, CaptureInfo
 
 __all__ = [
@@ -147,21 +147,33 @@ class RotatingOutput:
             self._buffer.append(self._header)
             self._pending += len(self._header)
 
-    def add(self, record: bytes) -> None:
+    def room(self) -> int:
+        """
+        How many bytes of records the current file takes before the next
+        one must start (C{-1}: no limit, the files do not rotate).
+        """
+        if not self.rotateBytes or self.error is not None:
+            return -1
+        return max(0, self.rotateBytes - self._size - self._pending)
+
+    def add(self, record: bytes, count: int = 1) -> None:
         """
         Queue one record, starting the next file first if it would not fit.
         Never raises: a failure is raised by the next L{flush}.
+
+        @param count: how many records C{record} holds, one after another,
+            when it holds more than one; they must fit the L{room} left.
         """
         if self.error is None and self.rotateBytes:
             used = self._size + self._pending
             if used + len(record) > self.rotateBytes and used > len(self._header):
                 self._rotate()
         if self.error is not None:
-            self.notWritten += 1
+            self.notWritten += count
             return
         self._buffer.append(record)
         self._pending += len(record)
-        self._records += 1
+        self._records += count
         if self._pending >= _FLUSH_BYTES:
             self._write()
 
@@ -232,12 +244,15 @@ class RotatingOutput:
             self._closeFile()
 
 
-@implementer(IPacketConsumer)
+@implementer(IRecordConsumer)
 class PcapSink:
     """
     Writes a pcap file: the capture's link type (Ethernet, or C{LINUX_SLL2}
     for C{any}), its snapshot length, and microsecond or nanosecond
     timestamps, the same in every file of a rotation.
+
+    It takes a record per packet, or whole batches of records from a source
+    that writes them itself (L{IRecordConsumer}): the files are the same.
     """
 
     def __init__(self, output: RotatingOutput, nanoseconds: bool = False) -> None:
@@ -260,6 +275,12 @@ class PcapSink:
     ) -> None:
         fraction = nanoseconds // self._divisor
         self._add(_PCAP_RECORD.pack(seconds, fraction, len(data), wireLength) + data)
+
+    def recordRoom(self) -> int:
+        return self.output.room()
+
+    def recordsReceived(self, records: bytes, count: int) -> None:
+        self._add(records, count)
 
     def flush(self) -> None:
         self.output.flush()
