@@ -41,6 +41,9 @@ _PCAP_HEADER = struct.Struct("<IHHiIII")
 _PCAP_RECORD = struct.Struct("<IIII")
 _NS = 1_000_000_000
 _FLUSH_BYTES = 1 << 20
+# Chunks this large on average are written one by one: joining them would
+# cost a copy (and fresh memory) for nothing.
+_LARGE_CHUNKS = 1 << 16
 _SHORT_DIRECTIONS = {"in": "In", "out": "Out", "broadcast": "B", "multicast": "M", "otherhost": "P"}
 
 
@@ -193,17 +196,21 @@ class RotatingOutput:
         Write what is queued; a failure is kept in L{error}, and what was
         queued counted as not written.
         """
-        data = b"".join(self._buffer)
+        chunks, size = self._buffer, self._pending
         records, self._records = self._records, 0
-        self._buffer.clear()
+        self._buffer = []
         self._pending = 0
         if self.error is not None or self._file is None:
             self.notWritten += records
             return
-        if not data:
+        if not size:
             return
         try:
-            self._file.write(data)
+            if size >= _LARGE_CHUNKS * len(chunks):
+                # Batches of records: written as they are, not copied first.
+                self._file.writelines(chunks)
+            else:
+                self._file.write(b"".join(chunks))
             self._file.flush()
         except OSError as e:
             where = "standard output" if self.path == "-" else self._name()
@@ -211,7 +218,7 @@ class RotatingOutput:
             self.notWritten += records
             return
         self.written += records
-        self._size += len(data)
+        self._size += size
 
     def flush(self) -> None:
         """

@@ -426,6 +426,17 @@ class RingReadTests(SynchronousTestCase):
         assert source.readPackets(Collector(), 10, lambda: None) == 0
 
 
+class PythonRingReadTests(RingReadTests):
+    """
+    The same, with the ring walked in Python (where echod's C helper was not
+    built); the tests above walk it in C where it was.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.patch(linux, "WALK_IN_C", False)
+
+
 class SocketReadTests(SynchronousTestCase):
     """
     L{LinuxSocketSource}, used where no ring can be mapped.
