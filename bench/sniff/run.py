@@ -51,6 +51,7 @@ SNIFF_TEXT = "echod-sniff text"
 @dataclass
 class Capture:
     tool: str
+    sent: int
     frames: int
     frames_per_second: float
     kernel_dropped: int
@@ -270,7 +271,7 @@ def runFlood(
         frames = countFrames(output)
         seen, dropped = kernelCounters(tool, logs[tool])
         captures.append(
-            Capture(tool, frames, frames / duration, dropped, seen, cpu[tool],
+            Capture(tool, int(sent["sent"]), frames, frames / duration, dropped, seen, cpu[tool],
                     cpu[tool] / max(frames, 1) * 1e6, 0.0)
         )  # fmt: skip
     base = captures[0].cpu_us_per_frame
@@ -288,12 +289,13 @@ def runFlood(
 def printRound(result: Round) -> None:
     print(
         f"rate {result.rate:,}/s: sent {result.sent:,} ({result.sent_per_second:,.0f}/s)\n"
-        f"  {'tool':<18} {'frames':>10} {'drops':>9} {'CPU s':>7} {'us/frame':>9}"
+        f"  {'tool':<18} {'sent':>10} {'frames':>10} {'drops':>9} {'CPU s':>7} {'us/frame':>9}"
         f" {'x tcpdump':>9}"
     )
     for c in result.captures:
         print(
-            f"  {c.tool:<18} {c.frames:>10,} {c.kernel_dropped:>9,} {c.cpu_seconds:>7.2f}"
+            f"  {c.tool:<18} {c.sent:>10,} {c.frames:>10,} {c.kernel_dropped:>9,}"
+            f" {c.cpu_seconds:>7.2f}"
             f" {c.cpu_us_per_frame:>9.3f} {c.cpu_ratio_to_tcpdump:>9.2f}",
             flush=True,
         )
