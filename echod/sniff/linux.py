@@ -6,12 +6,12 @@ of packets and echod reads them straight from the mapping, so thousands of
 packets cost one wake-up and no system call each.  echod's C helper
 (L{echod.sniff._ringwalk}) walks a block's frames, writing the pcap records
 of a whole batch at once or delivering each packet; without it, Python walks
-them with L{struct} and makes the same bytes.  If the
-ring cannot be set up, a socket read with C{recvmsg} (L{LinuxSocketSource})
-takes over.  Either way the filter runs in the kernel (L{echod.sniff.bpf}),
-VLAN tags the kernel stripped are put back into the frame, and on a loopback
-interface each packet is seen once, not twice (C{PACKET_IGNORE_OUTGOING}, or
-a filter prologue for C{any}).
+them with L{struct} and makes the same bytes.  If the ring cannot be set up,
+a socket read with C{recvmsg} (L{LinuxSocketSource}) takes over.  Either way
+the filter runs in the kernel (L{echod.sniff.bpf}), VLAN tags the kernel
+stripped are put back into the frame, and on a loopback interface each
+packet is seen once, not twice (C{PACKET_IGNORE_OUTGOING}, or a filter
+prologue for C{any}).
 
 Every operating-system call goes through L{LinuxSystem}, so that tests can
 hand in a fake one.
