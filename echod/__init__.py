@@ -17,15 +17,24 @@ def versionLine() -> str:
     """
     import platform
     import sys
+    from importlib import import_module
 
     import twisted
 
-    try:
-        import echod.server._inplace  # noqa: F401
-    except ImportError:
+    # The modules of echod's C helper: the echo server's and the sniffer's.
+    modules = ("echod.server._inplace", "echod.sniff._ringwalk")
+    missing = []
+    for module in modules:
+        try:
+            import_module(module)
+        except ImportError:
+            missing.append(module)
+    if not missing:
+        helper = "built"
+    elif len(missing) == len(modules):
         helper = "not built"
     else:
-        helper = "built"
+        helper = f"partly built (without {', '.join(missing)})"
     try:
         from echod.server.fastpath import unsupportedReason
     except ImportError:  # no epoll

@@ -145,6 +145,9 @@ class MemoryPacketSocket:
         self._offset = 0
         self._count = 0
         self._fileno = system.nextFileno()
+        # As the kernel does: the block being filled counts its packets
+        # (num_pkts) before it is handed over.
+        self.countsWhileFilling = False
 
     # --- the socket API --------------------------------------------------
 
@@ -309,6 +312,8 @@ class MemoryPacketSocket:
         ring[offset + macoff : offset + macoff + len(data)] = data
         self._offset += needed
         self._count += 1
+        if self.countsWhileFilling:
+            struct.pack_into("<I", ring, base + 12, self._count)
         return True
 
     def retire(self) -> None:
@@ -324,6 +329,10 @@ class MemoryPacketSocket:
         struct.pack_into("<IIII", ring, base + 8, linux.TP_STATUS_USER, self._count, 48, 0)
         self._block = (self._block + 1) % self.blockCount
         self._count = 0
+        following = self._block * self.blockSize
+        if self.countsWhileFilling and not struct.unpack_from("<I", ring, following + 8)[0]:
+            # The next block is opened at once, its count reset.
+            struct.pack_into("<I", ring, following + 12, 0)
 
     def userBlocks(self) -> int:
         """

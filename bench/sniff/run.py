@@ -4,16 +4,19 @@ echod-sniff against tcpdump on the same UDP flood, in the same run.
     sudo python -m bench.sniff.run [--rate 200000 --rate 300000 ...] [--seconds 5]
 
 For each rate, a native sender (udpflood.c, compiled into bench/build/sniff/)
-floods UDP on loopback at that fixed rate for a few seconds, while both
-``tcpdump -w`` and ``twistd echod-sniff --format pcap`` capture it with the
-same filter, snapshot length and ring size.  Reported for both: frames
-written to the pcap file (counted from the file), frames per second over the
-flood, the kernel's drop counter (PACKET_STATISTICS, as each tool reports
-it) and the CPU time each used from the flood's start until one second
-after its end.  A last round ("drain") stops both tools, fills their rings,
-resumes them together and times how fast each empties its ring: the
-reading speed with the sender out of the way.  Results go to stdout as a
-table and to bench/results/sniff-*.json.
+floods UDP on loopback at that fixed rate for a few seconds, while
+``tcpdump -w`` and ``twistd echod-sniff --format pcap`` capture it together,
+with the same filter, snapshot length and ring size; then a second flood at
+the same rate is captured by ``tcpdump -w`` and ``twistd echod-sniff
+--format text`` (to a file), which needs a core of its own.  Reported for
+each: frames written (counted from its file), the kernel's drop counter
+(PACKET_STATISTICS, as each tool reports it), the CPU time it used from the
+flood's start until every file stopped growing, that CPU time per frame
+written, and its ratio to tcpdump's in the same flood.  A last round
+("drain") stops tcpdump and echod-sniff (pcap), fills their rings, resumes
+them together and times how fast each empties its ring: the reading speed
+with the sender out of the way, in frames per CPU-second.  Results go to
+stdout as tables and to bench/results/sniff-*.json.
 
 Needs root (raw capture), tcpdump and a C compiler.  Nothing here asserts a
 speed: this is a measurement, not a test.
@@ -40,16 +43,22 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 BUILD = ROOT / "bench" / "build" / "sniff"
 RESULTS = ROOT / "bench" / "results"
+TCPDUMP = "tcpdump -w"
+SNIFF_PCAP = "echod-sniff pcap"
+SNIFF_TEXT = "echod-sniff text"
 
 
 @dataclass
 class Capture:
     tool: str
+    sent: int
     frames: int
     frames_per_second: float
     kernel_dropped: int
     kernel_seen: int
     cpu_seconds: float
+    cpu_us_per_frame: float
+    cpu_ratio_to_tcpdump: float
 
 
 @dataclass
@@ -58,8 +67,7 @@ class Round:
     seconds: float
     sent: int
     sent_per_second: float
-    tcpdump: Capture
-    echod: Capture
+    captures: list[Capture]
 
 
 def compileFlooder() -> Path:
@@ -102,6 +110,18 @@ def countPcap(path: Path) -> int:
     return count
 
 
+def countFrames(path: Path) -> int:
+    """
+    Frames in a tool's output: pcap records, or lines of text.
+    """
+    if path.suffix == ".pcap":
+        return countPcap(path)
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
+
+
 def cpuSeconds(pid: int) -> float:
     """
     User plus system CPU time of a running process, from /proc.
@@ -111,91 +131,174 @@ def cpuSeconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def waitFor(path: Path, pattern: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+def waitFor(path: Path, pattern: str, process: subprocess.Popen[bytes], timeout: float) -> str:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if path.exists() and re.search(pattern, path.read_text(errors="replace")):
-            return
+        if path.exists():
+            found = re.search(pattern, path.read_text(errors="replace"))
+            if found:
+                return found.group(0)
         if process.poll() is not None:
             break
         time.sleep(0.05)
     sys.exit(f"run.py: {pattern!r} not seen in {path}:\n{path.read_text(errors='replace')}")
 
 
-def runRound(flooder: Path, rate: int, seconds: float, bufferBytes: int, work: Path) -> Round:
+def settle(paths: list[Path], minimum: float, quiet: float = 0.5, timeout: float = 60) -> None:
+    """
+    Wait C{minimum} seconds, then until no file has grown for C{quiet}
+    seconds: each tool has emptied its ring (a slow one still reads after
+    the flood).
+    """
+    time.sleep(minimum)
+    sizes = [-1] * len(paths)
+    changed = time.monotonic()
+    deadline = changed + timeout
+    while time.monotonic() < deadline:
+        now = [p.stat().st_size if p.exists() else 0 for p in paths]
+        if now != sizes:
+            sizes, changed = now, time.monotonic()
+        elif time.monotonic() - changed >= quiet:
+            return
+        time.sleep(0.05)
+
+
+def sniffCommand(
+    expression: str, form: str, output: Path, log: Path, bufferBytes: int
+) -> list[str]:
+    return [
+        twistd(), "-n", "--pidfile=", "--logfile", str(log), "echod-sniff",
+        "--interface", "lo", "--filter", expression, "--format", form,
+        "--output", str(output), "--buffer-bytes", str(bufferBytes), "--stats-interval", "0",
+    ]  # fmt: skip
+
+
+def tcpdumpCommand(expression: str, output: Path, bufferBytes: int) -> list[str]:
+    return ["tcpdump", "-i", "lo", "-n", "-B", str(bufferBytes // 1024), "-w", str(output),
+            expression]  # fmt: skip
+
+
+_TCPDUMP_SEEN = r"(\d+) packets received by filter"
+_TCPDUMP_DROPPED = r"(\d+) packets dropped by kernel"
+_SNIFF_FINAL = r"stopped: (\d+) packets seen, (\d+) passed to output, (\d+) dropped by the kernel"
+# The line that says how echod-sniff reads its ring (in C or in Python).
+SNIFF_METHOD = r"(?<=capturing on lo \()[^,]+, walked in \w+"
+
+
+def kernelCounters(tool: str, log: Path) -> tuple[int, int]:
+    """
+    (seen, dropped) as the tool reported them when it stopped.
+    """
+    text = log.read_text(errors="replace")
+    if tool == TCPDUMP:
+        seen, dropped = re.search(_TCPDUMP_SEEN, text), re.search(_TCPDUMP_DROPPED, text)
+        if seen and dropped:
+            return int(seen.group(1)), int(dropped.group(1))
+    else:
+        final = re.search(_SNIFF_FINAL, text)
+        if final:
+            return int(final.group(1)), int(final.group(3))
+    sys.exit(f"run.py: no statistics from {tool}:\n{text}")
+
+
+def runRound(
+    flooder: Path, rate: int, seconds: float, bufferBytes: int, work: Path, methods: set[str]
+) -> Round:
+    """
+    echod-sniff writing pcap, then writing text, each beside tcpdump on a
+    flood of its own at C{rate}.
+    """
+    pcap = runFlood(flooder, rate, seconds, bufferBytes, work, methods, "pcap")
+    text = runFlood(flooder, rate, seconds, bufferBytes, work, methods, "text")
+    return Round(
+        rate=rate,
+        seconds=pcap.seconds,
+        sent=pcap.sent,
+        sent_per_second=pcap.sent_per_second,
+        captures=[*pcap.captures, text.captures[1]],
+    )
+
+
+def runFlood(
+    flooder: Path,
+    rate: int,
+    seconds: float,
+    bufferBytes: int,
+    work: Path,
+    methods: set[str],
+    form: str,
+) -> Round:
     port = freeUdpPort()
     expression = f"udp dst port {port}"
-    tcpdumpPcap, echodPcap = work / "tcpdump.pcap", work / "echod.pcap"
-    tcpdumpLog, echodLog = work / "tcpdump.log", work / "echod.log"
-    for path in (tcpdumpPcap, echodPcap, tcpdumpLog, echodLog):
+    sniff = SNIFF_PCAP if form == "pcap" else SNIFF_TEXT
+    outputs = {TCPDUMP: work / "tcpdump.pcap", sniff: work / f"echod.{form}"}
+    logs = {tool: path.with_name(f"{path.name}.log") for tool, path in outputs.items()}
+    for path in [*outputs.values(), *logs.values()]:
         path.unlink(missing_ok=True)
-    with open(tcpdumpLog, "wb") as tlog, open(echodLog, "wb") as elog:
-        dump = subprocess.Popen(
-            ["tcpdump", "-i", "lo", "-n", "-B", str(bufferBytes // 1024), "-w", str(tcpdumpPcap),
-             expression],
-            stdout=tlog, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        sniff = subprocess.Popen(
-            [twistd(), "-n", "--pidfile=", "--logfile", str(echodLog), "echod-sniff",
-             "--interface", "lo", "--filter", expression, "--format", "pcap",
-             "--output", str(echodPcap), "--buffer-bytes", str(bufferBytes),
-             "--stats-interval", "0"],
-            stdout=elog, stderr=subprocess.STDOUT, cwd=work,
-        )  # fmt: skip
-        try:
-            waitFor(tcpdumpLog, r"listening on", dump, 10)
-            waitFor(echodLog, r"capturing on lo", sniff, 20)
-            time.sleep(0.5)
-            dumpStart, sniffStart = cpuSeconds(dump.pid), cpuSeconds(sniff.pid)
-            flood = subprocess.run(
-                [str(flooder), "127.0.0.1", str(port), str(rate), str(seconds)],
-                check=True,
-                capture_output=True,
-                text=True,
-            )
-            sent = json.loads(flood.stdout)
-            time.sleep(1.0)  # let both drain their rings
-            dumpCpu = cpuSeconds(dump.pid) - dumpStart
-            sniffCpu = cpuSeconds(sniff.pid) - sniffStart
-        finally:
-            dump.send_signal(signal.SIGINT)
-            sniff.send_signal(signal.SIGTERM)
-            dump.wait(30)
-            sniff.wait(30)
-    tcpdumpText = tcpdumpLog.read_text(errors="replace")
-    echodText = echodLog.read_text(errors="replace")
-    seen = re.search(r"(\d+) packets received by filter", tcpdumpText)
-    dropped = re.search(r"(\d+) packets dropped by kernel", tcpdumpText)
-    final = re.search(
-        r"stopped: (\d+) packets seen, (\d+) passed to output, (\d+) dropped by the kernel",
-        echodText,
-    )
-    if not (seen and dropped and final):
-        sys.exit(f"run.py: no statistics:\n{tcpdumpText}\n{echodText}")
+    commands = {
+        TCPDUMP: tcpdumpCommand(expression, outputs[TCPDUMP], bufferBytes),
+        sniff: sniffCommand(expression, form, outputs[sniff], logs[sniff], bufferBytes),
+    }
+    processes: dict[str, subprocess.Popen[bytes]] = {}
+    cpu: dict[str, float] = {}
+    try:
+        for tool, argv in commands.items():
+            with open(logs[tool], "ab") as log:
+                processes[tool] = subprocess.Popen(
+                    argv, stdout=log, stderr=subprocess.STDOUT, cwd=work
+                )
+        waitFor(logs[TCPDUMP], r"listening on", processes[TCPDUMP], 10)
+        methods.add(waitFor(logs[sniff], SNIFF_METHOD, processes[sniff], 20))
+        time.sleep(0.5)
+        start = {tool: cpuSeconds(p.pid) for tool, p in processes.items()}
+        flood = subprocess.run(
+            [str(flooder), "127.0.0.1", str(port), str(rate), str(seconds)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        sent = json.loads(flood.stdout)
+        settle(list(outputs.values()), minimum=1.0)
+        cpu = {tool: cpuSeconds(p.pid) - start[tool] for tool, p in processes.items()}
+    finally:
+        for tool, process in processes.items():
+            process.send_signal(signal.SIGINT if tool == TCPDUMP else signal.SIGTERM)
+        for process in processes.values():
+            process.wait(30)
     duration = float(sent["seconds"])
-    tcpdumpFrames, echodFrames = countPcap(tcpdumpPcap), countPcap(echodPcap)
+    captures = []
+    for tool, output in outputs.items():
+        frames = countFrames(output)
+        seen, dropped = kernelCounters(tool, logs[tool])
+        captures.append(
+            Capture(tool, int(sent["sent"]), frames, frames / duration, dropped, seen, cpu[tool],
+                    cpu[tool] / max(frames, 1) * 1e6, 0.0)
+        )  # fmt: skip
+    base = captures[0].cpu_us_per_frame
+    for capture in captures:
+        capture.cpu_ratio_to_tcpdump = capture.cpu_us_per_frame / base if base else 0.0
     return Round(
         rate=rate,
         seconds=duration,
         sent=int(sent["sent"]),
         sent_per_second=float(sent["rate"]),
-        tcpdump=Capture(
-            "tcpdump -w",
-            tcpdumpFrames,
-            tcpdumpFrames / duration,
-            int(dropped.group(1)),
-            int(seen.group(1)),
-            dumpCpu,
-        ),
-        echod=Capture(
-            "echod-sniff",
-            echodFrames,
-            echodFrames / duration,
-            int(final.group(3)),
-            int(final.group(1)),
-            sniffCpu,
-        ),
+        captures=captures,
     )
+
+
+def printRound(result: Round) -> None:
+    print(
+        f"rate {result.rate:,}/s: sent {result.sent:,} ({result.sent_per_second:,.0f}/s)\n"
+        f"  {'tool':<18} {'sent':>10} {'frames':>10} {'drops':>9} {'CPU s':>7} {'us/frame':>9}"
+        f" {'x tcpdump':>9}"
+    )
+    for c in result.captures:
+        print(
+            f"  {c.tool:<18} {c.sent:>10,} {c.frames:>10,} {c.kernel_dropped:>9,}"
+            f" {c.cpu_seconds:>7.2f}"
+            f" {c.cpu_us_per_frame:>9.3f} {c.cpu_ratio_to_tcpdump:>9.2f}",
+            flush=True,
+        )
 
 
 @dataclass
@@ -251,19 +354,18 @@ def runDrain(flooder: Path, frames: int, work: Path) -> Drain:
     tcpdumpLog, echodLog = work / "drain-tcpdump.log", work / "drain-echod.log"
     with open(tcpdumpLog, "wb") as tlog, open(echodLog, "wb") as elog:
         dump = subprocess.Popen(
-            ["tcpdump", "-i", "lo", "-n", "-B", str(ring // 1024), "-w", str(tcpdumpPcap),
-             expression],
-            stdout=tlog, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            tcpdumpCommand(expression, tcpdumpPcap, ring), stdout=tlog, stderr=subprocess.STDOUT
+        )
         sniff = subprocess.Popen(
-            [twistd(), "-n", "--pidfile=", "--logfile", str(echodLog), "echod-sniff",
-             "--interface", "lo", "--filter", expression, "--format", "pcap",
-             "--output", str(echodPcap), "--buffer-bytes", str(ring), "--stats-interval", "0"],
-            stdout=elog, stderr=subprocess.STDOUT, cwd=work,
-        )  # fmt: skip
+            # Its own log file (--logfile): its output here is tcpdump's.
+            sniffCommand(expression, "pcap", echodPcap, echodLog, ring),
+            stdout=elog,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+        )
         try:
             waitFor(tcpdumpLog, r"listening on", dump, 10)
-            waitFor(echodLog, r"capturing on lo", sniff, 20)
+            waitFor(echodLog, SNIFF_METHOD, sniff, 20)
             time.sleep(0.5)
             dump.send_signal(signal.SIGSTOP)
             sniff.send_signal(signal.SIGSTOP)
@@ -335,24 +437,16 @@ def main() -> None:
     flooder = compileFlooder()
     rates = args.rate or [100_000, 200_000, 300_000, 2_000_000]
     rounds: list[Round] = []
+    methods: set[str] = set()
     with tempfile.TemporaryDirectory(prefix="echod-bench-sniff-") as directory:
         work = Path(directory)
         for _ in range(args.rounds):
             for rate in rates:
-                result = runRound(flooder, rate, args.seconds, args.buffer_bytes, work)
+                result = runRound(flooder, rate, args.seconds, args.buffer_bytes, work, methods)
                 rounds.append(result)
-                print(
-                    f"rate {rate:>9,}/s  sent {result.sent:>9,} ({result.sent_per_second:>9,.0f}/s)"
-                    f"  | tcpdump {result.tcpdump.frames:>9,} frames"
-                    f" {result.tcpdump.frames_per_second:>9,.0f}/s"
-                    f" drops {result.tcpdump.kernel_dropped:>7,}"
-                    f" cpu {result.tcpdump.cpu_seconds:5.2f}s"
-                    f"  | echod-sniff {result.echod.frames:>9,} frames"
-                    f" {result.echod.frames_per_second:>9,.0f}/s"
-                    f" drops {result.echod.kernel_dropped:>7,}"
-                    f" cpu {result.echod.cpu_seconds:5.2f}s",
-                    flush=True,
-                )
+                if len(rounds) == 1:
+                    print(f"echod-sniff reads a {' / '.join(sorted(methods))}")
+                printRound(result)
         drain = runDrain(flooder, args.drain, work) if args.drain else None
         if drain is not None:
             line = f"drain {drain.frames:,} frames from a full ring"
@@ -368,11 +462,16 @@ def main() -> None:
                     f" {frames_ / max(cpu, 1e-9):,.0f}/CPU-s) drops {drops:,}"
                 )
             print(line, flush=True)
+            ratio = (drain.echod_frames / max(drain.echod_cpu_seconds, 1e-9)) / (
+                drain.tcpdump_frames / max(drain.tcpdump_cpu_seconds, 1e-9)
+            )
+            print(f"drain: echod-sniff reads {ratio:.2f}x tcpdump's frames per CPU-second")
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"sniff-{time.strftime('%Y%m%dT%H%M%S')}.json"
     machine = {"cpus": os.cpu_count(), "kernel": os.uname().release}
     report = {
         "machine": machine,
+        "echod_sniff": sorted(methods),
         "rounds": [asdict(r) for r in rounds],
         "drain": asdict(drain) if drain is not None else None,
     }

@@ -2,13 +2,16 @@
 """
 The Linux capture source: an C{AF_PACKET} socket with a C{TPACKET_V3} ring
 mapped into the process (L{LinuxRingSource}); the kernel fills whole blocks
-of packets and Python reads them with L{struct} straight from the mapping,
-so thousands of packets cost one wake-up and no system call each.  If the
-ring cannot be set up, a socket read with C{recvmsg} (L{LinuxSocketSource})
-takes over.  Either way the filter runs in the kernel (L{echod.sniff.bpf}),
-VLAN tags the kernel stripped are put back into the frame, and on a loopback
-interface each packet is seen once, not twice (C{PACKET_IGNORE_OUTGOING}, or
-a filter prologue for C{any}).
+of packets and echod reads them straight from the mapping, so thousands of
+packets cost one wake-up and no system call each.  echod's C helper
+(L{echod.sniff._ringwalk}) walks a block's frames, writing the pcap records
+of a whole batch at once or delivering each packet; without it, Python walks
+them with L{struct} and makes the same bytes.  If the ring cannot be set up,
+a socket read with C{recvmsg} (L{LinuxSocketSource}) takes over.  Either way
+the filter runs in the kernel (L{echod.sniff.bpf}), VLAN tags the kernel
+stripped are put back into the frame, and on a loopback interface each
+packet is seen once, not twice (C{PACKET_IGNORE_OUTGOING}, or a filter
+prologue for C{any}).
 
 Every operating-system call goes through L{LinuxSystem}, so that tests can
 hand in a fake one.
@@ -26,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from twisted.logger import Logger
-from zope.interface import implementer
+from zope.interface import alsoProvides, implementer
 
 from echod.sniff import bpf
 from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2, FilterError, FilterProgram
@@ -37,11 +40,22 @@ from echod.sniff.source import (
     CaptureRequest,
     CaptureStatistics,
     Deliver,
+    IBlockSource,
     IPacketSource,
+    IRecordSink,
+    IRecordSource,
     UnknownInterfaceError,
 )
 
+try:
+    from echod.sniff import _ringwalk
+except ImportError:  # built without a C compiler: Python walks the ring
+    WALK_IN_C = False
+else:
+    WALK_IN_C = True
+
 __all__ = [
+    "WALK_IN_C",
     "CapturePlan",
     "LinuxRingSource",
     "LinuxSocket",
@@ -372,17 +386,29 @@ class _LinuxSource:
         self._socket.close()
 
 
-@implementer(IPacketSource)
+@implementer(IPacketSource, IBlockSource)
 class LinuxRingSource(_LinuxSource):
     """
     A TPACKET_V3 ring: the kernel writes packets into blocks of a shared
     mapping and hands each full (or timed-out) block to user space by
-    setting its status; reading a block is a loop of C{struct.unpack_from}
-    over the mapping, and handing it back is one store.
+    setting its status; reading a block is a walk over its frames (in C, or
+    a loop of C{struct.unpack_from}), and handing it back is one store.
+
+    With echod's C helper it is also an L{IRecordSource}: the pcap records
+    of a batch of frames are written in one call.
     """
 
     _statsFormat = _STATS_V3
     method = "TPACKET_V3 ring"
+    retireSeconds = _RETIRE_MS / 1000
+
+    def __init__(self, request: CaptureRequest, plan: CapturePlan, system: LinuxSystem) -> None:
+        self._inC = WALK_IN_C
+        _LinuxSource.__init__(self, request, plan, system)
+        walker = "C" if self._inC else "Python"
+        self.info = dataclasses.replace(self.info, method=f"{self.method}, walked in {walker}")
+        if self._inC:
+            alsoProvides(self, IRecordSource)
 
     def _setUpBuffer(self) -> None:
         blockSize, blockCount = ringGeometry(self._request.snaplen, self._request.bufferBytes)
@@ -403,6 +429,8 @@ class LinuxRingSource(_LinuxSource):
         self._block = 0
         self._left = 0
         self._offset = 0
+        self._end = 0
+        self._released = 0
 
     def _drain(self) -> None:
         _LinuxSource._drain(self)
@@ -413,6 +441,27 @@ class LinuxRingSource(_LinuxSource):
             if _BLOCK_STATUS.unpack_from(ring, base)[0] & TP_STATUS_USER:
                 _BLOCK_STATUS.pack_into(ring, base, TP_STATUS_KERNEL)
 
+    def _nextBlock(self, ring: mmap.mmap) -> bool:
+        """
+        Take the next block the kernel handed over, if any; skip empty ones.
+        """
+        while True:
+            base = self._block * self._blockSize
+            status, count, first = _BLOCK.unpack_from(ring, base + _BLOCK_STATUS_OFFSET)
+            if not status & TP_STATUS_USER:
+                return False
+            if count == 0:
+                self._releaseBlock()
+                continue
+            self._left, self._offset, self._end = count, base + first, base + self._blockSize
+            return True
+
+    def _took(self, count: int, offset: int) -> None:
+        self._offset = offset
+        self._left -= count
+        if self._left == 0:
+            self._releaseBlock()
+
     def readPackets(self, deliver: Deliver, limit: int, failed: Callable[[], None]) -> int:
         ring = self._ring
         if ring is None:
@@ -420,26 +469,93 @@ class LinuxRingSource(_LinuxSource):
         cooked = self._plan.cooked
         delivered = 0
         while delivered < limit:
-            if self._left == 0:
-                base = self._block * self._blockSize
-                status, count, first = _BLOCK.unpack_from(ring, base + _BLOCK_STATUS_OFFSET)
-                if not status & TP_STATUS_USER:
-                    break
-                if count == 0:
-                    self._releaseBlock()
-                    continue
-                self._left, self._offset = count, base + first
+            if self._left == 0 and not self._nextBlock(ring):
+                break
             take = min(self._left, limit - delivered)
-            if cooked:
+            if self._inC:
+                offset = self._walkFrames(ring, take, deliver, failed)
+            elif cooked:
                 offset = self._readCooked(ring, self._offset, take, deliver, failed)
             else:
                 offset = self._readEthernet(ring, self._offset, take, deliver, failed)
-            self._offset = offset
-            self._left -= take
+            self._took(take, offset)
             delivered += take
-            if self._left == 0:
-                self._releaseBlock()
         return delivered
+
+    def _inconsistent(self, error: ValueError) -> CaptureError:
+        interface = self._request.interface
+        return CaptureError(f"the capture ring of {interface} is inconsistent: {error}")
+
+    def _walkFrames(
+        self, ring: mmap.mmap, count: int, deliver: Deliver, failed: Callable[[], None]
+    ) -> int:
+        """
+        Deliver C{count} packets of a block, walked by the C helper; an
+        exception from C{deliver} stops its walk, and is raised again here
+        to be reported from inside an C{except} block.
+        """
+        frames = _ringwalk.frames
+        offset, end = self._offset, self._end
+        snaplen, cooked = self._request.snaplen, self._plan.cooked
+        while count > 0:
+            try:
+                taken, offset, error = frames(ring, offset, end, count, snaplen, cooked, deliver)
+            except ValueError as e:
+                raise self._inconsistent(e) from None
+            count -= taken
+            if error is not None:
+                try:
+                    raise error
+                except Exception:
+                    failed()
+        return offset
+
+    def readRecords(self, sink: IRecordSink, limit: int) -> int:
+        """
+        Write up to C{limit} packets into C{sink} as pcap records, a batch
+        at a time (see L{IRecordSource}); only with the C helper.
+        """
+        ring = self._ring
+        if ring is None:
+            return 0
+        records = _ringwalk.records
+        snaplen, cooked = self._request.snaplen, self._plan.cooked
+        divisor = 1 if sink.nanoseconds else 1000
+        written = 0
+        while written < limit:
+            if self._left == 0 and not self._nextBlock(ring):
+                break
+            take = min(self._left, limit - written)
+            offset, end = self._offset, self._end
+            try:
+                data, taken, after = records(
+                    ring, offset, end, take, snaplen, divisor, cooked, sink.recordRoom()
+                )
+                if taken == 0:
+                    # The next record alone is larger than the room left: it
+                    # goes alone, into the next file or as the first of one.
+                    data, taken, after = records(ring, offset, end, 1, snaplen, divisor, cooked, -1)
+            except ValueError as e:
+                raise self._inconsistent(e) from None
+            sink.recordsReceived(data, taken)
+            self._took(taken, after)
+            written += taken
+        return written
+
+    def fillingBlock(self) -> int | None:
+        ring = self._ring
+        if ring is None:
+            return None
+        for ahead in range(self._blockCount):
+            base = (self._block + ahead) % self._blockCount * self._blockSize
+            status, count, _first = _BLOCK.unpack_from(ring, base + _BLOCK_STATUS_OFFSET)
+            if not status & TP_STATUS_USER:
+                # The first block not handed over is the one being filled.
+                return self._released + ahead if count else None
+        return None
+
+    def blocksRead(self) -> int:
+        return self._released
 
     def _readEthernet(
         self, ring: mmap.mmap, offset: int, count: int, deliver: Deliver, failed: Callable[[], None]
@@ -522,6 +638,7 @@ class LinuxRingSource(_LinuxSource):
         _BLOCK_STATUS.pack_into(self._ring, base, TP_STATUS_KERNEL)
         self._block = (self._block + 1) % self._blockCount
         self._left = 0
+        self._released += 1
 
     def close(self) -> None:
         if self._closed:

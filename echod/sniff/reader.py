@@ -2,7 +2,9 @@
 """
 The reactor's side of a capture: L{RawReader}, a file descriptor registered
 with C{reactor.addReader}, which drains many packets per C{doRead} and hands
-each (timestamp, bytes, meta) to an L{IPacketConsumer}.
+each (timestamp, bytes, meta) to an L{IPacketConsumer}, or, where both the
+source and the consumer can (an L{IRecordConsumer} and echod's C helper
+walking a ring), whole batches of pcap records.
 
 Modelled on L{twisted.pair.tuntap.TuntapPort}: the capture is opened when
 asked (in C{privilegedStartService}, as root), read within a budget per
@@ -16,16 +18,33 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from twisted.internet import abstract, error
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorFDSet, IReactorTime, IReadDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from echod.sniff.platforms import CaptureSystem, openCapture
-from echod.sniff.source import CaptureInfo, CaptureRequest, CaptureStatistics, IPacketSource
+from echod.sniff.source import (
+    CaptureInfo,
+    CaptureRequest,
+    CaptureStatistics,
+    IBlockSource,
+    IPacketSource,
+    IRecordSink,
+    IRecordSource,
+)
 
-__all__ = ["CaptureComplete", "IPacketConsumer", "RawReader", "ReaderStatistics"]
+__all__ = [
+    "CaptureComplete",
+    "IPacketConsumer",
+    "IRecordConsumer",
+    "RawReader",
+    "ReaderStatistics",
+]
+
+# How often a stop waiting for the kernel to hand a block over looks again.
+_HANDOVER_POLL = 0.005
 
 
 class CaptureComplete(Exception):
@@ -78,6 +97,14 @@ class IPacketConsumer(Interface):
         """
         No more packets will come: write everything and close the output.
         """
+
+
+class IRecordConsumer(IPacketConsumer, IRecordSink):
+    """
+    A packet consumer that also takes pcap records in bulk (a pcap output):
+    from a source that writes them itself (L{IRecordSource}) it gets a
+    batch of records per call instead of a call per packet.
+    """
 
 
 @dataclass(frozen=True)
@@ -142,6 +169,7 @@ class RawReader(abstract.FileDescriptor):
         self._kernel: CaptureStatistics | None = None
         self._deliver = consumer.packetReceived
         self.complete: str | None = None
+        self._records: IRecordSource | None = None
 
     def __repr__(self) -> str:
         state = "open" if self._source is not None else "closed"
@@ -170,7 +198,18 @@ class RawReader(abstract.FileDescriptor):
         assert self.info is not None
         self.consumer.captureStarted(self.info)
         self._deliver = self.consumer.packetReceived
+        # Records in bulk where both sides can, chosen once for the capture.
+        source = self._source
+        if IRecordConsumer.providedBy(self.consumer) and IRecordSource.providedBy(source):
+            self._records = IRecordSource(source)
         self.startReading()
+
+    @property
+    def inBulk(self) -> bool:
+        """
+        Whether the source hands the consumer pcap records in bulk.
+        """
+        return self._records is not None
 
     def fileno(self) -> int:
         return self._source.fileno() if self._source is not None else -1
@@ -183,7 +222,10 @@ class RawReader(abstract.FileDescriptor):
         if self.count:
             limit = min(limit, self.count - self._delivered)
         if limit > 0:
-            self._delivered += source.readPackets(self._deliver, limit, self._consumerFailed)
+            if self._records is not None:
+                self._delivered += self._records.readRecords(IRecordSink(self.consumer), limit)
+            else:
+                self._delivered += source.readPackets(self._deliver, limit, self._consumerFailed)
         try:
             self.consumer.flush()
         except CaptureComplete as e:
@@ -234,6 +276,41 @@ class RawReader(abstract.FileDescriptor):
             passed=self._delivered - self._failed,
             failed=self._failed,
         )
+
+    def whenHandedOver(self, clock: IReactorTime) -> Deferred[None]:
+        """
+        Fires once the packets the kernel holds now in a block it is still
+        filling (a ring hands a block over when full, or C{retireSeconds}
+        after starting it) were read, or after twice that time at most; at
+        once where nothing is held back.  Reading goes on meanwhile, so
+        that a stop after this loses no packet that came before it.
+        """
+        source = self._source
+        if not IBlockSource.providedBy(source) or (self.count and self._delivered >= self.count):
+            return succeed(None)
+        blocks = IBlockSource(source)
+        target = blocks.fillingBlock()
+        if target is None:
+            return succeed(None)
+        deadline = clock.seconds() + 2 * blocks.retireSeconds
+        pending: list[IDelayedCall] = []
+
+        def stopPolling(_: Deferred[None]) -> None:
+            while pending:
+                pending.pop().cancel()
+
+        done: Deferred[None] = Deferred(stopPolling)
+
+        def check() -> None:
+            pending.clear()
+            gone = self._source is not source
+            if gone or blocks.blocksRead() > target or clock.seconds() >= deadline:
+                done.callback(None)
+            else:
+                pending.append(clock.callLater(_HANDOVER_POLL, check))
+
+        check()
+        return done
 
     def stopCapturing(self) -> None:
         """

@@ -121,7 +121,8 @@ class SniffService(Service):
         )
         self._loop: LoopingCall | None = None
         self._loopDone: Deferred[LoopingCall] | None = None
-        self._finished = False
+        self._finished: Deferred[None] | None = None
+        self._closed = False
         self._whenFinished: list[Deferred[None]] = []
         self.failed = False
 
@@ -151,26 +152,37 @@ class SniffService(Service):
             self._loop.clock = self.reactor
             self._loopDone = self._loop.start(self.config.stats_interval, now=False)
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop the capture; what came before is written (see L{_finish}).
+        twistd waits for the L{Deferred} before the process ends.
+        """
         Service.stopService(self)
-        self._finish()
+        return self._finish()
 
-    def _finish(self) -> None:
+    def _finish(self) -> Deferred[None]:
         """
-        Stop reading, close the output, log the last statistics: once.
+        Once: read the packets the kernel still holds back (those of a block
+        of the ring it is still filling, for up to a tenth of a second),
+        then stop reading, close the output and log the last statistics.
         """
-        if self._finished:
-            return
-        self._finished = True
+        if self._finished is not None:
+            return self._finished
         if self._loop is not None and self._loop.running:
             self._loop.stop()
         self._loop = None
+        self._finished = self.reader.whenHandedOver(self.reactor)
+        self._finished.addCallback(self._close)
+        return self._finished
+
+    def _close(self, _: None) -> None:
         try:
             self.reader.stopCapturing()
         except UserError as e:
             self.failed = True
             self.log.error("{error}", error=str(e), event="sniff.output_failed")
         self.logStatistics(final=True)
+        self._closed = True
         waiting, self._whenFinished = self._whenFinished, []
         for d in waiting:
             d.callback(None)
@@ -182,7 +194,7 @@ class SniffService(Service):
         and its last statistics logged.
         """
         d: Deferred[None] = Deferred()
-        if self._finished:
+        if self._closed:
             d.callback(None)
         else:
             self._whenFinished.append(d)

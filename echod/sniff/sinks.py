@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from echod.errors import UserError
 from echod.sniff.decode import PacketSummary, decodePacket, describe
-from echod.sniff.reader import CaptureComplete, IPacketConsumer
+from echod.sniff.reader import CaptureComplete, IPacketConsumer, IRecordConsumer
 from echod.sniff.source import DIRECTION_NAMES, CaptureInfo
 
 __all__ = [
@@ -43,6 +43,9 @@ _PCAP_HEADER = struct.Struct("<IHHiIII")
 _PCAP_RECORD = struct.Struct("<IIII")
 _NS = 1_000_000_000
 _FLUSH_BYTES = 1 << 20
+# Chunks this large on average are written one by one: joining them would
+# cost a copy (and fresh memory) for nothing.
+_LARGE_CHUNKS = 1 << 16
 _SHORT_DIRECTIONS = {"in": "In", "out": "Out", "broadcast": "B", "multicast": "M", "otherhost": "P"}
 
 
@@ -181,10 +184,22 @@ class RotatingOutput:
             self._buffer.append(self._header)
             self._pending += len(self._header)
 
-    def add(self, record: bytes) -> None:
+    def room(self) -> int:
+        """
+        How many bytes of records the current file takes before the next
+        one must start (C{-1}: no limit, the files do not rotate).
+        """
+        if not self.rotateBytes or self.error is not None:
+            return -1
+        return max(0, self.rotateBytes - self._size - self._pending)
+
+    def add(self, record: bytes, count: int = 1) -> None:
         """
         Queue one record, starting the next file first if it would not fit.
         Never raises: a failure is raised by the next L{flush}.
+
+        @param count: how many records C{record} holds, one after another,
+            when it holds more than one; they must fit the L{room} left.
         """
         if self.rotateSeconds and self.error is None and not self.complete:
             now = self._clock()
@@ -197,11 +212,11 @@ class RotatingOutput:
             if used + len(record) > self.rotateBytes and used > len(self._header):
                 self._rotate()
         if self.error is not None:
-            self.notWritten += 1
+            self.notWritten += count
             return
         self._buffer.append(record)
         self._pending += len(record)
-        self._records += 1
+        self._records += count
         if self._pending >= _FLUSH_BYTES:
             self._write()
 
@@ -244,17 +259,21 @@ class RotatingOutput:
         Write what is queued; a failure is kept in L{error}, and what was
         queued counted as not written.
         """
-        data = b"".join(self._buffer)
+        chunks, size = self._buffer, self._pending
         records, self._records = self._records, 0
-        self._buffer.clear()
+        self._buffer = []
         self._pending = 0
         if self.error is not None or self._file is None:
             self.notWritten += records
             return
-        if not data:
+        if not size:
             return
         try:
-            self._file.write(data)
+            if size >= _LARGE_CHUNKS * len(chunks):
+                # Batches of records: written as they are, not copied first.
+                self._file.writelines(chunks)
+            else:
+                self._file.write(b"".join(chunks))
             self._file.flush()
         except OSError as e:
             where = "standard output" if self.path == "-" else self._name()
@@ -262,7 +281,7 @@ class RotatingOutput:
             self.notWritten += records
             return
         self.written += records
-        self._size += len(data)
+        self._size += size
 
     def flush(self) -> None:
         """
@@ -301,12 +320,15 @@ class RotatingOutput:
             self._closeFile()
 
 
-@implementer(IPacketConsumer)
+@implementer(IRecordConsumer)
 class PcapSink:
     """
     Writes a pcap file: the capture's link type (Ethernet, or C{LINUX_SLL2}
     for C{any}), its snapshot length, and microsecond or nanosecond
     timestamps, the same in every file of a rotation.
+
+    It takes a record per packet, or whole batches of records from a source
+    that writes them itself (L{IRecordConsumer}): the files are the same.
     """
 
     def __init__(self, output: RotatingOutput, nanoseconds: bool = False) -> None:
@@ -329,6 +351,12 @@ class PcapSink:
     ) -> None:
         fraction = nanoseconds // self._divisor
         self._add(_PCAP_RECORD.pack(seconds, fraction, len(data), wireLength) + data)
+
+    def recordRoom(self) -> int:
+        return self.output.room()
+
+    def recordsReceived(self, records: bytes, count: int) -> None:
+        self._add(records, count)
 
     def flush(self) -> None:
         self.output.flush()

@@ -32,7 +32,10 @@ __all__ = [
     "CaptureStatistics",
     "CaptureUnsupportedError",
     "Deliver",
+    "IBlockSource",
     "IPacketSource",
+    "IRecordSink",
+    "IRecordSource",
     "UnknownInterfaceError",
 ]
 
@@ -168,4 +171,62 @@ class IPacketSource(Interface):
     def close() -> None:
         """
         Release the socket and its ring; idempotent.
+        """
+
+
+class IRecordSink(Interface):
+    """
+    Takes pcap records in bulk: a pcap output that a source able to write
+    them itself (L{IRecordSource}) fills a batch of frames at a time, with
+    no Python call per frame.
+    """
+
+    nanoseconds = Attribute("Whether records carry nanoseconds (else microseconds).")
+
+    def recordRoom() -> int:
+        """
+        How many bytes of records fit before the output must start its next
+        file (C{-1}: no limit).  A record larger than that comes alone.
+        """
+
+    def recordsReceived(records: bytes, count: int) -> None:
+        """
+        C{count} whole pcap records (16-byte header and data each), in
+        order: either all within L{recordRoom}, or one record alone.
+        """
+
+
+class IRecordSource(Interface):
+    """
+    A source that writes pcap records itself (echod's C helper walking a
+    ring): what an L{IRecordSink} takes instead of one call per packet.
+    """
+
+    def readRecords(sink: IRecordSink, limit: int) -> int:
+        """
+        Write up to C{limit} waiting packets into C{sink} as the records the
+        packets L{IPacketSource.readPackets} delivers would make (cut to the
+        capture's snapshot length); return how many (0: none waits).
+        """
+
+
+class IBlockSource(Interface):
+    """
+    A source whose kernel hands packets over a block at a time: when the
+    block is full, or C{retireSeconds} after it was started.  Until then
+    the packets of the block being filled cannot be read.
+    """
+
+    retireSeconds = Attribute("How long the kernel may keep a block it fills, in seconds.")
+
+    def fillingBlock() -> int | None:
+        """
+        The number of the block the kernel is filling if it already holds
+        packets, else L{None}; blocks are numbered from 0 in the order they
+        are read.
+        """
+
+    def blocksRead() -> int:
+        """
+        How many blocks were read (and handed back to the kernel).
         """

@@ -59,14 +59,15 @@ def test_wheelContents(wheel: Path) -> None:
 
 def test_wheelHasTheCHelper(wheel: Path) -> None:
     """
-    On Linux the wheel carries echod's C helper (the in-place echo) and its
-    type stub; where it cannot be built echod still installs, without it,
-    so only CI insists.
+    On Linux the wheel carries echod's C helper (the in-place echo, and the
+    sniffer's ring walker) and their type stubs; where it cannot be built
+    echod still installs, without it, so only CI insists.
     """
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "echod/server/_inplace.pyi" in names
-    built = [n for n in names if n.startswith("echod/server/_inplace.") and n.endswith(".so")]
-    need(bool(built), "the wheel was built without echod's C helper")
+    for module in ("echod/server/_inplace", "echod/sniff/_ringwalk"):
+        assert f"{module}.pyi" in names
+        built = [n for n in names if n.startswith(f"{module}.") and n.endswith(".so")]
+        need(bool(built), f"the wheel was built without {module} of echod's C helper")
 
 
 def test_freshVirtualenv(wheel: Path, tmp_path: Path) -> None:

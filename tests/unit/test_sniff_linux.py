@@ -96,14 +96,15 @@ class SetUpTests(SynchronousTestCase):
 
     def test_info(self) -> None:
         """
-        The capture says its link type, snapshot length and interfaces.
+        The capture says its link type, snapshot length and interfaces, and
+        how the ring is walked.
         """
         source = self.open(interface="eth0", snaplen=1500)
         assert isinstance(source, LinuxRingSource)
         info = source.info
         assert (info.interface, info.linktype, info.snaplen) == ("eth0", LINKTYPE_ETHERNET, 1500)
         assert info.interfaces == {1: "lo", 2: "eth0", 3: "tun0"}
-        assert info.method == "TPACKET_V3 ring"
+        assert info.method == f"TPACKET_V3 ring, walked in {'C' if linux.WALK_IN_C else 'Python'}"
 
     def test_loopbackIgnoresOutgoing(self) -> None:
         """
@@ -423,6 +424,17 @@ class RingReadTests(SynchronousTestCase):
         assert sock.calls.count(("close",)) == 1
         assert source.statistics().received == 1
         assert source.readPackets(Collector(), 10, lambda: None) == 0
+
+
+class PythonRingReadTests(RingReadTests):
+    """
+    The same, with the ring walked in Python (where echod's C helper was not
+    built); the tests above walk it in C where it was.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.patch(linux, "WALK_IN_C", False)
 
 
 class SocketReadTests(SynchronousTestCase):

@@ -9,19 +9,24 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from twisted.internet.defer import CancelledError
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor
 from twisted.logger import capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-from echod.sniff.reader import CaptureComplete, RawReader
+from echod.sniff import linux
+from echod.sniff.reader import CaptureComplete, IRecordConsumer, RawReader
 from echod.sniff.sinks import OutputError
 from echod.sniff.source import CapturePermissionError, CaptureRequest
 from tests import frames
 from tests.capturetesting import MemoryLinuxSystem, RecordingConsumer
+from tests.environment import need
 
 
 def frame(n: int) -> bytes:
@@ -249,3 +254,208 @@ class RawReaderTests(SynchronousTestCase):
         reader.connectionLost(Failure(ConnectionDone("gone")))
         self.failureResultOf(lost, ConnectionDone)
         assert self.system.socket.closed
+
+
+@implementer(IRecordConsumer)
+class RecordingRecordConsumer(RecordingConsumer):
+    """
+    Keeps the batches of records it is given; C{room} is what it says it
+    takes.
+    """
+
+    nanoseconds = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[tuple[bytes, int]] = []
+        self.room = -1
+
+    def recordRoom(self) -> int:
+        return self.room
+
+    def recordsReceived(self, records: bytes, count: int) -> None:
+        self.batches.append((records, count))
+
+
+class BulkTests(SynchronousTestCase):
+    """
+    Where the consumer takes records in bulk and the source writes them (the
+    C helper), the reader hands over batches of records instead of packets.
+    """
+
+    def setUp(self) -> None:
+        need(linux.WALK_IN_C, "echod's C helper (echod.sniff._ringwalk) was not built")
+        self.system = MemoryLinuxSystem()
+        self.consumer = RecordingRecordConsumer()
+
+    def reader(self, count: int = 0) -> RawReader:
+        request = CaptureRequest(interface="eth0")
+        reader = RawReader(request, self.consumer, MemoryReactor(), self.system, count=count)
+        self.addCleanup(reader.stopCapturing)
+        reader.startCapturing()
+        return reader
+
+    def arrive(self, n: int) -> None:
+        for i in range(n):
+            self.system.socket.inject(frame(i), ifindex=2)
+        self.system.socket.retire()
+
+    def test_batches(self) -> None:
+        """
+        One batch of records per block read, nothing a packet at a time.
+        """
+        reader = self.reader()
+        assert reader.inBulk
+        self.arrive(4)
+        reader.doRead()
+        ((records, count),) = self.consumer.batches
+        assert count == 4
+        assert len(records) == 4 * (16 + len(frame(0)))
+        assert self.consumer.packets == []
+        assert reader.statistics().passed == 4
+
+    def test_budgetAndCount(self) -> None:
+        """
+        The budget of one read and C{count} hold for batches too.
+        """
+        reader = self.reader(count=5)
+        reader.budget = 3
+        self.arrive(7)
+        reader.doRead()
+        reader.doRead()
+        reader.doRead()
+        assert [count for _, count in self.consumer.batches] == [3, 2]
+        self.successResultOf(reader.whenCountReached())
+
+    def test_roomSplitsBatches(self) -> None:
+        """
+        A batch never holds more records than the room the consumer has;
+        a record larger than the room comes alone.
+        """
+        reader = self.reader()
+        size = 16 + len(frame(0))
+        self.consumer.room = 2 * size + 1
+        self.arrive(5)
+        reader.doRead()
+        assert [count for _, count in self.consumer.batches] == [2, 2, 1]
+        self.consumer.batches.clear()
+        self.consumer.room = 10
+        self.arrive(2)
+        reader.doRead()
+        assert [count for _, count in self.consumer.batches] == [1, 1]
+
+    def test_packetConsumer(self) -> None:
+        """
+        A consumer of packets only gets packets, from the same source.
+        """
+        request = CaptureRequest(interface="eth0")
+        consumer = RecordingConsumer()
+        reader = RawReader(request, consumer, MemoryReactor(), self.system)
+        self.addCleanup(reader.stopCapturing)
+        reader.startCapturing()
+        assert not reader.inBulk
+        self.arrive(2)
+        reader.doRead()
+        assert len(consumer.packets) == 2
+
+
+class HandOverTests(SynchronousTestCase):
+    """
+    L{RawReader.whenHandedOver}: a stop waits for the block the kernel is
+    still filling, up to twice its retire timeout.
+    """
+
+    def setUp(self) -> None:
+        self.system = MemoryLinuxSystem()
+        self.consumer = RecordingConsumer()
+        self.clock = Clock()
+
+    def reader(self, count: int = 0) -> RawReader:
+        request = CaptureRequest(interface="eth0")
+        reader = RawReader(request, self.consumer, MemoryReactor(), self.system, count=count)
+        self.addCleanup(reader.stopCapturing)
+        reader.startCapturing()
+        self.system.socket.countsWhileFilling = True
+        return reader
+
+    def fill(self, n: int) -> None:
+        for i in range(n):
+            self.system.socket.inject(frame(i), ifindex=2)
+
+    def test_nothingHeldBack(self) -> None:
+        """
+        With no packet in a block being filled, it fires at once.
+        """
+        reader = self.reader()
+        self.fill(2)
+        self.system.socket.retire()
+        self.successResultOf(reader.whenHandedOver(self.clock))
+
+    def test_waitsForTheBlock(self) -> None:
+        """
+        Packets of a block being filled are read once the kernel hands it
+        over (the reactor reads them meanwhile), and then it fires; the
+        stop that follows has them all.
+        """
+        reader = self.reader()
+        self.fill(3)
+        handedOver = reader.whenHandedOver(self.clock)
+        self.clock.advance(0.02)
+        self.assertNoResult(handedOver)
+        self.system.socket.retire()
+        self.clock.advance(0.02)
+        self.assertNoResult(handedOver)
+        reader.doRead()
+        self.clock.advance(0.01)
+        self.successResultOf(handedOver)
+        reader.stopCapturing()
+        assert len(self.consumer.packets) == 3
+        assert self.clock.getDelayedCalls() == []
+
+    def test_deadline(self) -> None:
+        """
+        A block the kernel keeps is waited for twice its retire timeout at
+        most.
+        """
+        reader = self.reader()
+        self.fill(1)
+        handedOver = reader.whenHandedOver(self.clock)
+        self.clock.advance(0.09)
+        self.assertNoResult(handedOver)
+        self.clock.advance(0.02)
+        self.successResultOf(handedOver)
+        assert self.clock.getDelayedCalls() == []
+
+    def test_lostMeanwhile(self) -> None:
+        """
+        A capture lost while waiting ends the wait.
+        """
+        reader = self.reader()
+        self.fill(1)
+        handedOver = reader.whenHandedOver(self.clock)
+        reader.connectionLost(Failure(ConnectionDone("gone")))
+        self.failureResultOf(reader.whenLost(), ConnectionDone)
+        self.clock.advance(0.01)
+        self.successResultOf(handedOver)
+
+    def test_countReached(self) -> None:
+        """
+        Once C{count} packets were read, nothing is waited for.
+        """
+        reader = self.reader(count=2)
+        self.fill(2)
+        self.system.socket.retire()
+        reader.doRead()
+        self.fill(1)
+        self.successResultOf(reader.whenHandedOver(self.clock))
+
+    def test_cancel(self) -> None:
+        """
+        Cancelling the wait leaves no timer behind.
+        """
+        reader = self.reader()
+        self.fill(1)
+        handedOver = reader.whenHandedOver(self.clock)
+        handedOver.cancel()
+        self.failureResultOf(handedOver, CancelledError)
+        assert self.clock.getDelayedCalls() == []

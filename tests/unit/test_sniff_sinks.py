@@ -20,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
-from echod.sniff.reader import CaptureComplete, IPacketConsumer
+from echod.sniff.reader import CaptureComplete, IPacketConsumer, IRecordConsumer
 from echod.sniff.sinks import (
     OutputError,
     PcapSink,
@@ -62,6 +62,22 @@ class Directory:
 
 
 class PcapTests(Directory, SynchronousTestCase):
+    def test_recordsInBulk(self) -> None:
+        """
+        A pcap sink takes records in bulk (L{IRecordConsumer}) and says the
+        room its output has left.
+        """
+        stream = io.BytesIO()
+        sink = PcapSink(RotatingOutput("-", stdout=stream), nanoseconds=True)
+        assert verifyObject(IRecordConsumer, sink)
+        sink.captureStarted(INFO)
+        assert sink.recordRoom() == -1
+        record = struct.pack("<IIII", 1, 2, 3, 3) + b"abc"
+        sink.recordsReceived(record * 2, 2)
+        sink.captureStopped()
+        assert sink.output.written == 2
+        assert stream.getvalue() == pcapHeader(LINKTYPE_ETHERNET, 262144, True) + record * 2
+
     def test_header(self) -> None:
         """
         The global header: magic (microseconds or nanoseconds), version 2.4,
@@ -262,6 +278,33 @@ class RotationTests(Directory, SynchronousTestCase):
         assert sorted(os.listdir(directory)) == ["cap-100000", "cap-100010"]
         assert output.written == 2
         assert output.notWritten == 0
+    def test_room(self) -> None:
+        """
+        The room left is what the current file takes before the next one
+        must start; there is no limit where files do not rotate.
+        """
+        output, _ = self.output(rotateBytes=110)
+        assert output.room() == 110 - 24
+        output.add(b"a" * 40)
+        assert output.room() == 110 - 24 - 40
+        output.close()
+        unlimited, _ = self.output(rotateBytes=0)
+        assert unlimited.room() == -1
+        unlimited.close()
+
+    def test_records(self) -> None:
+        """
+        Several records added at once that fit the room are counted as
+        many; the next one that does not fit starts the next file.
+        """
+        output, directory = self.output(rotateBytes=110)
+        output.add(b"\0" * 40 + b"\1" * 40, 2)
+        assert output.room() == 6
+        output.add(b"\2" * 40)
+        output.close()
+        assert output.written == 3
+        assert (directory / "cap").read_bytes() == b"H" * 24 + b"\0" * 40 + b"\1" * 40
+        assert (directory / "cap1").read_bytes() == b"H" * 24 + b"\2" * 40
 
     def test_stdoutDoesNotRotate(self) -> None:
         stream = io.BytesIO()

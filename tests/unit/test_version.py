@@ -12,9 +12,10 @@ import pytest
 import twisted
 from echod import __version__, versionLine
 from echod.server import fastpath
+from echod.sniff import linux
 
 PYTHON = f"Python {platform.python_version()} {platform.python_implementation()}"
-HELPER = "built" if fastpath.INPLACE_IN_C else "not built"
+HELPER = "built" if fastpath.INPLACE_IN_C and linux.WALK_IN_C else "not built"
 
 
 def test_here() -> None:
@@ -31,7 +32,19 @@ def test_here() -> None:
 
 def test_withoutTheCHelper(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "echod.server._inplace", None)
+    monkeypatch.setitem(sys.modules, "echod.sniff._ringwalk", None)
     assert ", C helper: not built" in versionLine()
+
+
+def test_partOfTheCHelper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """
+    A helper built without the sniffer's part (or the server's) is not
+    said to be built: CI checks for "C helper: built".
+    """
+    monkeypatch.setitem(sys.modules, "echod.sniff._ringwalk", None)
+    line = versionLine()
+    assert "C helper: built" not in line
+    assert ", C helper: partly built (without echod.sniff._ringwalk)" in line
 
 
 def test_fastPathsOff(monkeypatch: pytest.MonkeyPatch) -> None:
