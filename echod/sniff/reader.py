@@ -64,9 +64,11 @@ class IPacketConsumer(Interface):
         The end of one batch of packets: write what is buffered.
         """
 
-    def captureStopped() -> None:
+    def captureStopped(statistics: CaptureStatistics | None = None) -> None:
         """
         No more packets will come: write everything and close the output.
+        C{statistics} are the kernel's final counters of a live capture
+        (L{None}: not known, as for a file).
         """
 
 
@@ -243,7 +245,7 @@ class RawReader(abstract.FileDescriptor):
             return
         self._kernel = source.statistics()
         try:
-            self.consumer.captureStopped()
+            self.consumer.captureStopped(self._kernel)
         finally:
             source.close()
         if not self._stopping and not self._lost.called:

@@ -31,6 +31,7 @@ from zope.interface import implementer
 from echod.config import SniffConfig
 from echod.errors import UserError
 from echod.interfaces import ICaptureStatistics, ISniffReactor
+from echod.sniff.pcapng import PcapngSink
 from echod.sniff.platforms import CaptureSystem, checkRequest, openCapture
 from echod.sniff.reader import RawReader, ReaderStatistics
 from echod.sniff.sinks import OutputError, PcapSink, RotatingOutput, SummarySink
@@ -58,13 +59,17 @@ def captureRequest(config: SniffConfig) -> CaptureRequest:
     )
 
 
-def makeConsumer(config: SniffConfig, stdout: IO[bytes] | None) -> PcapSink | SummarySink:
+def makeConsumer(
+    config: SniffConfig, stdout: IO[bytes] | None
+) -> PcapSink | PcapngSink | SummarySink:
     """
     The sink the [sniff] section asks for (nothing is opened yet).
     """
     output = RotatingOutput(config.output, config.rotate_bytes, config.rotate_count, stdout)
     if config.format == "pcap":
         return PcapSink(output, nanoseconds=config.precision == "nano")
+    if config.format == "pcapng":
+        return PcapngSink(output, nanoseconds=config.precision == "nano")
     return SummarySink(output, config.format)
 
 
