@@ -204,7 +204,7 @@ class CaptureFileReader:
         self._at = 0
         while available < size:
             try:
-                chunk = self._read(max(_CHUNK, size - available))
+                chunk = self._read(_CHUNK)
             except OSError as e:
                 raise self._error(f"cannot read: {(e.strerror or str(e)).lower()}") from None
             if not chunk:
