@@ -566,7 +566,7 @@ def test_everyProblemOfTheConfigFile(tmp_path: Path) -> None:
         "echod-sniff: sniff.toml: line 2: sniff.snaplen = 1: "
         "expected an integer of bytes from 64 to 262144",
         'echod-sniff: sniff.toml: line 3: sniff.format = "xml": '
-        'expected one of "text", "json", "pcap"',
+        'expected one of "text", "json", "pcap", "pcapng"',
         "echod-sniff: sniff.toml: line 4: sniff.filtr: unknown key (did you mean filter? known: "
         "enabled, interface, filter, snaplen, promiscuous, format, output, rotate_bytes, "
         "rotate_count, count, stats_interval, buffer_bytes, precision)",
