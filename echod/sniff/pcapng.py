@@ -7,7 +7,7 @@ Each file (of a rotation too) starts with a Section Header Block (naming
 echod as the writer) and one Interface Description Block (the interface's
 name, link type, snapshot length, time stamp resolution); each packet is an
 Enhanced Packet Block whose C{epb_flags} carry its direction (inbound with
-its reception type, or outbound) where the capture knows it.  When the
+its reception type, or outbound) where the capture knows it.  When a live
 capture stops, an Interface Statistics Block records the kernel's counters
 as dumpcap writes them: C{isb_ifrecv} the packets handed to the output,
 C{isb_ifdrop} those the kernel dropped (Wireshark's "Dropped packets"),
@@ -146,9 +146,11 @@ def interfaceStatisticsBlock(
     """
     An Interface Statistics Block of interface 0 at time C{end}: the
     capture ran from C{start} to C{end} (nanoseconds since the epoch); the
-    output got C{received} packets (C{isb_ifrecv}); with the kernel's
-    C{statistics}, the packets it dropped (C{isb_ifdrop}, when it counts
-    them) and those that passed its filter (C{isb_filteraccept}).
+    output got C{received} packets (C{isb_ifrecv}, as dumpcap counts them);
+    with the kernel's C{statistics}, the packets it dropped (C{isb_ifdrop},
+    when it counts them) and those that passed its filter
+    (C{isb_filteraccept}).  No C{isb_usrdeliv}: it would repeat
+    C{isb_ifrecv}.
     """
     units = _NS if nanoseconds else 1_000_000
     options = _option(_ISB_STARTTIME, _stamp(start, units))
@@ -167,8 +169,8 @@ class PcapngSink:
     """
     Writes a pcapng file: one section and one interface per file (the
     capture's, such as C{eth0}, or C{any} with C{LINUX_SLL2} packets), an
-    Enhanced Packet Block per packet, and the capture's statistics at the
-    end.
+    Enhanced Packet Block per packet, and at the end of a live capture
+    (stopped with the kernel's counters) its statistics.
 
     @param clock: nanoseconds since the epoch, for when the capture started
         and stopped.
@@ -227,8 +229,11 @@ class PcapngSink:
         self.output.flush()
 
     def captureStopped(self, statistics: CaptureStatistics | None = None) -> None:
-        block = interfaceStatisticsBlock(
-            self._started, self.clock(), self.received, statistics, self.nanoseconds
-        )
-        self.output.addTrailer(block)
+        # Without the kernel's counters the packets came from elsewhere (a
+        # file being converted): no statistics block describes a capture.
+        if statistics is not None:
+            block = interfaceStatisticsBlock(
+                self._started, self.clock(), self.received, statistics, self.nanoseconds
+            )
+            self.output.addTrailer(block)
         self.output.close()
