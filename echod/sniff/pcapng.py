@@ -29,6 +29,7 @@ from zope.interface import implementer
 from echod.sniff.reader import IPacketConsumer
 from echod.sniff.sinks import RotatingOutput
 from echod.sniff.source import (
+    DIRECTION_UNKNOWN,
     PACKET_BROADCAST,
     PACKET_HOST,
     PACKET_MULTICAST,
@@ -190,9 +191,20 @@ class PcapngSink:
         self._divisor = 1 if nanoseconds else 1000
         self._perSecond = _NS // self._divisor
         self._add = output.add
-        self._flags = {
+        # What follows a packet's bytes (padding, then its flags option if
+        # it has a direction) and the block length less the bytes, by
+        # direction and length % 4: two lookups per packet.
+        options = {
             direction: _option(_EPB_FLAGS_CODE, _U32.pack(flags)) + _END_OF_OPTIONS
             for direction, flags in EPB_FLAGS.items()
+        }
+        options[DIRECTION_UNKNOWN] = b""
+        self._tails = {
+            direction: tuple(
+                (padding + option, _EPB.size + 4 + len(padding) + len(option))
+                for padding in _PADDING
+            )
+            for direction, option in options.items()
         }
 
     def captureStarted(self, info: CaptureInfo) -> None:
@@ -213,15 +225,16 @@ class PcapngSink:
     ) -> None:
         stamp = seconds * self._perSecond + nanoseconds // self._divisor
         caplen = len(data)
-        options = self._flags.get(direction, b"")
-        padding = _PADDING[caplen & 3]
-        length = 32 + caplen + len(padding) + len(options)
+        try:
+            tail, length = self._tails[direction][caplen & 3]
+        except KeyError:
+            tail, length = self._tails[DIRECTION_UNKNOWN][caplen & 3]
+        length += caplen
         self.received += 1
         self._add(
             _EPB.pack(_BT_EPB, length, 0, stamp >> 32, stamp & 0xFFFFFFFF, caplen, wireLength)
             + data
-            + padding
-            + options
+            + tail
             + _U32.pack(length)
         )
 

@@ -148,6 +148,17 @@ class PcapngSinkTests(SynchronousTestCase):
         # No direction, no flags option.
         assert body[20 + 4 :] == b""
 
+    def test_otherDirection(self) -> None:
+        """
+        A packet type pcapng has no flags for is written without flags.
+        """
+        sink, path = self.sink()
+        sink.captureStarted(INFO)
+        sink.packetReceived(SECOND, 0, b"abcde", 5, 0, 7)
+        sink.captureStopped()
+        body = next(b for kind, b in blocks(path.read_bytes()) if kind == 6)
+        assert body[20:] == b"abcde\0\0\0"
+
     def test_directionFlags(self) -> None:
         """
         Inbound with the reception type of Linux's packet types, outbound.
