@@ -476,6 +476,11 @@ class CaptureFileReader:
         position = self._sectionStart + interfaceId
         if position >= len(self._interfaces):
             known = len(self._interfaces) - self._sectionStart
+            if not known:
+                raise self._error(
+                    f"packet {number} at byte {start} comes before any interface "
+                    "description block of its section"
+                )
             raise self._error(
                 f"packet {number} at byte {start} is of interface {interfaceId}, "
                 f"but the section describes {known} interface{'s' if known != 1 else ''}"

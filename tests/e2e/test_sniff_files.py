@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import socketserver
+import struct
 import subprocess
 import sys
 import threading
@@ -31,14 +32,17 @@ from echod.sniff.bpf import FilterError
 from echod.sniff.capturefile import CaptureFileError, readCaptureFile
 from echod.sniff.pcapng import PcapngSink
 from echod.sniff.sinks import RotatingOutput
+from tests import frames
 from tests.capturetesting import RecordingConsumer
 from tests.e2e.test_sniff import Sniffer
 from tests.environment import hasIPv6, requireRoot, requireTool
 from tests.testing import pythonPath, waitUntil
+from tests.unit.test_sniff_capturefile import SECOND, epb, idb, micro, shb
 
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
 MARKER = b"echod-capture-files-end"
+FRAME = frames.ethernet(frames.ipv4(frames.udp(4000, 7, b"hello"), 17))
 
 
 class _TCPEcho(socketserver.BaseRequestHandler):
@@ -389,6 +393,56 @@ def test_damagedLikeTcpdump(captures: Captures, tmp_path: Path) -> None:
             readCaptureFile(str(path), "", consumer)
         assert str(caught.value).startswith(f"{path}: "), name
         assert len(consumer.packets) == printed, (name, str(caught.value), stderr)
+
+
+def _pcapngCases() -> dict[str, tuple[bytes, int | None]]:
+    """
+    Damaged or unusual pcapng files, with how many packets echod reads
+    from each before its error (L{None}: all, without error).
+    """
+    first = epb(micro(SECOND, 1), FRAME)
+    second = epb(micro(SECOND, 2), FRAME)
+    good = shb() + idb(name="eth0") + first
+    notMultiple = bytearray(second)
+    struct.pack_into("<I", notMultiple, 4, 33)
+    return {
+        "length not a multiple of 4": (good + bytes(notMultiple), 1),
+        "length 0": (good + struct.pack("<II", 6, 0) + bytes(8), 1),
+        "trailer": (good + second[:-4] + struct.pack("<I", 12), 1),
+        "huge block": (good + struct.pack("<II", 6, 0x7FFFFFF0), 1),
+        "cut block": (good + second[:30], 1),
+        "packet before interface": (shb() + first + idb(), 0),
+        "no interface": (shb(), 0),
+        "interface out of range": (good + epb(micro(SECOND, 2), FRAME, interface=3), 1),
+        "two link types": (good + idb(113) + epb(micro(SECOND, 2), FRAME, interface=1), 1),
+        # libpcap refuses these two; echod reads them.
+        "two snapshot lengths": (good + idb(snaplen=100) + epb(0, FRAME, interface=1), None),
+        "two byte orders": (good + shb(">") + idb(order=">") + epb(0, FRAME, order=">"), None),
+    }
+
+
+@pytest.mark.parametrize("case", list(_pcapngCases()))
+def test_damagedPcapngLikeTcpdump(tmp_path: Path, case: str) -> None:
+    """
+    Each damaged pcapng delivers what tcpdump prints before its error, then
+    fails with one line; the two files libpcap refuses for no damage are
+    read whole.
+    """
+    requireTool("tcpdump")
+    data, delivered = _pcapngCases()[case]
+    path = tmp_path / "case.pcapng"
+    path.write_bytes(data)
+    printed, stderr = tcpdumpCount(path)
+    assert "tcpdump: " in stderr
+    consumer = RecordingConsumer()
+    if delivered is None:
+        readCaptureFile(str(path), "", consumer)
+        assert len(consumer.packets) > printed
+        return
+    with pytest.raises(CaptureFileError) as caught:
+        readCaptureFile(str(path), "", consumer)
+    assert str(caught.value).startswith(f"{path}: ")
+    assert len(consumer.packets) == printed == delivered
 
 
 def test_standardInput(captures: Captures) -> None:

@@ -428,7 +428,7 @@ class PcapngTests(Files, SynchronousTestCase):
         """
         An enhanced packet block before any interface is refused.
         """
-        self.fails(shb() + epb(0, b"a"), "packet 1", "of interface 0", "describes 0 interfaces")
+        self.fails(shb() + epb(0, b"a"), "packet 1", "before any interface description block")
 
     def test_interfaceOutOfRange(self) -> None:
         consumer, _ = self.fails(
