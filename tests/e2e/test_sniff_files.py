@@ -32,6 +32,7 @@ from echod.sniff.bpf import FilterError
 from echod.sniff.capturefile import CaptureFileError, readCaptureFile
 from echod.sniff.pcapng import PcapngSink
 from echod.sniff.sinks import RotatingOutput
+from echod.sniff.source import CaptureInfo
 from tests import frames
 from tests.capturetesting import RecordingConsumer
 from tests.e2e.test_sniff import Sniffer
@@ -321,6 +322,67 @@ def test_filterLikeTcpdump(captures: Captures, kind: str, template: str) -> None
         assert ours
     if template in ("vlan", "ether host 02:00:00:00:00:01"):
         assert ours == []
+
+
+def _craftedFrames() -> list[bytes]:
+    """
+    Ethernet frames loopback does not carry: VLAN tags, ARP, real MAC
+    addresses, broadcast, IPv6 with ICMPv6.
+    """
+    udp = frames.ipv4(frames.udp(4000, 7, b"x" * 200), 17)
+    return [
+        frames.ethernet(frames.vlan(udp, 10, 0x0800), 0x8100),
+        frames.ethernet(frames.vlan(frames.vlan(udp, 20, 0x0800), 30, 0x8100), 0x88A8),
+        frames.ethernet(udp),
+        frames.ethernet(
+            frames.arp(1, "02:00:00:00:00:01", "192.0.2.1", "00:00:00:00:00:00", "192.0.2.2"),
+            0x0806,
+            dst="ff:ff:ff:ff:ff:ff",
+        ),
+        frames.ethernet(frames.ipv6(frames.icmpv6(128), 58), 0x86DD, src="02:00:00:00:00:09"),
+        frames.ethernet(frames.ipv4(frames.tcp(5, 7, 0x12), 6, src="198.51.100.1")),
+    ]
+
+
+CRAFTED_EXPRESSIONS = [
+    "vlan",
+    "vlan 10",
+    "vlan and udp",
+    "udp",
+    "arp",
+    "ether broadcast",
+    "ether host 02:00:00:00:00:09",
+    "ether src 02:00:00:00:00:01 and not arp",
+    "icmp6",
+    "ip6 and icmp6[0] = 128",
+    "net 198.51.100.0/24",
+    "tcp[tcpflags] & (tcp-syn|tcp-ack) = (tcp-syn|tcp-ack)",
+    "greater 100",
+    "less 100",
+]
+
+
+@pytest.mark.parametrize("expression", CRAFTED_EXPRESSIONS)
+def test_filterLikeTcpdumpOnCraftedFrames(tmp_path: Path, expression: str) -> None:
+    """
+    On frames loopback cannot carry (VLAN tags, ARP, MAC addresses), the
+    filter selects what C{tcpdump -r} selects, in pcap and in pcapng.
+    """
+    requireTool("tcpdump")
+    crafted = _craftedFrames()
+    pcap = tmp_path / "crafted.pcap"
+    sink = PcapngSink(RotatingOutput(str(tmp_path / "crafted.pcapng")), nanoseconds=True)
+    with open(pcap, "wb") as out:
+        out.write(struct.pack("<IHHiIII", 0xA1B23C4D, 2, 4, 0, 0, 262144, 1))
+        sink.captureStarted(CaptureInfo("eth0", 1, 262144))
+        for i, frame in enumerate(crafted):
+            out.write(struct.pack("<IIII", SECOND, i, len(frame), len(frame)) + frame)
+            sink.packetReceived(SECOND, i, frame, len(frame), 1, -1)
+        sink.captureStopped()
+    for path in (pcap, tmp_path / "crafted.pcapng"):
+        ours = [t for t, _, _, _ in echodPackets(path, expression)]
+        assert ours == tcpdumpTimes(path, expression)
+        assert ours, "every expression here matches a frame"
 
 
 def test_badFilter(captures: Captures) -> None:
