@@ -278,7 +278,7 @@ class CaptureFileReader:
         if major != 2:
             raise self._error(f"unsupported pcap version {major}.{minor} (2.4 is read)")
         # The upper bits of the link type field hold FCS information.
-        self._linktype = linktype & 0x0FFFFFFF
+        self._linktype = linktype & 0x03FFFFFF
         self._snaplen = snaplen if 0 < snaplen <= MAXIMUM_SNAPLEN else MAXIMUM_SNAPLEN
         self._pcapOrder = order
         self._pcapMultiplier = multiplier
@@ -288,9 +288,8 @@ class CaptureFileReader:
         while not self._interfaces:
             if self._atEnd():
                 raise self._error("pcapng file without an interface description block")
-            packet = self._nextBlock()
-            if packet is not None:  # pragma: no cover - _nextBlock refuses it
-                raise self._error("packet before any interface description block")
+            # A packet block here is refused: it has no interface yet.
+            self._nextBlock()
 
     # Packets --------------------------------------------------------------
 
@@ -319,11 +318,16 @@ class CaptureFileReader:
                     f"packet {number} at byte {self._position() - 16} claims {caplen} "
                     f"captured bytes, more than the maximum of {limit}"
                 )
-            if fraction * multiplier >= _NS:
-                raise self._error(
-                    f"packet {number} at byte {self._position() - 16} has a fraction of "
-                    f"a second of {fraction} ({'nano' if multiplier == 1 else 'micro'}seconds)"
-                )
+            nanoseconds = fraction * multiplier
+            if nanoseconds >= _NS:
+                # A fraction of a second or more: libpcap passes it on,
+                # consumers want it carried into the seconds.
+                carried, nanoseconds = divmod(nanoseconds, _NS)
+                seconds += carried
+                if seconds > _MAX_SECONDS:
+                    raise self._error(
+                        f"packet {number} has a time stamp of {seconds} seconds, outside 1970-2106"
+                    )
             at = self._take(caplen, f"packet {number} ({caplen} captured bytes)")
             # libpcap keeps the snapshot length of the file.
             kept = min(caplen, snaplen)
@@ -331,7 +335,7 @@ class CaptureFileReader:
             self.packetsRead = number
             yield (
                 seconds,
-                fraction * multiplier,
+                nanoseconds,
                 data,
                 wire if wire >= kept else kept,
                 0,
@@ -373,9 +377,9 @@ class CaptureFileReader:
         order = self._order
         kind, length = struct.unpack_from(order + "II", buffer, self._at)
         if length < 12 or length % 4:
+            problem = "less than 12" if length < 12 else "not a multiple of 4"
             raise self._error(
-                f"block of type 0x{kind:08x} at byte {start} has a length of {length}, "
-                "not a multiple of 4 of at least 12"
+                f"block of type 0x{kind:08x} at byte {start} has a length of {length}, {problem}"
             )
         if length > MAXIMUM_BLOCK:
             raise self._error(

@@ -262,11 +262,22 @@ class PcapTests(Files, SynchronousTestCase):
     def test_badVersion(self) -> None:
         self.fails(pcapFile([], version=(3, 0)), "unsupported pcap version 3.0")
 
-    def test_badFraction(self) -> None:
+    def test_fractionOfASecondOrMore(self) -> None:
         """
-        A microsecond fraction of a second or more is damage.
+        A fraction of a second or more (which libpcap passes on) is carried
+        into the seconds; past 2106 it is an error.
         """
-        self.fails(pcapFile([(SECOND, 1_000_000, b"x")]), "packet 1", "fraction")
+        consumer, _ = self.read(pcapFile([(SECOND, 2_500_000, b"x")]))
+        assert consumer.packets[0][0] == (SECOND + 2) * 10**9 + 500_000_000
+        self.fails(pcapFile([(0xFFFFFFFF, 1_000_000, b"x")]), "packet 1", "outside 1970-2106")
+
+    def test_linkTypeFlags(self) -> None:
+        """
+        The upper bits of the link type field (FCS information) are not the
+        link type.
+        """
+        consumer, _ = self.read(pcapFile([], linktype=0x14000001))
+        assert consumer.info is not None and consumer.info.linktype == 1
 
 
 class PcapngTests(Files, SynchronousTestCase):
