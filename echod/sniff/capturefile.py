@@ -476,17 +476,17 @@ class CaptureFileReader:
         self._interfaces.append(_Interface(index, linktype, snaplen, name, units, offset))
         self._names[index] = name
 
-    def _findInterface(self, number: int, interfaceId: int, start: int) -> _Interface:
+    def _findInterface(self, number: int, interfaceId: int, what: str) -> _Interface:
         position = self._sectionStart + interfaceId
         if position >= len(self._interfaces):
             known = len(self._interfaces) - self._sectionStart
             if not known:
                 raise self._error(
-                    f"packet {number} at byte {start} comes before any interface "
+                    f"packet {number} ({what}) comes before any interface "
                     "description block of its section"
                 )
             raise self._error(
-                f"packet {number} at byte {start} is of interface {interfaceId}, "
+                f"packet {number} ({what}) is of interface {interfaceId}, "
                 f"but the section describes {known} interface{'s' if known != 1 else ''}"
             )
         return self._interfaces[position]
@@ -503,65 +503,54 @@ class CaptureFileReader:
             return seconds, fraction * 1000
         return seconds, fraction * _NS // units
 
-    def _packetData(
-        self, interface: _Interface, data: int, caplen: int, room: int, number: int, start: int
-    ) -> bytes:
-        if caplen > room:
-            raise self._error(
-                f"packet {number} at byte {start} claims {caplen} captured bytes, "
-                f"but its block holds {max(room, 0)}"
-            )
-        kept = min(caplen, interface.snaplen)
-        return self._buffer[data : data + kept]
-
     def _enhancedPacket(self, body: int, end: int, start: int) -> Packet:
-        number = self.packetsRead + 1
         if end - body < 20:
             raise self._error(f"enhanced packet block at byte {start} is too short")
         interfaceId, high, low, caplen, wire = struct.unpack_from(
             self._order + "IIIII", self._buffer, body
         )
-        interface = self._findInterface(number, interfaceId, start)
-        data = self._packetData(interface, body + 20, caplen, end - body - 20, number, start)
-        direction = DIRECTION_UNKNOWN
         what = f"enhanced packet block at byte {start}"
-        for code, value, size in self._options(body + 20 + ((caplen + 3) & ~3), end, what):
-            if code == _EPB_FLAGS and size == 4:
-                (flags,) = struct.unpack_from(self._order + "I", self._buffer, value)
-                direction = _direction(flags)
-        seconds, nanoseconds = self._timestamp(interface, high << 32 | low, number)
-        self.packetsRead = number
-        return (
-            seconds,
-            nanoseconds,
-            data,
-            wire if wire >= len(data) else len(data),
-            interface.index,
-            direction,
-        )
+        return self._packet(interfaceId, high << 32 | low, caplen, wire, body + 20, end, what)
 
     def _obsoletePacket(self, body: int, end: int, start: int) -> Packet:
-        number = self.packetsRead + 1
         if end - body < 20:
             raise self._error(f"packet block at byte {start} is too short")
         interfaceId, _, high, low, caplen, wire = struct.unpack_from(
             self._order + "HHIIII", self._buffer, body
         )
-        interface = self._findInterface(number, interfaceId, start)
-        data = self._packetData(interface, body + 20, caplen, end - body - 20, number, start)
-        direction = DIRECTION_UNKNOWN
         what = f"packet block at byte {start}"
-        for code, value, size in self._options(body + 20 + ((caplen + 3) & ~3), end, what):
+        return self._packet(interfaceId, high << 32 | low, caplen, wire, body + 20, end, what)
+
+    def _packet(
+        self, interfaceId: int, stamp: int, caplen: int, wire: int, data: int, end: int, what: str
+    ) -> Packet:
+        """
+        The packet of an enhanced or obsolete packet block, whose bytes start
+        at C{data}, followed by options up to C{end} (C{epb_flags} and the
+        obsolete block's C{pack_flags} have the same code and meaning).
+        """
+        number = self.packetsRead + 1
+        interface = self._findInterface(number, interfaceId, what)
+        room = end - data
+        if caplen > room:
+            raise self._error(
+                f"packet {number} ({what}) claims {caplen} captured bytes, "
+                f"but its block holds {room}"
+            )
+        kept = min(caplen, interface.snaplen)
+        packet = self._buffer[data : data + kept]
+        direction = DIRECTION_UNKNOWN
+        for code, value, size in self._options(data + ((caplen + 3) & ~3), end, what):
             if code == _EPB_FLAGS and size == 4:
                 (flags,) = struct.unpack_from(self._order + "I", self._buffer, value)
                 direction = _direction(flags)
-        seconds, nanoseconds = self._timestamp(interface, high << 32 | low, number)
+        seconds, nanoseconds = self._timestamp(interface, stamp, number)
         self.packetsRead = number
         return (
             seconds,
             nanoseconds,
-            data,
-            wire if wire >= len(data) else len(data),
+            packet,
+            wire if wire >= kept else kept,
             interface.index,
             direction,
         )
@@ -570,7 +559,7 @@ class CaptureFileReader:
         number = self.packetsRead + 1
         if end - body < 4:
             raise self._error(f"simple packet block at byte {start} is too short")
-        interface = self._findInterface(number, 0, start)
+        interface = self._findInterface(number, 0, f"simple packet block at byte {start}")
         (wire,) = struct.unpack_from(self._order + "I", self._buffer, body)
         # No captured length: what the block holds, up to the snapshot length.
         caplen = min(wire, interface.snaplen, end - body - 4)
