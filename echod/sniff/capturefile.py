@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import struct
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
@@ -305,42 +305,73 @@ class CaptureFileReader:
         return self._pcapngPackets()
 
     def _pcapPackets(self) -> Iterator[Packet]:
-        record = struct.Struct(self._pcapOrder + "IIII")
+        unpack = struct.Struct(self._pcapOrder + "IIII").unpack_from
         multiplier = self._pcapMultiplier
         snaplen = self._snaplen
         limit = max(snaplen, MAXIMUM_SNAPLEN)
-        while not self._atEnd():
-            number = self.packetsRead + 1
-            at = self._take(16, f"header of packet {number}")
-            seconds, fraction, caplen, wire = record.unpack_from(self._buffer, at)
-            if caplen > limit:
-                raise self._error(
-                    f"packet {number} at byte {self._position() - 16} claims {caplen} "
-                    f"captured bytes, more than the maximum of {limit}"
+        while True:
+            # The records wholly in the buffer, checked the cheap way...
+            buffer, at, number = self._buffer, self._at, self.packetsRead
+            size = len(buffer)
+            while at + 16 <= size:
+                seconds, fraction, caplen, wire = unpack(buffer, at)
+                data = at + 16
+                if caplen > snaplen or data + caplen > size or fraction * multiplier >= _NS:
+                    break
+                at = data + caplen
+                number += 1
+                self._at = at
+                self.packetsRead = number
+                yield (
+                    seconds,
+                    fraction * multiplier,
+                    buffer[data:at],
+                    wire if wire >= caplen else caplen,
+                    0,
+                    DIRECTION_UNKNOWN,
                 )
-            nanoseconds = fraction * multiplier
-            if nanoseconds >= _NS:
-                # A fraction of a second or more: libpcap passes it on,
-                # consumers want it carried into the seconds.
-                carried, nanoseconds = divmod(nanoseconds, _NS)
-                seconds += carried
-                if seconds > _MAX_SECONDS:
-                    raise self._error(
-                        f"packet {number} has a time stamp of {seconds} seconds, outside 1970-2106"
-                    )
-            at = self._take(caplen, f"packet {number} ({caplen} captured bytes)")
-            # libpcap keeps the snapshot length of the file.
-            kept = min(caplen, snaplen)
-            data = self._buffer[at : at + kept]
-            self.packetsRead = number
-            yield (
-                seconds,
-                nanoseconds,
-                data,
-                wire if wire >= kept else kept,
-                0,
-                DIRECTION_UNKNOWN,
+            # ...then one record the careful way, reading more first.
+            if self._atEnd():
+                return
+            yield self._pcapRecord(unpack, multiplier, snaplen, limit)
+
+    def _pcapRecord(
+        self,
+        unpack: Callable[[bytes, int], tuple[int, int, int, int]],
+        multiplier: int,
+        snaplen: int,
+        limit: int,
+    ) -> Packet:
+        number = self.packetsRead + 1
+        at = self._take(16, f"header of packet {number}")
+        seconds, fraction, caplen, wire = unpack(self._buffer, at)
+        if caplen > limit:
+            raise self._error(
+                f"packet {number} at byte {self._position() - 16} claims {caplen} "
+                f"captured bytes, more than the maximum of {limit}"
             )
+        nanoseconds = fraction * multiplier
+        if nanoseconds >= _NS:
+            # A fraction of a second or more: libpcap passes it on,
+            # consumers want it carried into the seconds.
+            carried, nanoseconds = divmod(nanoseconds, _NS)
+            seconds += carried
+            if seconds > _MAX_SECONDS:
+                raise self._error(
+                    f"packet {number} has a time stamp of {seconds} seconds, outside 1970-2106"
+                )
+        at = self._take(caplen, f"packet {number} ({caplen} captured bytes)")
+        # libpcap keeps the snapshot length of the file.
+        kept = min(caplen, snaplen)
+        self.packetsRead = number
+        return (
+            seconds,
+            nanoseconds,
+            self._buffer[at : at + kept],
+            wire if wire >= kept else kept,
+            0,
+            DIRECTION_UNKNOWN,
+        )
 
     def _pcapngPackets(self) -> Iterator[Packet]:
         while not self._atEnd():
