@@ -73,6 +73,7 @@ class Captures:
 
     directory: Path
     pcap: Path
+    microPcap: Path
     dumpcap: Path
     editcap: Path
     tcp: int
@@ -81,7 +82,12 @@ class Captures:
     ipv6: bool
 
     def files(self) -> dict[str, Path]:
-        return {"tcpdump-pcap": self.pcap, "dumpcap": self.dumpcap, "editcap": self.editcap}
+        return {
+            "tcpdump-pcap": self.pcap,
+            "tcpdump-micro": self.microPcap,
+            "dumpcap": self.dumpcap,
+            "editcap": self.editcap,
+        }
 
 
 def _startServer(server: socketserver.BaseServer) -> None:
@@ -157,20 +163,12 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captures]:
     ports = [tcp, udp, closed] + ([udp6] if udp6 else [])
     expression = " or ".join(f"port {p}" for p in ports) + " or icmp"
     pcap, dumpcapFile = directory / "tcpdump.pcap", directory / "dumpcap.pcapng"
-    logs = [directory / "tcpdump.log", directory / "dumpcap.log"]
+    microPcap = directory / "tcpdump-micro.pcap"
+    logs = [directory / f"{name}.log" for name in ("tcpdump", "tcpdump-micro", "dumpcap")]
+    tcpdump = ["tcpdump", "-i", "lo", "-n", "-U", "--immediate-mode"]
     argvs = [
-        [
-            "tcpdump",
-            "-i",
-            "lo",
-            "-n",
-            "-U",
-            "--immediate-mode",
-            "--time-stamp-precision=nano",
-            "-w",
-            str(pcap),
-            expression,
-        ],
+        [*tcpdump, "--time-stamp-precision=nano", "-w", str(pcap), expression],
+        [*tcpdump, "-w", str(microPcap), expression],
         ["dumpcap", "-i", "lo", "-q", "-w", str(dumpcapFile), "-f", expression],
     ]
     processes = []
@@ -178,19 +176,23 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captures]:
         for argv, log in zip(argvs, logs, strict=True):
             with open(log, "wb") as out:
                 processes.append(subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT))
-        for log, ready in zip(logs, [b"listening on", b"Capturing on"], strict=True):
+        for log, ready in zip(logs, [b"listening on"] * 2 + [b"Capturing on"], strict=True):
             waitUntil(partial(_says, log, ready), timeout=15, what=f"{log.name}: ready")
-        # Both capture once a probe reaches both files (dumpcap says it
+        # All capture once a probe reaches every file (dumpcap says it
         # captures before its filter is on, and writes about every second).
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
 
             def probed() -> bool:
                 s.sendto(b"probe", ("127.0.0.1", closed))
-                return all(p.exists() and b"probe" in p.read_bytes() for p in (pcap, dumpcapFile))
+                return all(
+                    p.exists() and b"probe" in p.read_bytes()
+                    for p in (pcap, microPcap, dumpcapFile)
+                )
 
             waitUntil(probed, timeout=20, what="tcpdump and dumpcap capturing")
         _traffic(tcp, udp, closed, udp6)
-        waitUntil(lambda: MARKER in pcap.read_bytes(), timeout=15, what="tcpdump wrote all")
+        for path in (pcap, microPcap):
+            waitUntil(partial(_says, path, MARKER), timeout=15, what="tcpdump wrote all")
         # dumpcap writes a block when its buffer fills or every second.
         waitUntil(
             lambda: dumpcapFile.exists() and MARKER in dumpcapFile.read_bytes(),
@@ -205,7 +207,9 @@ def captures(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Captures]:
             server.server_close()
     editcapFile = directory / "editcap.pcapng"
     subprocess.run(["editcap", "-F", "pcapng", str(pcap), str(editcapFile)], check=True, timeout=60)
-    yield Captures(directory, pcap, dumpcapFile, editcapFile, tcp, udp, closed, udp6 is not None)
+    yield Captures(
+        directory, pcap, microPcap, dumpcapFile, editcapFile, tcp, udp, closed, udp6 is not None
+    )
 
 
 def _ns(text: str) -> int:
@@ -258,11 +262,12 @@ def tcpdumpTimes(path: Path, expression: str) -> list[int]:
     return [_ns(line.split()[0]) for line in result.stdout.splitlines() if line[:1].isdigit()]
 
 
-@pytest.mark.parametrize("kind", ["tcpdump-pcap", "dumpcap", "editcap"])
+@pytest.mark.parametrize("kind", ["tcpdump-pcap", "tcpdump-micro", "dumpcap", "editcap"])
 def test_readsLikeTshark(captures: Captures, kind: str) -> None:
     """
-    Every packet of a file written by tcpdump (pcap, nanoseconds), dumpcap
-    (pcapng) or editcap (pcapng) reads as tshark reads it: time to the
+    Every packet of a file written by tcpdump (pcap, nanoseconds or
+    microseconds), dumpcap (pcapng) or editcap (pcapng) reads as tshark
+    reads it: time to the
     nanosecond, lengths and bytes.
     """
     path = captures.files()[kind]
@@ -297,7 +302,7 @@ EXPRESSIONS = [
 
 
 @pytest.mark.parametrize("template", EXPRESSIONS)
-@pytest.mark.parametrize("kind", ["tcpdump-pcap", "dumpcap"])
+@pytest.mark.parametrize("kind", ["tcpdump-pcap", "tcpdump-micro", "dumpcap"])
 def test_filterLikeTcpdump(captures: Captures, kind: str, template: str) -> None:
     """
     An expression selects exactly the packets C{tcpdump -r FILE EXPR}
