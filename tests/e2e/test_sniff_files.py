@@ -557,6 +557,26 @@ def test_pcapngFromFile(captures: Captures, tmp_path: Path) -> None:
     assert types.split(",") == ["0x0a0d0d0a", "0x00000001"] + ["0x00000006"] * packets
 
 
+def test_pcapngRotation(captures: Captures, tmp_path: Path) -> None:
+    """
+    Each file of a rotation of echod's pcapng reads alone in tshark; all
+    together they hold every packet, in order.
+    """
+    base = tmp_path / "rotated.pcapng"
+    sink = PcapngSink(RotatingOutput(str(base), rotateBytes=4000, rotateCount=0))
+    readCaptureFile(str(captures.pcap), "", sink)
+    names = sink.output.names
+    assert len(names) > 3
+    together = []
+    for name in names:
+        packets = tsharkPackets(Path(name))
+        assert packets
+        together += packets
+    assert [(length, data) for _, _, length, data in together] == [
+        (length, data) for _, _, length, data in tsharkPackets(captures.pcap)
+    ]
+
+
 def isbFields(path: Path, field: str) -> list[str]:
     """
     A field of the file's own blocks, as Wireshark's file dissector shows
