@@ -254,24 +254,27 @@ def _check(config: Config, lines: _Lines | None = None) -> Config:
 def _checkSniff(names: _Names) -> list[ConfigError]:
     sniff = names.config.sniff
     problems = []
-    if sniff.rotate_count and not sniff.rotate_bytes:
+    if sniff.rotate_count and not sniff.rotate_bytes and not sniff.rotate_seconds:
         other = names.name("sniff.rotate_bytes", "sniff.rotate_count")
+        seconds = names.name("sniff.rotate_seconds", "sniff.rotate_count")
         problems.append(
             names.error(
                 "sniff.rotate_count",
                 sniff.rotate_count,
-                f"needs {other} too (files rotate by size)",
+                f"needs {other} or {seconds} too (files rotate by size or by time)",
             )
         )
-    if sniff.rotate_bytes and sniff.output == "-":
-        other = names.name("sniff.output", "sniff.rotate_bytes")
-        problems.append(
-            names.error(
-                "sniff.rotate_bytes",
-                sniff.rotate_bytes,
-                f"needs {other} to name a file (stdout cannot rotate)",
+    for key in ("rotate_bytes", "rotate_seconds"):
+        value = getattr(sniff, key)
+        if value and sniff.output == "-":
+            other = names.name("sniff.output", f"sniff.{key}")
+            problems.append(
+                names.error(
+                    f"sniff.{key}",
+                    value,
+                    f"needs {other} to name a file (stdout cannot rotate)",
+                )
             )
-        )
     if sniff.promiscuous and sniff.interface == "any":
         problems.append(
             names.error("sniff.promiscuous", sniff.promiscuous, 'needs one interface, not "any"')

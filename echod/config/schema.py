@@ -450,7 +450,14 @@ class SniffConfig:
     rotate_count: int = setting(
         0,
         _Int(0, 1_000_000),
-        "with rotate_bytes, keep this many files (FILE0...), reusing the oldest; 0: all",
+        "with rotate_bytes, keep this many files (FILE0...), reusing the oldest; "
+        "with rotate_seconds alone, stop after this many files; 0: all",
+    )
+    rotate_seconds: float = setting(
+        0.0,
+        _Float(1, 31_536_000, " of seconds", zeroOr=True),
+        "start a new output file this often, named by strftime from output "
+        '(tcpdump -G: "cap-%Y%m%d-%H%M%S.pcap"); 0: never',
     )
     count: int = setting(0, _Int(0, 2**62), "stop after this many packets; 0: never")
     stats_interval: float = setting(

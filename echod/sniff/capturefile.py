@@ -27,6 +27,7 @@ lengths and sections of different byte orders are read.
 
 from __future__ import annotations
 
+import contextlib
 import struct
 import sys
 from collections.abc import Callable, Iterator
@@ -37,7 +38,7 @@ from twisted.logger import Logger
 
 from echod.errors import UserError
 from echod.sniff.bpf import OfflineFilter
-from echod.sniff.reader import IPacketConsumer
+from echod.sniff.reader import CaptureComplete, IPacketConsumer
 from echod.sniff.source import (
     DIRECTION_UNKNOWN,
     PACKET_BROADCAST,
@@ -129,13 +130,16 @@ class OfflineStatistics:
     """
     What one read of a file did: packets C{read} from it, packets that
     C{matched} the filter, packets C{delivered} to the consumer (those it
-    C{failed} on are not).
+    C{failed} on are not), and why the consumer ended the read early
+    (C{complete}: its L{CaptureComplete}, such as the files of C{-G} with
+    C{-W} all written; empty otherwise).
     """
 
     read: int
     matched: int
     delivered: int
     failed: int = 0
+    complete: str = ""
 
 
 @dataclass
@@ -675,16 +679,19 @@ def readCaptureFile(
     data comes (C{read1}), and the loop ends with it.
 
     @param count: stop after this many matching packets (0: never).
-    @return: how many packets were read, matched and delivered.
+    @return: how many packets were read, matched and delivered, and whether
+        the consumer ended the read (C{complete}), as after a count.
     @raise CaptureFileError: the file cannot be read, or is damaged (after
         the packets before the damage; the error's C{statistics} say how
         many).
     @raise echod.sniff.bpf.FilterError: the expression does not compile for
         the file's link type.
-    @raise echod.errors.UserError: the consumer's output failed.
+    @raise echod.errors.UserError: the consumer's output failed (it is
+        stopped first).
     """
     reader = openCaptureFile(path, stdin)
     read = matched = failed = 0
+    complete = ""
     try:
         info = reader.info
         assert info is not None
@@ -714,16 +721,26 @@ def readCaptureFile(
                                 limit=_FAILURES_LOGGED,
                             )
                     if matched % flushEvery == 0:
-                        consumer.flush()
+                        try:
+                            consumer.flush()
+                        except CaptureComplete as e:
+                            complete = str(e)
+                            break
                     if count and matched >= count:
                         break
             except CaptureFileError as e:
                 e.statistics = OfflineStatistics(read, matched, matched - failed, failed)
                 consumer.captureStopped()
                 raise
+            except UserError:
+                # The output failed: close what it can, report the first
+                # failure.
+                with contextlib.suppress(UserError):
+                    consumer.captureStopped()
+                raise
             consumer.captureStopped()
         finally:
             offline.close()
     finally:
         reader.close()
-    return OfflineStatistics(read, matched, matched - failed, failed)
+    return OfflineStatistics(read, matched, matched - failed, failed, complete)

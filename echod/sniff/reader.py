@@ -25,7 +25,15 @@ from zope.interface import Interface, implementer
 from echod.sniff.platforms import CaptureSystem, openCapture
 from echod.sniff.source import CaptureInfo, CaptureRequest, CaptureStatistics, IPacketSource
 
-__all__ = ["IPacketConsumer", "RawReader", "ReaderStatistics"]
+__all__ = ["CaptureComplete", "IPacketConsumer", "RawReader", "ReaderStatistics"]
+
+
+class CaptureComplete(Exception):
+    """
+    Raised by L{IPacketConsumer.flush} when the consumer wants no more
+    packets (the files it was asked to write are written): the capture ends
+    as when its count is reached.  C{str()} says why, in one line.
+    """
 
 
 class IPacketConsumer(Interface):
@@ -62,6 +70,8 @@ class IPacketConsumer(Interface):
     def flush() -> None:
         """
         The end of one batch of packets: write what is buffered.
+
+        @raise CaptureComplete: the consumer wants no more packets.
         """
 
     def captureStopped(statistics: CaptureStatistics | None = None) -> None:
@@ -133,6 +143,7 @@ class RawReader(abstract.FileDescriptor):
         self._stopping = False
         self._kernel: CaptureStatistics | None = None
         self._deliver = consumer.packetReceived
+        self.complete: str | None = None
 
     def __repr__(self) -> str:
         state = "open" if self._source is not None else "closed"
@@ -177,13 +188,20 @@ class RawReader(abstract.FileDescriptor):
             self._delivered += source.readPackets(self._deliver, limit, self._consumerFailed)
         try:
             self.consumer.flush()
+        except CaptureComplete as e:
+            self.complete = str(e)
+            self._reachEnd()
+            return None
         except Exception:
             return Failure()
         if self.count and self._delivered >= self.count:
-            self.stopReading()
-            if not self._countReached.called:
-                self._countReached.callback(None)
+            self._reachEnd()
         return None
+
+    def _reachEnd(self) -> None:
+        self.stopReading()
+        if not self._countReached.called:
+            self._countReached.callback(None)
 
     def _consumerFailed(self) -> None:
         # Called from inside the source's except block: log.failure sees it.
@@ -196,7 +214,8 @@ class RawReader(abstract.FileDescriptor):
 
     def whenCountReached(self) -> Deferred[None]:
         """
-        Fires once C{count} packets were passed on.
+        Fires once C{count} packets were passed on, or the consumer wanted
+        no more (L{complete} says why).
         """
         return self._countReached
 
@@ -229,7 +248,7 @@ class RawReader(abstract.FileDescriptor):
         if self._source is None:
             return
         self.stopReading()
-        if not self.count or self._delivered < self.count:
+        if self.complete is None and (not self.count or self._delivered < self.count):
             # What the kernel has handed over is read before closing (the
             # block it is filling is not: it is the kernel's until retired).
             why = self.doRead()

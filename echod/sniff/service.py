@@ -65,7 +65,13 @@ def makeConsumer(
     """
     The sink the [sniff] section asks for (nothing is opened yet).
     """
-    output = RotatingOutput(config.output, config.rotate_bytes, config.rotate_count, stdout)
+    output = RotatingOutput(
+        config.output,
+        config.rotate_bytes,
+        config.rotate_count,
+        stdout,
+        rotateSeconds=config.rotate_seconds,
+    )
     if config.format == "pcap":
         return PcapSink(output, nanoseconds=config.precision == "nano")
     if config.format == "pcapng":
@@ -197,11 +203,18 @@ class SniffService(Service):
         )
 
     def _countReached(self, _: None) -> None:
-        self.log.info(
-            "{count} packets captured: stopping the capture",
-            event="sniff.count_reached",
-            count=self.config.count,
-        )
+        if self.reader.complete is not None:
+            self.log.info(
+                "{reason}: stopping the capture",
+                event="sniff.output_complete",
+                reason=self.reader.complete,
+            )
+        else:
+            self.log.info(
+                "{count} packets captured: stopping the capture",
+                event="sniff.count_reached",
+                count=self.config.count,
+            )
         if self.standalone:
             self.reactor.stop()
         else:

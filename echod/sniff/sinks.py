@@ -12,6 +12,7 @@ is for statistics and errors.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 import time
@@ -23,7 +24,7 @@ from zope.interface import implementer
 
 from echod.errors import UserError
 from echod.sniff.decode import PacketSummary, decodePacket, describe
-from echod.sniff.reader import IPacketConsumer
+from echod.sniff.reader import CaptureComplete, IPacketConsumer
 from echod.sniff.source import DIRECTION_NAMES, CaptureInfo, CaptureStatistics
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "SummarySink",
     "pcapHeader",
     "rotationName",
+    "timedName",
 ]
 
 PCAP_MAGIC_MICRO = 0xA1B2C3D4
@@ -74,6 +76,15 @@ def rotationName(path: str, number: int, count: int) -> str:
     return f"{path}{number:0{digits}d}"
 
 
+def timedName(pattern: str, moment: float) -> str:
+    """
+    The name of the file of a time rotation (tcpdump's C{-G}) that starts at
+    C{moment}: C{pattern} through C{strftime} in local time, as tcpdump
+    names them (C{"cap-%H%M%S.pcap"}).
+    """
+    return time.strftime(pattern, time.localtime(moment))
+
+
 class RotatingOutput:
     """
     A byte stream to standard output or to a file that, past C{rotateBytes},
@@ -82,6 +93,14 @@ class RotatingOutput:
 
     Records are never split across files; a file gets at least one record
     even if that alone is larger than C{rotateBytes}.
+
+    With C{rotateSeconds} (tcpdump's C{-G}), the first record that comes
+    C{rotateSeconds} or more after the current file was opened starts a new
+    file named by L{timedName} from C{path}; with C{rotateBytes} too, the
+    files of one period are numbered after that name (tcpdump's C{-G} with
+    C{-C}).  Without C{rotateBytes}, C{rotateCount} is then the number of
+    files to write: the record that would open one more is not written, and
+    the next L{flush} raises L{CaptureComplete} (tcpdump exits 0 there).
 
     A failed write (a full disk, an I/O error, a closed pipe) ends the
     output: the first L{flush} after it raises the L{OutputError}, once;
@@ -99,10 +118,18 @@ class RotatingOutput:
         rotateCount: int = 0,
         stdout: IO[bytes] | None = None,
         opener: Callable[[str], IO[bytes]] | None = None,
+        rotateSeconds: float = 0,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.path = path
         self.rotateBytes = rotateBytes if path != "-" else 0
         self.rotateCount = rotateCount
+        self.rotateSeconds = rotateSeconds if path != "-" else 0
+        self._clock = clock
+        self._periodStart = 0.0
+        self._periods = 0
+        self.complete = False
+        self._completeReported = False
         self._stdout = stdout
         self._opener = opener or (lambda name: open(name, "wb"))  # noqa: SIM115
         self._file: IO[bytes] | None = None
@@ -124,10 +151,17 @@ class RotatingOutput:
         """
         self._header = header
         self._number = 0
+        self._periodStart = self._clock()
+        self._periods = 1
         self._openFile()
 
     def _name(self) -> str:
-        return rotationName(self.path, self._number, self.rotateCount)
+        if not self.rotateSeconds:
+            return rotationName(self.path, self._number, self.rotateCount)
+        base = timedName(self.path, self._periodStart)
+        if not self.rotateBytes:
+            return base
+        return rotationName(base, self._number, self.rotateCount)
 
     def _openFile(self) -> None:
         if self.path == "-":
@@ -152,6 +186,12 @@ class RotatingOutput:
         Queue one record, starting the next file first if it would not fit.
         Never raises: a failure is raised by the next L{flush}.
         """
+        if self.rotateSeconds and self.error is None and not self.complete:
+            now = self._clock()
+            if now - self._periodStart >= self.rotateSeconds:
+                self._nextPeriod(now)
+        if self.complete:
+            return
         if self.error is None and self.rotateBytes:
             used = self._size + self._pending
             if used + len(record) > self.rotateBytes and used > len(self._header):
@@ -173,6 +213,29 @@ class RotatingOutput:
         if self.error is None and self._file is not None:
             self._buffer.append(data)
             self._pending += len(data)
+
+    def _nextPeriod(self, now: float) -> None:
+        """
+        Close the file of the period that ended and open the next one, or,
+        when C{rotateCount} files (and no C{rotateBytes}) were asked for and
+        written, end the output.
+        """
+        self._write()
+        if self.rotateCount and not self.rotateBytes and self._periods >= self.rotateCount:
+            self.complete = True
+            try:
+                self._closeFile()
+            except OutputError as e:
+                self.error = self.error or e
+            return
+        try:
+            self._closeFile()
+            self._periodStart = now
+            self._periods += 1
+            self._number = 0
+            self._openFile()
+        except OutputError as e:
+            self.error = self.error or e
 
     def _rotate(self) -> None:
         self._write()
@@ -216,11 +279,16 @@ class RotatingOutput:
 
         @raise OutputError: the output failed (now or since the last call);
             raised once.
+        @raise CaptureComplete: the files asked for are written (C{-G} with
+            C{-W}); raised once.
         """
         self._write()
         if self.error is not None and not self._reported:
             self._reported = True
             raise self.error
+        if self.complete and not self._completeReported:
+            self._completeReported = True
+            raise CaptureComplete(f"maximum file limit reached: {self.rotateCount}")
 
     def _closeFile(self) -> None:
         file, self._file = self._file, None
@@ -236,7 +304,8 @@ class RotatingOutput:
         Write what is queued and close the file (standard output stays open).
         """
         try:
-            self.flush()
+            with contextlib.suppress(CaptureComplete):
+                self.flush()
         finally:
             self._closeFile()
 

@@ -55,8 +55,9 @@ class CheckConfigTests:
             f'echod: {bad}: line 4: log.format = "xml": expected one of "text", "json"',
             f"echod: {bad}: line 5: unknown table [nope] (known: server, udp, log, metrics, "
             "client, sniff)",
-            f"echod: {worse}: line 2: sniff.rotate_count = 2: needs sniff.rotate_bytes too "
-            "(files rotate by size)",
+            f"echod: {worse}: line 2: sniff.rotate_count = 2: "
+            "needs sniff.rotate_bytes or sniff.rotate_seconds too "
+            "(files rotate by size or by time)",
         ]
         assert captured.out == f"{SAMPLE}: OK (1 stream listener(s))\n"
 

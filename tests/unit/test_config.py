@@ -317,7 +317,8 @@ class EveryProblemAtOnceTests:
         ]
         assert errors(text.replace("snaplen = 1", "snaplen = 64")) == [
             "echod.toml: line 2: sniff.rotate_count = 3: "
-            "needs sniff.rotate_bytes too (files rotate by size)",
+            "needs sniff.rotate_bytes or sniff.rotate_seconds too "
+            "(files rotate by size or by time)",
             'echod.toml: line 3: sniff.promiscuous = true: needs one interface, not "any"',
         ]
 

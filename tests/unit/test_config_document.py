@@ -264,7 +264,10 @@ class LoadsDocumentTests:
         something must listen.
         """
         message = _error(_document(sniff={"rotate_count": 2}))
-        assert "sniff.rotate_count = 2: needs sniff.rotate_bytes too" in message
+        assert (
+            "sniff.rotate_count = 2: needs sniff.rotate_bytes or sniff.rotate_seconds too"
+            in message
+        )
         message = _error(_document(server={"listen": []}))
         assert "nothing to listen on" in message
 

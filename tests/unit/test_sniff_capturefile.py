@@ -36,6 +36,8 @@ from echod.sniff.capturefile import (
     openCaptureFile,
     readCaptureFile,
 )
+from echod.sniff.reader import CaptureComplete
+from echod.sniff.sinks import OutputError
 from echod.sniff.source import (
     DIRECTION_UNKNOWN,
     PACKET_BROADCAST,
@@ -611,6 +613,30 @@ class ReadTests(Files, SynchronousTestCase):
         data = pcapFile([(SECOND, i, b"x") for i in range(10)])
         consumer, _ = self.read(data, flushEvery=3)
         assert consumer.flushes == 3
+
+    def test_consumerComplete(self) -> None:
+        """
+        A consumer that wants no more packets (its files are written) ends
+        the read at its flush, as a count does, and says why.
+        """
+        consumer = RecordingConsumer()
+        consumer.flushError = CaptureComplete("maximum file limit reached: 2")
+        path = self.write(pcapFile([(SECOND, i, b"x") for i in range(10)]))
+        stats = readCaptureFile(path, "", consumer, flushEvery=3)
+        assert stats == OfflineStatistics(3, 3, 3, 0, "maximum file limit reached: 2")
+        assert consumer.stopped == 1
+
+    def test_outputFails(self) -> None:
+        """
+        When the consumer's output fails, the consumer is stopped and the
+        failure raised.
+        """
+        consumer = RecordingConsumer()
+        consumer.flushError = OutputError("cannot write x: no space left on device")
+        path = self.write(pcapFile([(SECOND, i, b"x") for i in range(10)]))
+        with pytest.raises(OutputError, match="no space left"):
+            readCaptureFile(path, "", consumer, flushEvery=3)
+        assert consumer.stopped == 1
 
     def test_consumerFails(self) -> None:
         """

@@ -17,7 +17,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from echod.sniff.reader import RawReader
+from echod.sniff.reader import CaptureComplete, RawReader
 from echod.sniff.sinks import OutputError
 from echod.sniff.source import CapturePermissionError, CaptureRequest, CaptureStatistics
 from tests import frames
@@ -120,6 +120,27 @@ class RawReaderTests(SynchronousTestCase):
         assert self.delivered() == [0, 1, 2]
         self.successResultOf(reached)
         assert reader not in self.reactor.readers
+
+    def test_consumerComplete(self) -> None:
+        """
+        A consumer whose flush raises L{CaptureComplete} (its files are
+        written) ends the capture as a reached count does: reading stops,
+        L{RawReader.whenCountReached} fires, L{RawReader.complete} says why,
+        and stopping reads nothing more; it is not a loss.
+        """
+        reader = self.reader()
+        reached, lost = reader.whenCountReached(), reader.whenLost()
+        reader.startCapturing()
+        self.arrive(2)
+        self.consumer.flushError = CaptureComplete("maximum file limit reached: 2")
+        assert reader.doRead() is None
+        self.successResultOf(reached)
+        assert reader.complete == "maximum file limit reached: 2"
+        assert reader not in self.reactor.readers
+        self.arrive(1, start=2)
+        reader.stopCapturing()
+        assert self.delivered() == [0, 1]
+        self.assertNoResult(lost)
 
     def test_consumerFails(self) -> None:
         """

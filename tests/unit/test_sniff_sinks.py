@@ -11,6 +11,7 @@ import os
 import shutil
 import struct
 import tempfile
+import time
 from pathlib import Path
 from typing import IO
 
@@ -19,7 +20,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
-from echod.sniff.reader import IPacketConsumer
+from echod.sniff.reader import CaptureComplete, IPacketConsumer
 from echod.sniff.sinks import (
     OutputError,
     PcapSink,
@@ -186,6 +187,81 @@ class RotationTests(Directory, SynchronousTestCase):
         output.close()
         assert (directory / "cap").read_bytes() == b"H" * 24 + b"a" * 80
         assert (directory / "cap1").read_bytes() == b"H" * 24 + b"b" * 10
+
+    def timed(
+        self, seconds: float, rotateBytes: int = 0, rotateCount: int = 0
+    ) -> tuple[RotatingOutput, Path, list[float]]:
+        directory = self.makeDirectory()
+        now = [time.mktime((2026, 12, 3, 10, 0, 0, 0, 0, -1))]
+        output = RotatingOutput(
+            str(directory / "cap-%H%M%S"),
+            rotateBytes,
+            rotateCount,
+            rotateSeconds=seconds,
+            clock=lambda: now[0],
+        )
+        output.open(b"H" * 24)
+        return output, directory, now
+
+    def test_rotatesByTime(self) -> None:
+        """
+        -G: the first record C{rotateSeconds} or more after a file was opened
+        starts the next file, named by strftime at that moment; no record, no
+        file.
+        """
+        output, directory, now = self.timed(60)
+        output.add(b"a" * 10)
+        now[0] += 59.9
+        output.add(b"b" * 10)
+        now[0] += 0.1
+        output.add(b"c" * 10)
+        now[0] += 600
+        output.add(b"d" * 10)
+        output.close()
+        assert sorted(os.listdir(directory)) == ["cap-100000", "cap-100100", "cap-101100"]
+        assert (directory / "cap-100000").read_bytes() == b"H" * 24 + b"a" * 10 + b"b" * 10
+        assert (directory / "cap-100100").read_bytes() == b"H" * 24 + b"c" * 10
+        assert (directory / "cap-101100").read_bytes() == b"H" * 24 + b"d" * 10
+        assert output.written == 4
+
+    def test_timeAndSize(self) -> None:
+        """
+        -G with -C: the files of one period are numbered after its name, and
+        the numbering starts again with the next period.
+        """
+        output, directory, now = self.timed(60, rotateBytes=70)
+        for n in range(3):
+            output.add(bytes([n]) * 40)
+        now[0] += 60
+        output.add(b"x" * 40)
+        output.close()
+        assert sorted(os.listdir(directory)) == [
+            "cap-100000",
+            "cap-1000001",
+            "cap-1000002",
+            "cap-100100",
+        ]
+
+    def test_timeAndCount(self) -> None:
+        """
+        -G with -W alone: after that many files the output is complete: the
+        record that would open one more is not written, and the next flush
+        raises L{CaptureComplete} (once); closing does not.
+        """
+        output, directory, now = self.timed(10, rotateCount=2)
+        output.add(b"a")
+        now[0] += 10
+        output.add(b"b")
+        now[0] += 10
+        output.add(b"c")
+        output.add(b"d")
+        with pytest.raises(CaptureComplete, match="maximum file limit reached: 2"):
+            output.flush()
+        output.flush()
+        output.close()
+        assert sorted(os.listdir(directory)) == ["cap-100000", "cap-100010"]
+        assert output.written == 2
+        assert output.notWritten == 0
 
     def test_stdoutDoesNotRotate(self) -> None:
         stream = io.BytesIO()

@@ -148,7 +148,7 @@ class OptionsTests(SynchronousTestCase):
             parse("--interface", "a/b")
 
     def test_rotateCountAlone(self) -> None:
-        with pytest.raises(ConfigError, match=r"needs --rotate-bytes too"):
+        with pytest.raises(ConfigError, match=r"needs --rotate-bytes or --rotate-seconds too"):
             parse("--rotate-count", "3", "--output", "x.pcap")
 
     def test_rotateCountNamedAsTyped(self) -> None:
@@ -158,15 +158,17 @@ class OptionsTests(SynchronousTestCase):
         give.
         """
         for argv, message in (
-            (["-W", "3"], "-W = 3: needs -C too (files rotate by size)"),
-            (["-W3"], "-W = 3: needs -C too (files rotate by size)"),
+            (["-W", "3"], "-W = 3: needs -C or -G too (files rotate by size or by time)"),
+            (["-W3"], "-W = 3: needs -C or -G too (files rotate by size or by time)"),
             (
                 ["--rotate-count", "3"],
-                "--rotate-count = 3: needs --rotate-bytes too (files rotate by size)",
+                "--rotate-count = 3: needs --rotate-bytes or --rotate-seconds too "
+                "(files rotate by size or by time)",
             ),
             (
                 ["--rotate-c=3"],
-                "--rotate-count = 3: needs --rotate-bytes too (files rotate by size)",
+                "--rotate-count = 3: needs --rotate-bytes or --rotate-seconds too "
+                "(files rotate by size or by time)",
             ),
             (
                 ["-o", "-", "--rotate-bytes", "100"],
@@ -189,7 +191,7 @@ class OptionsTests(SynchronousTestCase):
             parse("--config", path)
         assert str(caught.value) == (
             f"{path}: line 3: sniff.rotate_count = 3: "
-            "needs sniff.rotate_bytes too (files rotate by size)"
+            "needs sniff.rotate_bytes or sniff.rotate_seconds too (files rotate by size or by time)"
         )
         path = self.configFile('[sniff]\noutput = "-"\n')
         with pytest.raises(ConfigError) as caught:
