@@ -270,6 +270,27 @@ class PcapngSinkTests(SynchronousTestCase):
             assert (kinds[-1] == 5) == (name == names[-1])
         assert total == 10
 
+    def test_timeRotation(self) -> None:
+        """
+        Files started by time (C{-G}) begin with the section and interface
+        too.
+        """
+        now = [1000.0]
+        output = RotatingOutput(
+            str(self.directory / "t-%S.pcapng"), rotateSeconds=10, clock=lambda: now[0]
+        )
+        sink = PcapngSink(output, clock=Clock())
+        sink.captureStarted(INFO)
+        for i in range(3):
+            sink.packetReceived(SECOND, i, b"abcd", 4, 0, PACKET_HOST)
+            sink.flush()
+            now[0] += 11
+        sink.captureStopped(CaptureStatistics(3, 0))
+        assert len(output.names) == 3
+        for name in output.names:
+            kinds = [kind for kind, _ in blocks(Path(name).read_bytes())]
+            assert kinds[:3] == [0x0A0D0D0A, 1, 6]
+
     def test_standardOutput(self) -> None:
         stdout = io.BytesIO()
         sink = PcapngSink(RotatingOutput("-", stdout=stdout), clock=Clock())
