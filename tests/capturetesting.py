@@ -29,6 +29,7 @@ from echod.sniff.source import (
     PACKET_OUTGOING,
     CaptureInfo,
     CaptureRequest,
+    CaptureStatistics,
     IPacketSource,
 )
 from tests import classicbpf
@@ -481,6 +482,7 @@ class RecordingConsumer:
         self.packets: list[tuple[int, bytes, Meta]] = []
         self.flushes = 0
         self.stopped = 0
+        self.statistics: CaptureStatistics | None = None
         self.failOn = failOn
         self.flushError: Exception | None = None
 
@@ -506,8 +508,9 @@ class RecordingConsumer:
         if self.flushError is not None:
             raise self.flushError
 
-    def captureStopped(self) -> None:
+    def captureStopped(self, statistics: CaptureStatistics | None = None) -> None:
         self.stopped += 1
+        self.statistics = statistics
 
 
 class ReadingTestsMixin:

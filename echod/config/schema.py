@@ -436,7 +436,7 @@ class SniffConfig:
     )
     format: str = setting(
         "text",
-        _Str(("text", "json", "pcap")),
+        _Str(("text", "json", "pcap", "pcapng")),
         'output format: "text" (tcpdump-like lines), "json" (JSON lines) or "pcap"',
     )
     output: str = setting(

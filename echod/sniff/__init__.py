@@ -13,6 +13,8 @@ The sniffer stands alone: it imports nothing of the echo server.
   - L{echod.sniff.reader}: the reactor's reader of a source (L{RawReader})
   - L{echod.sniff.decode}: one line of summary per packet, whatever its bytes
   - L{echod.sniff.sinks}: text, JSON and pcap outputs, with rotation
+  - L{echod.sniff.pcapng}: the pcapng output
+  - L{echod.sniff.capturefile}: reading pcap and pcapng files (C{-r})
   - L{echod.sniff.service}: the sniffer as a Twisted service
 """
 

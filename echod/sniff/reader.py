@@ -93,9 +93,11 @@ class IPacketConsumer(Interface):
         @raise CaptureComplete: the consumer wants no more packets.
         """
 
-    def captureStopped() -> None:
+    def captureStopped(statistics: CaptureStatistics | None = None) -> None:
         """
         No more packets will come: write everything and close the output.
+        C{statistics} are the kernel's final counters of a live capture
+        (L{None}: not known, as for a file).
         """
 
 
@@ -339,7 +341,7 @@ class RawReader(abstract.FileDescriptor):
             return
         self._kernel = source.statistics()
         try:
-            self.consumer.captureStopped()
+            self.consumer.captureStopped(self._kernel)
         finally:
             source.close()
         if not self._stopping and not self._lost.called:

@@ -31,6 +31,7 @@ from zope.interface import implementer
 from echod.config import SniffConfig
 from echod.errors import UserError
 from echod.interfaces import ICaptureStatistics, ISniffReactor
+from echod.sniff.pcapng import PcapngSink
 from echod.sniff.platforms import CaptureSystem, checkRequest, openCapture
 from echod.sniff.reader import RawReader, ReaderStatistics
 from echod.sniff.sinks import OutputError, PcapSink, RotatingOutput, SummarySink
@@ -58,7 +59,9 @@ def captureRequest(config: SniffConfig) -> CaptureRequest:
     )
 
 
-def makeConsumer(config: SniffConfig, stdout: IO[bytes] | None) -> PcapSink | SummarySink:
+def makeConsumer(
+    config: SniffConfig, stdout: IO[bytes] | None
+) -> PcapSink | PcapngSink | SummarySink:
     """
     The sink the [sniff] section asks for (nothing is opened yet).
     """
@@ -71,6 +74,8 @@ def makeConsumer(config: SniffConfig, stdout: IO[bytes] | None) -> PcapSink | Su
     )
     if config.format == "pcap":
         return PcapSink(output, nanoseconds=config.precision == "nano")
+    if config.format == "pcapng":
+        return PcapngSink(output, nanoseconds=config.precision == "nano")
     return SummarySink(output, config.format)
 
 

@@ -25,7 +25,7 @@ from zope.interface import implementer
 from echod.errors import UserError
 from echod.sniff.decode import PacketSummary, decodePacket, describe
 from echod.sniff.reader import CaptureComplete, IPacketConsumer, IRecordConsumer
-from echod.sniff.source import DIRECTION_NAMES, CaptureInfo
+from echod.sniff.source import DIRECTION_NAMES, CaptureInfo, CaptureStatistics
 
 __all__ = [
     "OutputError",
@@ -220,6 +220,15 @@ class RotatingOutput:
         if self._pending >= _FLUSH_BYTES:
             self._write()
 
+    def addTrailer(self, data: bytes) -> None:
+        """
+        Queue C{data} to end the current file, such as pcapng's statistics
+        block: not a record (not counted), never moved to a new file.
+        """
+        if self.error is None and self._file is not None:
+            self._buffer.append(data)
+            self._pending += len(data)
+
     def _nextPeriod(self, now: float) -> None:
         """
         Close the file of the period that ended and open the next one, or,
@@ -361,7 +370,7 @@ class PcapSink:
     def flush(self) -> None:
         self.output.flush()
 
-    def captureStopped(self) -> None:
+    def captureStopped(self, statistics: CaptureStatistics | None = None) -> None:
         self.output.close()
 
 
@@ -442,5 +451,5 @@ class SummarySink:
     def flush(self) -> None:
         self.output.flush()
 
-    def captureStopped(self) -> None:
+    def captureStopped(self, statistics: CaptureStatistics | None = None) -> None:
         self.output.close()

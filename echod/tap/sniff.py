@@ -116,7 +116,7 @@ class Options(usage.Options):
         ["interface", "i", None, 'Interface to capture on; "any": all of them.'],
         ["filter", "f", None, "tcpdump filter expression, such as 'tcp port 7007'."],
         ["snaplen", "s", None, "Bytes kept of each packet (64-262144)."],
-        ["format", None, None, "Output format: text, json or pcap."],
+        ["format", None, None, "Output format: text, json, pcap or pcapng."],
         ["output", "o", None, 'File to write packets to; "-": standard output.'],
         ["rotate-bytes", "C", None, "Start a new file before it passes N bytes."],
         [
@@ -135,7 +135,7 @@ class Options(usage.Options):
         ["count", None, None, "Stop after N packets."],
         ["stats-interval", None, None, "Log statistics every N seconds (0: at exit)."],
         ["buffer-bytes", "B", None, "Size of the kernel capture ring in bytes."],
-        ["precision", None, None, "pcap timestamps: micro or nano."],
+        ["precision", None, None, "pcap and pcapng timestamps: micro or nano."],
     ]
     optFlags = [
         ["promiscuous", "p", "Put the interface in promiscuous mode."],

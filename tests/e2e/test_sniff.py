@@ -544,10 +544,14 @@ def test_commandLineValuesNamedAsTyped(tmp_path: Path) -> None:
     is the option the rule needs.
     """
     for args, line in (
-        (["-W", "3"], "echod-sniff: -W = 3: needs -C too (files rotate by size)\n"),
+        (
+            ["-W", "3"],
+            "echod-sniff: -W = 3: needs -C or -G too (files rotate by size or by time)\n",
+        ),
         (
             ["--rotate-count", "3"],
-            "echod-sniff: --rotate-count = 3: needs --rotate-bytes too (files rotate by size)\n",
+            "echod-sniff: --rotate-count = 3: needs --rotate-bytes or --rotate-seconds too "
+            "(files rotate by size or by time)\n",
         ),
     ):
         with Sniffer(tmp_path, args) as sniffer:
@@ -566,10 +570,10 @@ def test_everyProblemOfTheConfigFile(tmp_path: Path) -> None:
         "echod-sniff: sniff.toml: line 2: sniff.snaplen = 1: "
         "expected an integer of bytes from 64 to 262144",
         'echod-sniff: sniff.toml: line 3: sniff.format = "xml": '
-        'expected one of "text", "json", "pcap"',
+        'expected one of "text", "json", "pcap", "pcapng"',
         "echod-sniff: sniff.toml: line 4: sniff.filtr: unknown key (did you mean filter? known: "
         "enabled, interface, filter, snaplen, promiscuous, format, output, rotate_bytes, "
-        "rotate_count, count, stats_interval, buffer_bytes, precision)",
+        "rotate_count, rotate_seconds, count, stats_interval, buffer_bytes, precision)",
     ]
 
 

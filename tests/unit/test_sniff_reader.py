@@ -23,7 +23,7 @@ from zope.interface.verify import verifyObject
 from echod.sniff import linux
 from echod.sniff.reader import CaptureComplete, IRecordConsumer, RawReader
 from echod.sniff.sinks import OutputError
-from echod.sniff.source import CapturePermissionError, CaptureRequest
+from echod.sniff.source import CapturePermissionError, CaptureRequest, CaptureStatistics
 from tests import frames
 from tests.capturetesting import MemoryLinuxSystem, RecordingConsumer
 from tests.environment import need
@@ -233,6 +233,17 @@ class RawReaderTests(SynchronousTestCase):
         assert (stats.seen, stats.dropped, stats.passed, stats.failed) == (4, 0, 4, 0)
         reader.stopCapturing()
         assert reader.statistics() == stats
+
+    def test_stopPassesStatistics(self) -> None:
+        """
+        The consumer is stopped with the kernel's final counters (which
+        pcapng writes in its statistics block).
+        """
+        reader = self.reader()
+        reader.startCapturing()
+        self.arrive(3)
+        reader.stopCapturing()
+        assert self.consumer.statistics == CaptureStatistics(3, 0)
 
     def test_openFails(self) -> None:
         """
