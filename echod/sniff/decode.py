@@ -119,6 +119,22 @@ _ICMPV6_TYPES = {
     143: "multicast listener report v2",
 }
 _ARP_OPERATIONS = {1: "request", 2: "reply", 3: "rarp request", 4: "rarp reply"}
+_ICMPV6_UNREACHABLE = {
+    0: "unreachable route",
+    1: " unreachable prohibited",  # sic: tcpdump's spelling, space and all
+    2: "beyond scope",
+    3: "unreachable address",
+    4: "unreachable port",
+}
+# tcpdump's words for the IPv4 flags (reserved, DF, MF), as -v prints them.
+_IP_FLAG_TEXT = tuple(
+    ", ".join(name for bit, name in ((1, "+"), (2, "DF"), (4, "rsvd")) if bits & bit) or "none"
+    for bits in range(8)
+)
+_TCP_OPTIONS = {0: "eol", 1: "nop", 2: "mss", 3: "wscale", 4: "sackOK", 5: "sack", 6: "echo",
+                7: "echoreply", 8: "TS", 11: "cc", 12: "ccnew", 13: "", 19: "md5", 20: "scps",
+                28: "uto", 29: "tcp-ao", 30: "mptcp", 34: "tfo", 254: "exp"}  # fmt: skip
+_TCP_OPTION_SIZES = {2: 2, 3: 1, 6: 4, 7: 4, 8: 8, 11: 4, 12: 4, 13: 4}
 
 _U16 = struct.Struct(">H")
 _ETHERNET = struct.Struct(">6s6sH")
@@ -127,6 +143,7 @@ _SLL2 = struct.Struct(">HHiHBB8s")
 _IPV4 = struct.Struct(">BBHHHBBH4s4s")
 _IPV6 = struct.Struct(">IHBB16s16s")
 _TCP = struct.Struct(">HHIIBBH")
+_TCP_HEADER = 20
 _UDP = struct.Struct(">HHH")
 _ARP = struct.Struct(">HHBBH")
 
@@ -138,6 +155,12 @@ class PacketSummary:
     not reached.  C{length} is the length on the wire, C{captured} what was
     kept; C{payload_length} is what the transport header says its payload
     is (TCP and UDP), as tcpdump's C{length}.
+
+    C{link_length} is where the network layer starts: what tcpdump's C{-X},
+    C{-x} and C{-A} leave out (all of C{captured} when the link-level header
+    itself is cut short).  The C{*_checksum} fields are set only when
+    L{decodePacket} was asked to check checksums and the bytes they cover
+    were captured: the value in the header, and the one it should be.
     """
 
     time: int = 0
@@ -179,6 +202,19 @@ class PacketSummary:
     arp_target_mac: str | None = None
     arp_target_ip: str | None = None
     interface_index: int | None = None
+    link_length: int = 0
+    tos: int | None = None
+    ip_flags: str | None = None
+    traffic_class: int | None = None
+    flow_label: int | None = None
+    next_header: int | None = None
+    tcp_options: str | None = None
+    urgent: int | None = None
+    transport_offset: int | None = None
+    ip_checksum: int | None = None
+    ip_checksum_expected: int | None = None
+    checksum: int | None = None
+    checksum_expected: int | None = None
     truncated: str | None = None
     problem: str | None = None
 
@@ -213,10 +249,15 @@ def decodePacket(
     data: bytes,
     wireLength: int | None = None,
     summary: PacketSummary | None = None,
+    checksums: bool = False,
 ) -> PacketSummary:
     """
     Decode C{data} (a packet of pcap link type C{linktype}) as far as it
     goes.  Never raises on any bytes.
+
+    @param checksums: also check the IPv4 header's and the transport's
+        checksums (what tcpdump C{-v} reports), which costs a pass over
+        the packet's bytes.
     """
     if summary is None:
         summary = PacketSummary()
@@ -234,6 +275,8 @@ def decodePacket(
             _rawIP(summary, data)
         else:
             summary.problem = f"unknown link type {linktype}"
+        if checksums and summary.transport_offset is not None:
+            _checksums(summary, data)
     except Exception as e:
         # Not reached by any input the tests know; kept so that one
         # unforeseen packet cannot stop a capture.
@@ -244,6 +287,7 @@ def decodePacket(
 def _ethernet(summary: PacketSummary, data: bytes) -> None:
     if len(data) < _ETHERNET.size:
         summary.truncated = "ethernet"
+        summary.link_length = len(data)
         if len(data) >= 12:
             summary.eth_dst, summary.eth_src = _mac(data[0:6]), _mac(data[6:12])
         return
@@ -255,6 +299,7 @@ def _ethernet(summary: PacketSummary, data: bytes) -> None:
 def _sll(summary: PacketSummary, data: bytes) -> None:
     if len(data) < _SLL.size:
         summary.truncated = "linux-sll"
+        summary.link_length = len(data)
         return
     pkttype, _hatype, halen, address, protocol = _SLL.unpack_from(data)
     summary.direction = summary.direction or _DIRECTIONS.get(pkttype)
@@ -266,6 +311,7 @@ def _sll(summary: PacketSummary, data: bytes) -> None:
 def _sll2(summary: PacketSummary, data: bytes) -> None:
     if len(data) < _SLL2.size:
         summary.truncated = "linux-sll2"
+        summary.link_length = len(data)
         return
     protocol, _reserved, ifindex, _hatype, pkttype, halen, address = _SLL2.unpack_from(data)
     summary.interface_index = ifindex
@@ -299,6 +345,7 @@ def _ethertype(summary: PacketSummary, ethertype: int, data: bytes, offset: int)
         if len(data) < offset + 4:
             summary.ethertype = ethertype
             summary.truncated = "vlan"
+            summary.link_length = len(data)
             return
         tci, inner = struct.unpack_from(">HH", data, offset)
         summary.vlans.append(
@@ -308,6 +355,7 @@ def _ethertype(summary: PacketSummary, ethertype: int, data: bytes, offset: int)
         offset += 4
         tags += 1
     summary.ethertype = ethertype
+    summary.link_length = offset
     if ethertype == _ETHERTYPE_IPV4:
         _ipv4Packet(summary, data, offset)
     elif ethertype == _ETHERTYPE_IPV6:
@@ -348,9 +396,11 @@ def _ipv4Packet(summary: PacketSummary, data: bytes, offset: int) -> None:
     if len(data) < offset + _IPV4.size:
         summary.truncated = "ip"
         return
-    (vihl, _tos, total, ident, fragment, ttl, protocol, _checksum, src, dst) = _IPV4.unpack_from(
+    (vihl, tos, total, ident, fragment, ttl, protocol, _checksum, src, dst) = _IPV4.unpack_from(
         data, offset
     )
+    summary.tos = tos
+    summary.ip_flags = _IP_FLAG_TEXT[fragment >> 13]
     summary.src, summary.dst = _ipv4(src), _ipv4(dst)
     summary.ttl, summary.ip_length, summary.ip_id = ttl, total, ident
     summary.protocol_number = protocol
@@ -376,6 +426,7 @@ def _ipv4Packet(summary: PacketSummary, data: bytes, offset: int) -> None:
     if summary.fragment_offset:
         summary.payload_length = payloadLength
         return
+    summary.transport_offset = start
     _transport(summary, protocol, payload, payloadLength, version=4)
 
 
@@ -387,6 +438,9 @@ def _ipv6Packet(summary: PacketSummary, data: bytes, offset: int) -> None:
     first, payloadLength, nextHeader, hopLimit, src, dst = _IPV6.unpack_from(data, offset)
     summary.src, summary.dst = _ipv6(src), _ipv6(dst)
     summary.ttl = hopLimit
+    summary.traffic_class = (first >> 20) & 0xFF
+    summary.flow_label = first & 0xFFFFF
+    summary.next_header = nextHeader
     summary.ip_length = payloadLength + _IPV6.size
     version = first >> 28
     if version != 6:
@@ -433,6 +487,7 @@ def _ipv6Packet(summary: PacketSummary, data: bytes, offset: int) -> None:
         return
     if nextHeader == 59:
         return
+    summary.transport_offset = start + position
     _transport(summary, nextHeader, payload[position:], payloadLength - position, version=6)
 
 
@@ -470,6 +525,8 @@ def _tcp(summary: PacketSummary, payload: bytes, payloadLength: int) -> None:
     summary.tcp_flags = "".join(char for bit, char in _TCP_FLAGS if flags & bit) or "none"
     if flags & 0x10:
         summary.ack = ack
+    if flags & 0x20 and len(payload) >= _TCP_HEADER:
+        summary.urgent = _U16.unpack_from(payload, 18)[0]
     headerLength = (offset >> 4) * 4
     if headerLength < _TCP.size:
         summary.problem = f"bad TCP header length {headerLength}"
@@ -478,6 +535,67 @@ def _tcp(summary: PacketSummary, payload: bytes, payloadLength: int) -> None:
         summary.problem = f"TCP header length {headerLength} is past the packet's end"
         return
     summary.payload_length = payloadLength - headerLength
+    if headerLength > _TCP_HEADER:
+        if len(payload) < headerLength:
+            summary.truncated = "tcp"
+            return
+        summary.tcp_options = _tcpOptions(payload[_TCP_HEADER:headerLength])
+
+
+def _tcpOptions(options: bytes) -> str:
+    """
+    TCP options as tcpdump prints them between C{options [} and C{]}
+    (sequence numbers in SACK blocks absolute, as with C{-S}).
+    """
+    parts: list[str] = []
+    position, left = 0, len(options)
+    while left > 0:
+        kind = options[position]
+        position += 1
+        if kind in (0, 1):
+            length = 1
+        else:
+            length = options[position] if position < len(options) else 0
+            position += 1
+            if length < 2 or length > left:
+                parts.append("[bad opt]")
+                break
+            left -= 1
+        left -= 1
+        text = _TCP_OPTIONS.get(kind, f"unknown-{kind}")
+        size = _TCP_OPTION_SIZES.get(kind, 0)
+        if kind in (0, 1, 4):
+            size = 0
+        elif size:
+            if size > left:
+                parts.append(text + "[bad opt]")
+                break
+            value = int.from_bytes(options[position : position + size], "big")
+            if kind == 8:
+                text += f" val {value >> 32} ecr {value & 0xFFFFFFFF}"
+            else:
+                text += f" {value}"
+        elif kind == 5:
+            size = length - 2
+            if size % 8:
+                text += " invalid sack"
+            else:
+                blocks = struct.unpack_from(f">{size // 4}I", options, position)
+                text += f" {size // 8} " + "".join(
+                    f"{{{blocks[i]}:{blocks[i + 1]}}}" for i in range(0, len(blocks), 2)
+                )
+        else:
+            size = length - 2
+            if size:
+                text += " 0x" + options[position : position + size].hex()
+        position += size
+        left -= size
+        if size + (1 if kind in (0, 1) else 2) != length:
+            text += f"[len {length}]"
+        parts.append(text)
+        if kind == 0:
+            break
+    return ",".join(parts)
 
 
 def _udp(summary: PacketSummary, payload: bytes) -> None:
@@ -507,6 +625,10 @@ def _icmp(
     if names is _ICMP_TYPES and kind == 3:
         name = _ICMP_UNREACHABLE.get(code, f"unreachable code {code}")
     summary.icmp = name
+    if kind == 3 and names is _ICMP_TYPES:
+        _icmpUnreachable(summary, payload, code)
+    elif kind == 1 and names is _ICMPV6_TYPES:
+        _icmpv6Unreachable(summary, payload, code)
     echo = (0, 8) if names is _ICMP_TYPES else (128, 129)
     if kind in echo:
         if len(payload) < 8:
@@ -521,7 +643,133 @@ def _icmp(
         summary.icmp = f"{name}, {'who has' if kind == 135 else 'tgt is'} {target}"
 
 
+def _icmpUnreachable(summary: PacketSummary, payload: bytes, code: int) -> None:
+    """
+    Name the quoted packet's destination as tcpdump does (C{192.0.2.2 udp
+    port 7 unreachable}), when the quoted headers are there.
+    """
+    if len(payload) < 28 or code > 3:
+        return
+    quotedProtocol = payload[17]
+    target = _ipv4(payload[24:28])
+    if code == 0:
+        summary.icmp = f"net {target} unreachable"
+    elif code == 1:
+        summary.icmp = f"host {target} unreachable"
+    elif code == 2:
+        summary.icmp = f"{target} protocol {quotedProtocol} unreachable"
+    else:
+        portAt = 8 + (payload[8] & 0x0F) * 4 + 2
+        if len(payload) < portAt + 2:
+            return
+        port = _U16.unpack_from(payload, portAt)[0]
+        if quotedProtocol in (6, 17):
+            name = "tcp" if quotedProtocol == 6 else "udp"
+            summary.icmp = f"{target} {name} port {port} unreachable"
+        else:
+            summary.icmp = f"{target} protocol {quotedProtocol} port {port} unreachable"
+
+
+def _icmpv6Unreachable(summary: PacketSummary, payload: bytes, code: int) -> None:
+    summary.icmp = f"destination unreachable, {_ICMPV6_UNREACHABLE.get(code, f'unknown unreach code ({code})')}"
+    if len(payload) < 48 or code not in (0, 1, 3, 4):
+        return
+    target = _ipv6(payload[32:48])
+    if code != 4:
+        summary.icmp += f" {target}"
+        return
+    quotedProtocol = payload[14]
+    if quotedProtocol not in (6, 17) or len(payload) < 52:
+        return
+    port = _U16.unpack_from(payload, 50)[0]
+    summary.icmp += f", {target} {'tcp' if quotedProtocol == 6 else 'udp'} port {port}"
+
+
+def _onesComplementSum(data: bytes) -> int:
+    """
+    The 16-bit one's complement sum of C{data} (padded to even length),
+    in one big-integer operation: 2**16 is 1 modulo 0xFFFF.
+    """
+    if len(data) & 1:
+        data += b"\0"
+    total = int.from_bytes(data, "big") % 0xFFFF
+    return 0xFFFF if total == 0 and any(data) else total
+
+
+def _expected(words: int) -> int:
+    """
+    The checksum that makes C{words} (a one's complement sum taken with
+    the checksum field zero) add up.
+    """
+    return 0xFFFF - words if words != 0xFFFF else 0
+
+
+def _checksums(summary: PacketSummary, data: bytes) -> None:
+    """
+    Check the IPv4 header's checksum and the transport's (TCP, UDP,
+    ICMP, ICMPv6) where the bytes they cover were captured, as tcpdump
+    C{-v} does.
+    """
+    start = summary.link_length
+    transport = summary.transport_offset
+    assert transport is not None
+    if summary.network == "IPv4":
+        header = bytearray(data[start:transport])
+        summary.ip_checksum = (header[10] << 8) | header[11]
+        header[10:12] = b"\0\0"
+        summary.ip_checksum_expected = _expected(_onesComplementSum(bytes(header)))
+    protocol = summary.protocol_number
+    field = {6: 16, 17: 6, 1: 2, 58: 2}.get(protocol or 0)
+    length = summary.ip_length
+    if field is None or length is None:
+        return
+    if summary.network == "IPv4":
+        end = start + length
+        pseudo = data[start + 12 : start + 20] + struct.pack(">HH", protocol, end - transport)
+    else:
+        end = start + length
+        pseudo = data[start + 8 : start + 40] + struct.pack(">IxxxB", end - transport, protocol)
+    if end > len(data) or end - transport < field + 2:
+        return
+    segment = bytearray(data[transport:end])
+    summary.checksum = (segment[field] << 8) | segment[field + 1]
+    segment[field : field + 2] = b"\0\0"
+    if protocol == 1:
+        pseudo = b""
+    summary.checksum_expected = _expected(_onesComplementSum(pseudo + bytes(segment)))
+
+
 # --- text ---------------------------------------------------------------------
+
+# tcpdump's names of Ethernet types and IP protocols, for -e and -v.
+_ETHERTYPE_WORDS = {
+    0x0800: "IPv4",
+    0x86DD: "IPv6",
+    0x0806: "ARP",
+    0x8100: "802.1Q",
+    0x9100: "802.1Q-9100",
+    0x88A8: "802.1Q-QinQ",
+    0x9200: "802.1Q-9200",
+    0x8035: "Reverse ARP",
+    0x88CC: "LLDP",
+    0x8847: "MPLS unicast",
+    0x8848: "MPLS multicast",
+    0x8863: "PPPoE D",
+    0x8864: "PPPoE S",
+    0x88E5: "802.1AE MACsec",
+    0x88F7: "PTP",
+    0x8809: "Slow Protocols",
+    0x888E: "EAPOL",
+    0x9000: "Loopback",
+}
+_IPPROTO_WORDS = {0: "Options", 1: "ICMP", 2: "IGMP", 4: "IPIP", 6: "TCP", 8: "EGP", 9: "IGRP",
+                  17: "UDP", 33: "DCCP", 41: "IPv6", 43: "Routing", 44: "Fragment", 46: "RSVP",
+                  47: "GRE", 50: "ESP", 51: "AH", 55: "Mobile IP", 58: "ICMPv6",
+                  62: "Mobile IP (old)", 88: "EIGRP", 89: "OSPF", 103: "PIM",
+                  108: "Compressed IP", 112: "VRRP", 113: "PGM", 132: "SCTP", 135: "Mobility",
+                  143: "Ethernet"}  # fmt: skip
+_ECN_WORDS = ("", ",ECT(1)", ",ECT(0)", ",CE")
+_SLL_DIRECTION_WORDS = {"in": "In", "broadcast": "B", "multicast": "M", "otherhost": "P", "out": "Out"}
 
 
 def _endpoint(address: str | None, port: int | None) -> str:
@@ -529,16 +777,33 @@ def _endpoint(address: str | None, port: int | None) -> str:
     return text if port is None else f"{text}.{port}"
 
 
-def describe(summary: PacketSummary) -> str:
+def describe(
+    summary: PacketSummary,
+    *,
+    linkHeader: bool = False,
+    quiet: bool = False,
+    verbose: bool = False,
+    vlanWords: bool = True,
+) -> str:
     """
-    The packet the way tcpdump prints it after the time and interface:
-    C{IP 127.0.0.1.40000 > 127.0.0.1.7007: Flags [S], seq 1, win 65495,
-    length 0}.
+    The packet the way tcpdump 4.99.3 C{-nn -S} prints it after the time
+    and interface: C{IP 127.0.0.1.40000 > 127.0.0.1.7007: Flags [S], seq 1,
+    win 65495, length 0}.
+
+    @param linkHeader: start with the link-level header, as C{-e} does.
+    @param quiet: less protocol detail, as C{-q} does.
+    @param verbose: the IP header's fields and the checksums (where
+        L{decodePacket} checked them), as C{-v} does.
+    @param vlanWords: without C{linkHeader}, start with the VLAN tags
+        (C{vlan 10, p 0, }); tcpdump prints them only with C{-e}.
     """
-    parts: list[str] = []
-    for tag in summary.vlans:
-        parts.append(f"vlan {tag['id']}, p {tag['priority']}, ")
-    text = "".join(parts) + _describeNetwork(summary)
+    if linkHeader:
+        text = _describeLink(summary, quiet) + _describeNetwork(summary, False, quiet, verbose)
+    elif vlanWords and summary.vlans:
+        tags = "".join(f"vlan {tag['id']}, p {tag['priority']}, " for tag in summary.vlans)
+        text = tags + _describeNetwork(summary, True, quiet, verbose)
+    else:
+        text = _describeNetwork(summary, True, quiet, verbose)
     if summary.truncated:
         text += f" [|{summary.truncated}]"
     if summary.problem:
@@ -546,20 +811,84 @@ def describe(summary: PacketSummary) -> str:
     return text
 
 
-def _describeNetwork(summary: PacketSummary) -> str:
+def _ethertypeWord(ethertype: int, quiet: bool) -> str:
+    name = _ETHERTYPE_WORDS.get(ethertype)
+    if quiet:
+        return name or f"Unknown Ethertype (0x{ethertype:04x})"
+    return f"ethertype {name or 'Unknown'} (0x{ethertype:04x})"
+
+
+def _describeLink(summary: PacketSummary, quiet: bool) -> str:
+    """
+    The link-level header as tcpdump C{-e} prints it, up to the network
+    layer's own words.
+    """
+    link = summary.link
+    ethertype = summary.ethertype
+    if link == "ethernet":
+        if ethertype is None or summary.eth_src is None:
+            return ""
+        text = f"{summary.eth_src} > {summary.eth_dst}, "
+        lengthText = f", length {summary.length}: "
+        printed = False
+        for tag in summary.vlans:
+            text += _ethertypeWord(tag["tpid"], quiet) + (", " if printed else lengthText)
+            printed = True
+            dei = ", DEI" if tag["dei"] else ""
+            text += f"vlan {tag['id']}, p {tag['priority']}{dei}, "
+        if summary.network == "802.3":
+            return text + ("802.3" if printed else f"802.3, length {ethertype}: ")
+        return text + _ethertypeWord(ethertype, quiet) + (", " if printed else lengthText)
+    if link == "linux-sll2" or link == "linux-sll":
+        if ethertype is None:
+            return ""
+        text = f"ifindex {summary.interface_index} " if link == "linux-sll2" else ""
+        if link == "linux-sll":
+            text = f"{_SLL_DIRECTION_WORDS.get(summary.direction or '', '?'):>3} "
+        if summary.eth_src is not None:
+            text += f"{summary.eth_src} "
+        if summary.vlans:
+            # The cooked header's protocol is the first tag's type.
+            if not quiet:
+                text += f"{_ethertypeWord(summary.vlans[0]['tpid'], False)}, length {summary.length}: "
+            for tag in summary.vlans:
+                dei = ", DEI" if tag["dei"] else ""
+                text += f"vlan {tag['id']}, p {tag['priority']}{dei}, "
+                if not quiet:
+                    text += f"ethertype {_ETHERTYPE_WORDS.get(ethertype, 'Unknown')}, "
+            return text
+        if not quiet:
+            text += f"{_ethertypeWord(ethertype, False)}, length {summary.length}: "
+        return text
+    if link == "raw":
+        return "ip: "
+    return ""
+
+
+def _describeNetwork(summary: PacketSummary, label: bool, quiet: bool, verbose: bool) -> str:
     network = summary.network
     if network == "ARP":
-        return _describeARP(summary)
+        return _describeARP(summary, label)
     if network in ("IPv4", "IPv6"):
-        label = "IP" if network == "IPv4" else "IP6"
+        if network == "IPv4":
+            head = "IP " if label else ""
+        else:
+            head = "IP6 " if label else ""
         if summary.src is None:
-            return label
+            return head.rstrip()
+        if verbose:
+            head += _verboseIPv4(summary) if network == "IPv4" else _verboseIPv6(summary)
         source = _endpoint(summary.src, summary.src_port)
         target = _endpoint(summary.dst, summary.dst_port)
-        head = f"{label} {source} > {target}:"
+        text = f"{head}{source} > {target}:"
         if summary.extension_headers:
-            head += " " + " ".join(summary.extension_headers)
-        return f"{head} {_describeTransport(summary)}".rstrip()
+            text += " " + " ".join(summary.extension_headers)
+        transport = _describeTransport(summary, quiet, verbose)
+        if transport:
+            return f"{text} {transport}"
+        if summary.truncated in ("tcp", "udp") and summary.src_port is not None:
+            return text + " "  # tcpdump: "a.1 > b.2:  [|tcp]"
+        return text
     if summary.ethertype is None:
         return summary.link
     name = network or f"ethertype 0x{summary.ethertype:04x}"
@@ -568,20 +897,62 @@ def _describeNetwork(summary: PacketSummary) -> str:
     return f"{name}, length {summary.length}"
 
 
-def _describeARP(summary: PacketSummary) -> str:
+def _verboseIPv4(summary: PacketSummary) -> str:
+    tos = summary.tos or 0
+    text = f"(tos 0x{tos:x}{_ECN_WORDS[tos & 3]}"
+    if summary.ttl:
+        text += f", ttl {summary.ttl}"
+    number = summary.protocol_number or 0
+    text += (
+        f", id {summary.ip_id}, offset {summary.fragment_offset or 0}, flags [{summary.ip_flags}],"
+        f" proto {_IPPROTO_WORDS.get(number, 'unknown')} ({number}), length {summary.ip_length}"
+    )
+    if summary.ip_checksum is not None and summary.ip_checksum != summary.ip_checksum_expected:
+        text += f", bad cksum {summary.ip_checksum:x} (->{summary.ip_checksum_expected:x})!"
+    return text + ")\n    "
+
+
+def _verboseIPv6(summary: PacketSummary) -> str:
+    text = "("
+    if summary.traffic_class:
+        text += f"class 0x{summary.traffic_class:02x}, "
+    if summary.flow_label:
+        text += f"flowlabel 0x{summary.flow_label:05x}, "
+    number = summary.next_header or 0
+    payloadLength = (summary.ip_length or 40) - 40
+    return text + (
+        f"hlim {summary.ttl}, next-header {_IPPROTO_WORDS.get(number, 'unknown')} ({number})"
+        f" payload length: {payloadLength}) "
+    )
+
+
+def _describeARP(summary: PacketSummary, label: bool) -> str:
+    head = "ARP, " if label else ""
     operation = summary.arp_operation
     if summary.arp_sender_ip is None:
-        return f"ARP, {operation or '?'}, length {summary.length}"
+        return f"{head}{operation or '?'}, length {summary.length}"
     if operation == "request":
         body = f"Request who-has {summary.arp_target_ip} tell {summary.arp_sender_ip}"
     elif operation == "reply":
         body = f"Reply {summary.arp_sender_ip} is-at {summary.arp_sender_mac}"
     else:
         body = f"{operation} {summary.arp_sender_ip} > {summary.arp_target_ip}"
-    return f"ARP, {body}, length 28"
+    return f"{head}{body}, length 28"
 
 
-def _describeTransport(summary: PacketSummary) -> str:
+def _checksumNote(summary: PacketSummary, name: str) -> str:
+    """
+    tcpdump's C{[udp sum ok] }/C{[bad udp cksum 0x0000 -> 0x443e!] } (and
+    the C{icmp6} ones) before the transport's words, with C{-v}.
+    """
+    if summary.checksum is None:
+        return ""
+    if summary.checksum == summary.checksum_expected:
+        return f"[{name} sum ok] "
+    return f"[bad {name} cksum 0x{summary.checksum:04x} -> 0x{summary.checksum_expected:04x}!] "
+
+
+def _describeTransport(summary: PacketSummary, quiet: bool, verbose: bool) -> str:
     protocol = summary.protocol
     if summary.fragment_offset:
         flag = "+" if summary.more_fragments else ""
@@ -590,29 +961,66 @@ def _describeTransport(summary: PacketSummary) -> str:
             f"length {summary.payload_length}"
         )
     if protocol == "TCP":
-        if summary.tcp_flags is None:
-            return "TCP"
-        text = f"Flags [{summary.tcp_flags}], seq {summary.seq}"
-        if summary.ack is not None:
-            text += f", ack {summary.ack}"
-        text += f", win {summary.window}"
-        if summary.payload_length is not None:
-            text += f", length {summary.payload_length}"
-        return text
+        return _describeTCP(summary, quiet, verbose)
     if protocol == "UDP":
         if summary.payload_length is None:
-            return "UDP"
-        return f"UDP, length {summary.payload_length}"
+            return "UDP" if summary.src_port is None else ""
+        note = _checksumNote(summary, "udp") if verbose and summary.network == "IPv6" else ""
+        return f"{note}UDP, length {summary.payload_length}"
     if protocol in ("ICMP", "ICMPv6"):
-        label = "ICMP" if protocol == "ICMP" else "ICMP6,"
-        if summary.icmp is None:
-            return label.rstrip(",")
-        text = f"{label} {summary.icmp}"
-        if summary.icmp_id is not None:
-            text += f", id {summary.icmp_id}, seq {summary.icmp_seq}"
-        return f"{text}, length {summary.payload_length}"
+        return _describeICMP(summary, verbose)
     if protocol is None:
         return ""
     if summary.payload_length is None:
         return protocol
     return f"{protocol}, length {summary.payload_length}"
+
+
+def _describeTCP(summary: PacketSummary, quiet: bool, verbose: bool) -> str:
+    flags = summary.tcp_flags
+    if flags is None:
+        return "TCP" if summary.src_port is None else ""
+    length = summary.payload_length
+    if quiet and length is not None:
+        return f"tcp {length}"
+    text = f"Flags [{flags}]"
+    if verbose and summary.checksum is not None:
+        expected = summary.checksum_expected
+        text += f", cksum 0x{summary.checksum:04x}"
+        if summary.checksum == expected:
+            text += " (correct)"
+        else:
+            text += f" (incorrect -> 0x{expected:04x})"
+    if length or "S" in flags or "F" in flags or "R" in flags:
+        text += f", seq {summary.seq}"
+        if length:
+            text += f":{((summary.seq or 0) + length) & 0xFFFFFFFF}"
+    if summary.ack is not None:
+        text += f", ack {summary.ack}"
+    text += f", win {summary.window}"
+    if summary.urgent is not None:
+        text += f", urg {summary.urgent}"
+    if summary.tcp_options is not None:
+        text += f", options [{summary.tcp_options}]"
+    if length is not None:
+        text += f", length {length}"
+    return text
+
+
+def _describeICMP(summary: PacketSummary, verbose: bool) -> str:
+    version4 = summary.protocol == "ICMP"
+    label = "ICMP" if version4 else "ICMP6,"
+    if summary.icmp is None:
+        return label.rstrip(",")
+    text = f"{label} {summary.icmp}"
+    if summary.icmp_id is not None:
+        text += f", id {summary.icmp_id}, seq {summary.icmp_seq}"
+    if version4:
+        text += f", length {summary.payload_length}"
+        checksum, expected = summary.checksum, summary.checksum_expected
+        if verbose and checksum is not None and checksum != expected:
+            text += f" (wrong icmp cksum {checksum:x} (->{expected:x})!)"
+        return text
+    if verbose:
+        return _checksumNote(summary, "icmp6") + text
+    return f"{text}, length {summary.payload_length}"

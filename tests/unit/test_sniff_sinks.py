@@ -424,7 +424,7 @@ class SummaryTests(SynchronousTestCase):
         assert clock.endswith(".123456") and len(clock) == 15
         assert (interface, direction) == ("lo", "In")
         assert rest == (
-            "IP 127.0.0.1.40000 > 127.0.0.1.7007: Flags [P.], seq 5, ack 9, win 512, length 5"
+            "IP 127.0.0.1.40000 > 127.0.0.1.7007: Flags [P.], seq 5:10, ack 9, win 512, length 5"
         )
 
     def test_json(self) -> None:
