@@ -134,6 +134,8 @@ _IP_FLAG_TEXT = tuple(
 _TCP_OPTIONS = {0: "eol", 1: "nop", 2: "mss", 3: "wscale", 4: "sackOK", 5: "sack", 6: "echo",
                 7: "echoreply", 8: "TS", 11: "cc", 12: "ccnew", 13: "", 19: "md5", 20: "scps",
                 28: "uto", 29: "tcp-ao", 30: "mptcp", 34: "tfo", 254: "exp"}  # fmt: skip
+# Where each transport keeps its checksum (TCP, UDP, ICMP, ICMPv6).
+_CHECKSUM_FIELDS = {6: 16, 17: 6, 1: 2, 58: 2}
 _TCP_OPTION_SIZES = {2: 2, 3: 1, 6: 4, 7: 4, 8: 8, 11: 4, 12: 4, 13: 4}
 
 _U16 = struct.Struct(">H")
@@ -671,7 +673,8 @@ def _icmpUnreachable(summary: PacketSummary, payload: bytes, code: int) -> None:
 
 
 def _icmpv6Unreachable(summary: PacketSummary, payload: bytes, code: int) -> None:
-    summary.icmp = f"destination unreachable, {_ICMPV6_UNREACHABLE.get(code, f'unknown unreach code ({code})')}"
+    words = _ICMPV6_UNREACHABLE.get(code, f"unknown unreach code ({code})")
+    summary.icmp = f"destination unreachable, {words}"
     if len(payload) < 48 or code not in (0, 1, 3, 4):
         return
     target = _ipv6(payload[32:48])
@@ -718,8 +721,10 @@ def _checksums(summary: PacketSummary, data: bytes) -> None:
         summary.ip_checksum = (header[10] << 8) | header[11]
         header[10:12] = b"\0\0"
         summary.ip_checksum_expected = _expected(_onesComplementSum(bytes(header)))
+    if summary.more_fragments:
+        return  # a first fragment: tcpdump leaves its checksum alone too
     protocol = summary.protocol_number
-    field = {6: 16, 17: 6, 1: 2, 58: 2}.get(protocol or 0)
+    field = _CHECKSUM_FIELDS.get(protocol or 0)
     length = summary.ip_length
     if field is None or length is None:
         return
@@ -769,7 +774,13 @@ _IPPROTO_WORDS = {0: "Options", 1: "ICMP", 2: "IGMP", 4: "IPIP", 6: "TCP", 8: "E
                   108: "Compressed IP", 112: "VRRP", 113: "PGM", 132: "SCTP", 135: "Mobility",
                   143: "Ethernet"}  # fmt: skip
 _ECN_WORDS = ("", ",ECT(1)", ",ECT(0)", ",CE")
-_SLL_DIRECTION_WORDS = {"in": "In", "broadcast": "B", "multicast": "M", "otherhost": "P", "out": "Out"}
+_SLL_DIRECTION_WORDS = {
+    "in": "In",
+    "broadcast": "B",
+    "multicast": "M",
+    "otherhost": "P",
+    "out": "Out",
+}
 
 
 def _endpoint(address: str | None, port: int | None) -> str:
@@ -850,7 +861,8 @@ def _describeLink(summary: PacketSummary, quiet: bool) -> str:
         if summary.vlans:
             # The cooked header's protocol is the first tag's type.
             if not quiet:
-                text += f"{_ethertypeWord(summary.vlans[0]['tpid'], False)}, length {summary.length}: "
+                first = _ethertypeWord(summary.vlans[0]["tpid"], False)
+                text += f"{first}, length {summary.length}: "
             for tag in summary.vlans:
                 dei = ", DEI" if tag["dei"] else ""
                 text += f"vlan {tag['id']}, p {tag['priority']}{dei}, "
@@ -870,10 +882,7 @@ def _describeNetwork(summary: PacketSummary, label: bool, quiet: bool, verbose: 
     if network == "ARP":
         return _describeARP(summary, label)
     if network in ("IPv4", "IPv6"):
-        if network == "IPv4":
-            head = "IP " if label else ""
-        else:
-            head = "IP6 " if label else ""
+        head = ("IP " if network == "IPv4" else "IP6 ") if label else ""
         if summary.src is None:
             return head.rstrip()
         if verbose:

@@ -23,9 +23,10 @@ from typing import IO
 from zope.interface import implementer
 
 from echod.errors import UserError
-from echod.sniff.decode import PacketSummary, decodePacket, describe
+from echod.sniff.decode import PacketSummary, decodePacket
 from echod.sniff.reader import CaptureComplete, IPacketConsumer, IRecordConsumer
 from echod.sniff.source import DIRECTION_NAMES, CaptureInfo, CaptureStatistics
+from echod.sniff.text import TextFormatter, TextStyle
 
 __all__ = [
     "OutputError",
@@ -46,7 +47,6 @@ _FLUSH_BYTES = 1 << 20
 # Chunks this large on average are written one by one: joining them would
 # cost a copy (and fresh memory) for nothing.
 _LARGE_CHUNKS = 1 << 16
-_SHORT_DIRECTIONS = {"in": "In", "out": "Out", "broadcast": "B", "multicast": "M", "otherhost": "P"}
 
 
 class OutputError(UserError):
@@ -374,28 +374,10 @@ class PcapSink:
         self.output.close()
 
 
-def _clock(timestamp: int) -> str:
-    seconds, fraction = divmod(timestamp, _NS)
-    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{fraction // 1000:06d}"
-
-
 def _isoTime(timestamp: int) -> str:
     seconds, fraction = divmod(timestamp, _NS)
     moment = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{moment}.{fraction // 1000:06d}Z"
-
-
-def formatText(summary: PacketSummary) -> str:
-    """
-    One tcpdump-like line: local time, interface, direction, packet.
-    """
-    parts = [_clock(summary.time)]
-    if summary.interface:
-        parts.append(summary.interface)
-    if summary.direction:
-        parts.append(_SHORT_DIRECTIONS.get(summary.direction, summary.direction))
-    parts.append(describe(summary))
-    return " ".join(parts)
 
 
 def formatJSON(summary: PacketSummary) -> str:
@@ -413,19 +395,25 @@ def formatJSON(summary: PacketSummary) -> str:
 class SummarySink:
     """
     Decodes each packet and writes one line: C{form} is C{"text"}
-    (tcpdump-like) or C{"json"} (JSON lines).
+    (tcpdump-like, in the L{TextStyle} C{style}) or C{"json"} (JSON lines).
     """
 
-    def __init__(self, output: RotatingOutput, form: str = "text") -> None:
+    def __init__(
+        self, output: RotatingOutput, form: str = "text", style: TextStyle | None = None
+    ) -> None:
         if form not in ("text", "json"):
             raise ValueError(f"unknown form {form!r}")
         self.output = output
         self.form = form
-        self._format = formatJSON if form == "json" else formatText
+        self.style = style or TextStyle()
+        self._checksums = self.style.verbose and form == "text"
+        self._text: TextFormatter | None = None
         self._info: CaptureInfo | None = None
 
     def captureStarted(self, info: CaptureInfo) -> None:
         self._info = info
+        if self.form == "text":
+            self._text = TextFormatter(self.style, info)
         self.output.open()
 
     def packetReceived(
@@ -444,9 +432,10 @@ class SummarySink:
             interface=info.interfaceName(interfaceIndex),
             direction=DIRECTION_NAMES.get(direction),
         )
-        decodePacket(info.linktype, data, wireLength, summary)
-        line = self._format(summary) + "\n"
-        self.output.add(line.encode("utf-8", "replace"))
+        decodePacket(info.linktype, data, wireLength, summary, self._checksums)
+        text = self._text
+        line = formatJSON(summary) if text is None else text.format(summary, data)
+        self.output.add((line + "\n").encode("utf-8", "replace"))
 
     def flush(self) -> None:
         self.output.flush()
