@@ -880,7 +880,7 @@ def _describeLink(summary: PacketSummary, quiet: bool) -> str:
 def _describeNetwork(summary: PacketSummary, label: bool, quiet: bool, verbose: bool) -> str:
     network = summary.network
     if network == "ARP":
-        return _describeARP(summary, label)
+        return _describeARP(summary, label, verbose)
     if network in ("IPv4", "IPv6"):
         head = ("IP " if network == "IPv4" else "IP6 ") if label else ""
         if summary.src is None:
@@ -935,18 +935,20 @@ def _verboseIPv6(summary: PacketSummary) -> str:
     )
 
 
-def _describeARP(summary: PacketSummary, label: bool) -> str:
+def _describeARP(summary: PacketSummary, label: bool, verbose: bool) -> str:
     head = "ARP, " if label else ""
     operation = summary.arp_operation
     if summary.arp_sender_ip is None:
         return f"{head}{operation or '?'}, length {summary.length}"
+    if verbose:
+        head += "Ethernet (len 6), IPv4 (len 4), "  # the only kind decoded in full
     if operation == "request":
         body = f"Request who-has {summary.arp_target_ip} tell {summary.arp_sender_ip}"
     elif operation == "reply":
         body = f"Reply {summary.arp_sender_ip} is-at {summary.arp_sender_mac}"
     else:
         body = f"{operation} {summary.arp_sender_ip} > {summary.arp_target_ip}"
-    return f"{head}{body}, length 28"
+    return f"{head}{body}, length {summary.length - summary.link_length}"
 
 
 def _checksumNote(summary: PacketSummary, name: str) -> str:

@@ -16,7 +16,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from echod.sniff.decode import PacketSummary, describe
+from echod.sniff.bpf import LINKTYPE_RAW
+from echod.sniff.decode import PacketSummary, decodePacket, describe
 from echod.sniff.source import CaptureInfo
 
 __all__ = [
@@ -50,6 +51,8 @@ The packet dumps: none, hex (C{-x}), hex and ASCII (C{-X}), ASCII (C{-A}).
 
 _NS = 1_000_000_000
 _LINKTYPE_LINUX_SLL2 = "linux-sll2"
+# ICMP errors, whose quoted packet tcpdump -v prints (its ICMP_ERRTYPE).
+_ICMP_ERRORS = frozenset((3, 4, 5, 11, 12))
 _DIRECTION_WORDS = {"in": "In", "out": "Out", "broadcast": "B", "multicast": "M", "otherhost": "P"}
 
 # tcpdump's ND_ASCII_ISGRAPH: 0x21-0x7e as themselves, the rest as ".".
@@ -242,6 +245,8 @@ class TextFormatter:
                 parts.append(_DIRECTION_WORDS.get(summary.direction, summary.direction))
             parts.append(words)
             line = " ".join(parts)
+        if style.verbose and summary.icmp_type in _ICMP_ERRORS and summary.protocol == "ICMP":
+            line += _quotedPacket(summary, data)
         dump = self._dump
         if dump is None:
             return line
@@ -251,3 +256,18 @@ class TextFormatter:
         if len(data) <= start:
             return line
         return line + dump(data[start:])
+
+
+def _quotedPacket(summary: PacketSummary, data: bytes) -> str:
+    """
+    The IPv4 packet an ICMP error quotes, on lines of its own as tcpdump
+    C{-v} prints it (C{"\n\tIP (tos 0x0, ...)\n    a.1 > b.2: UDP, length 2"}).
+    """
+    if summary.transport_offset is None:
+        return ""
+    start = summary.transport_offset + 8
+    if len(data) < start + 4:
+        return ""
+    length = int.from_bytes(data[start + 2 : start + 4], "big")
+    quoted = decodePacket(LINKTYPE_RAW, data[start : start + length], length, checksums=True)
+    return "\n\t" + describe(quoted, verbose=True)

@@ -12,9 +12,6 @@ payloads of odd and even lengths (CR/LF included), ICMP echo and port
 unreachable, IPv6 TCP, UDP and ICMPv6 echo, an 802.1Q tagged frame, frames
 cut by the snapshot length (in the payload and inside the TCP header), and
 C{LINUX_SLL2} frames as C{-i any} captures them.  Both run with TZ=UTC.
-
-Not compared (the sink prints less than tcpdump there): C{-v} for ICMP
-errors, whose quoted packet tcpdump prints on lines of its own.
 """
 
 from __future__ import annotations
@@ -146,6 +143,10 @@ def ethernetPackets() -> list[tuple[bytes, int]]:
     ]
     types = {4: frames.ETH_IPV4, 6: frames.ETH_IPV6}
     result = [(frames.ethernet(packet, types[packet[0] >> 4]), 0) for packet in packets]
+    request = frames.arp(1, "02:00:00:00:00:01", "192.0.2.1", "00:00:00:00:00:00", "192.0.2.2")
+    result.append((frames.ethernet(request, frames.ETH_ARP, dst="ff:ff:ff:ff:ff:ff"), 0))
+    reply = frames.arp(2, "02:00:00:00:00:02", "192.0.2.2", "02:00:00:00:00:01", "192.0.2.1")
+    result.append((frames.ethernet(reply + b"\0" * 18, frames.ETH_ARP), 0))
     tagged = frames.vlan(_v4(frames.udp(40000, 7, b"vlan!"), 17), 10, frames.ETH_IPV4, 3)
     result.append((frames.ethernet(tagged, 0x8100), 0))
     long = frames.ethernet(_v4(tcp(40000, 7, 0x18, seq=1, ack=2, payload=b"Z" * 61), 6))
@@ -161,7 +162,10 @@ def icmpErrors() -> list[tuple[bytes, int]]:
     v6 = frames.ethernet(
         frames.ipv6(frames.icmpv6(1, 4, body=b"\0\0\0\0" + quoted6), 58), frames.ETH_IPV6
     )
-    return [(v4, len(v4)), (v6, len(v6))]
+    # A router's error quotes the IP header and 8 bytes only.
+    cut = _v4(frames.tcp(40000, 7, 0x02, payload=b"data"), 6)[:28]
+    short = frames.ethernet(checksummed(_v4(frames.icmp(3, 3, payload=cut), 1)))
+    return [(v4, len(v4)), (v6, len(v6)), (short, len(short))]
 
 
 def sll2Packets() -> list[tuple[bytes, int, int]]:
@@ -318,12 +322,12 @@ def test_sll2(options: list[str], tmp_path: Path, utc: None) -> None:
 
 
 @pytest.mark.parametrize(
-    "options", [["-X"], ["-A"], ["-e"], ["-q"]], ids=lambda options: " ".join(options)
+    "options", [["-X"], ["-A"], ["-e"], ["-q"], ["-v"]], ids=lambda options: " ".join(options)
 )
 def test_icmpErrors(options: list[str], tmp_path: Path, utc: None) -> None:
     """
     ICMP and ICMPv6 port unreachable name the quoted destination and port
-    as tcpdump does (C{-v} aside: see the module's docstring).
+    as tcpdump does; with C{-v}, the quoted IPv4 packet follows.
     """
     capture = Capture(CaptureInfo("eth0", LINKTYPE_ETHERNET, SNAPLEN, {}, "test"))
     for number, (frame, wire) in enumerate(icmpErrors()):
