@@ -810,8 +810,12 @@ def describe(
     """
     if linkHeader:
         text = _describeLink(summary, quiet) + _describeNetwork(summary, False, quiet, verbose)
-    elif vlanWords and summary.vlans:
+    elif summary.vlans and vlanWords:
         tags = "".join(f"vlan {tag['id']}, p {tag['priority']}, " for tag in summary.vlans)
+        text = tags + _describeNetwork(summary, True, quiet, verbose)
+    elif summary.vlans and summary.link == "linux-sll2" and not quiet:
+        # tcpdump names what a cooked header's tag holds even without -e.
+        tags = "".join(f"ethertype {name}, " for name in _innerTypes(summary))
         text = tags + _describeNetwork(summary, True, quiet, verbose)
     else:
         text = _describeNetwork(summary, True, quiet, verbose)
@@ -827,6 +831,14 @@ def _ethertypeWord(ethertype: int, quiet: bool) -> str:
     if quiet:
         return name or f"Unknown Ethertype (0x{ethertype:04x})"
     return f"ethertype {name or 'Unknown'} (0x{ethertype:04x})"
+
+
+def _innerTypes(summary: PacketSummary) -> list[str]:
+    """
+    The names of the types each VLAN tag says follows it.
+    """
+    following = [tag["tpid"] for tag in summary.vlans[1:]] + [summary.ethertype or 0]
+    return [_ETHERTYPE_WORDS.get(ethertype, "Unknown") for ethertype in following]
 
 
 def _describeLink(summary: PacketSummary, quiet: bool) -> str:
@@ -863,11 +875,11 @@ def _describeLink(summary: PacketSummary, quiet: bool) -> str:
             if not quiet:
                 first = _ethertypeWord(summary.vlans[0]["tpid"], False)
                 text += f"{first}, length {summary.length}: "
-            for tag in summary.vlans:
+            for tag, inner in zip(summary.vlans, _innerTypes(summary), strict=True):
                 dei = ", DEI" if tag["dei"] else ""
                 text += f"vlan {tag['id']}, p {tag['priority']}{dei}, "
                 if not quiet:
-                    text += f"ethertype {_ETHERTYPE_WORDS.get(ethertype, 'Unknown')}, "
+                    text += f"ethertype {inner}, "
             return text
         if not quiet:
             text += f"{_ethertypeWord(ethertype, False)}, length {summary.length}: "

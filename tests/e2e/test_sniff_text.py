@@ -180,6 +180,7 @@ def sll2Packets() -> list[tuple[bytes, int, int]]:
         (packSLL2(frames.ETH_IPV4, 1, 772, PACKET_HOST) + udp, 0x0800, PACKET_HOST),
         (packSLL2(frames.ETH_IPV4, 1, 772, PACKET_OUTGOING) + tcp, 0x0800, PACKET_OUTGOING),
         (packSLL2(frames.ETH_IPV6, 1, 772, PACKET_HOST) + six, 0x86DD, PACKET_HOST),
+        (packSLL2(0x8100, 1, 1, PACKET_HOST) + frames.vlan(udp, 5, 0x0800, 6), 0x8100, PACKET_HOST),
     ]
 
 
