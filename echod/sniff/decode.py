@@ -136,7 +136,17 @@ _TCP_OPTIONS = {0: "eol", 1: "nop", 2: "mss", 3: "wscale", 4: "sackOK", 5: "sack
                 28: "uto", 29: "tcp-ao", 30: "mptcp", 34: "tfo", 254: "exp"}  # fmt: skip
 # Where each transport keeps its checksum (TCP, UDP, ICMP, ICMPv6).
 _CHECKSUM_FIELDS = {6: 16, 17: 6, 1: 2, 58: 2}
-_TCP_OPTION_SIZES = {2: 2, 3: 1, 6: 4, 7: 4, 8: 8, 11: 4, 12: 4, 13: 4}
+# tcpdump's fn_print_char for each byte: M- for the high bit, ^ for control.
+_VISIBLE_CHARACTERS = tuple(
+    ("M-" if byte & 0x80 else "")
+    + (
+        chr(byte & 0x7F)
+        if 0x20 <= byte & 0x7F <= 0x7E
+        else "^" + chr((byte & 0x7F) ^ 0x40)
+    )
+    for byte in range(256)
+)
+_TCP_OPTION_SIZES = {2: 2, 3: 1, 6: 4, 7: 4, 8: 8, 11: 4, 12: 4, 13: 4, 20: 2, 28: 2}
 
 _U16 = struct.Struct(">H")
 _ETHERNET = struct.Struct(">6s6sH")
@@ -160,7 +170,9 @@ class PacketSummary:
 
     C{link_length} is where the network layer starts: what tcpdump's C{-X},
     C{-x} and C{-A} leave out (all of C{captured} when the link-level header
-    itself is cut short).  The C{*_checksum} fields are set only when
+    itself is cut short).  C{tcp_options_cut}: the TCP options end where
+    the capture does, in the middle of an option, where tcpdump's printer
+    gives up (and then dumps the whole frame).  The C{*_checksum} fields are set only when
     L{decodePacket} was asked to check checksums and the bytes they cover
     were captured: the value in the header, and the one it should be.
     """
@@ -211,6 +223,8 @@ class PacketSummary:
     flow_label: int | None = None
     next_header: int | None = None
     tcp_options: str | None = None
+    tcp_options_cut: bool | None = None
+    rst_data: str | None = None
     urgent: int | None = None
     transport_offset: int | None = None
     ip_checksum: int | None = None
@@ -537,17 +551,49 @@ def _tcp(summary: PacketSummary, payload: bytes, payloadLength: int) -> None:
         summary.problem = f"TCP header length {headerLength} is past the packet's end"
         return
     summary.payload_length = payloadLength - headerLength
+    if flags & 0x04 and summary.payload_length:
+        summary.rst_data = _rstData(payload[headerLength:], summary.payload_length)
     if headerLength > _TCP_HEADER:
         if len(payload) < headerLength:
             summary.truncated = "tcp"
             return
-        summary.tcp_options = _tcpOptions(payload[_TCP_HEADER:headerLength])
+        options, cut = _tcpOptions(payload[_TCP_HEADER:headerLength], len(payload) > headerLength)
+        summary.tcp_options = options
+        if cut:
+            summary.tcp_options_cut = True
 
 
-def _tcpOptions(options: bytes) -> str:
+def _rstData(data: bytes, length: int) -> str:
+    """
+    What a reset segment carries, as tcpdump C{-v} shows it: C{[RST text]}
+    with at most 30 characters (C{RST+} when there are more, C{!RST} when
+    not all was captured), control and non-ASCII bytes as C{^X} and C{M-x}.
+    """
+    head = "[RST" if len(data) >= length else "[!RST"
+    if length > 30:
+        head += "+"
+    text = "".join([_VISIBLE_CHARACTERS[byte] for byte in data[: min(length, 30)]])
+    return f"{head} {text}]"
+
+
+def _fastOpen(cookie: bytes) -> str:
+    """
+    A TCP Fast Open option's words after its name, as tcpdump's
+    C{print_tcp_fastopen_option}.
+    """
+    if not cookie:
+        return " cookiereq"
+    if len(cookie) % 2 or not 4 <= len(cookie) <= 16:
+        return " (invalid)"
+    return f" cookie {cookie.hex()}"
+
+
+def _tcpOptions(options: bytes, followed: bool) -> tuple[str, bool]:
     """
     TCP options as tcpdump prints them between C{options [} and C{]}
-    (sequence numbers in SACK blocks absolute, as with C{-S}).
+    (sequence numbers in SACK blocks absolute, as with C{-S}), and whether
+    tcpdump stops there because the last option's length byte was not
+    captured (it reads past the header when C{followed} by more bytes).
     """
     parts: list[str] = []
     position, left = 0, len(options)
@@ -557,6 +603,8 @@ def _tcpOptions(options: bytes) -> str:
         if kind in (0, 1):
             length = 1
         else:
+            if position == len(options) and not followed:
+                return "".join(part + "," for part in parts), True
             length = options[position] if position < len(options) else 0
             position += 1
             if length < 2 or length > left:
@@ -575,8 +623,26 @@ def _tcpOptions(options: bytes) -> str:
             value = int.from_bytes(options[position : position + size], "big")
             if kind == 8:
                 text += f" val {value >> 32} ecr {value & 0xFFFFFFFF}"
+            elif kind == 20:
+                text += f" cap {value >> 8:02x} id {value & 0xFF}"
+            elif kind == 28:
+                minutes = value & 1
+                text += f" 0x{value:x} {(value >> 1) * 60 if minutes else value >> 1}"
             else:
                 text += f" {value}"
+        elif kind == 34:
+            size = length - 2
+            text += " " + _fastOpen(options[position : position + size])
+        elif kind == 254:
+            size = length - 2
+            if size < 2:
+                parts.append(text + "[bad opt]")
+                break
+            magic = _U16.unpack_from(options, position)[0]
+            if magic == 0xF989:
+                text += "-tfo" + _fastOpen(options[position + 2 : position + size])
+            else:
+                text += f"-{magic:04x}"
         elif kind == 5:
             size = length - 2
             if size % 8:
@@ -597,7 +663,7 @@ def _tcpOptions(options: bytes) -> str:
         parts.append(text)
         if kind == 0:
             break
-    return ",".join(parts)
+    return ",".join(parts), False
 
 
 def _udp(summary: PacketSummary, payload: bytes) -> None:
@@ -1023,10 +1089,19 @@ def _describeTCP(summary: PacketSummary, quiet: bool, verbose: bool) -> str:
     text += f", win {summary.window}"
     if summary.urgent is not None:
         text += f", urg {summary.urgent}"
-    if summary.tcp_options is not None:
-        text += f", options [{summary.tcp_options}]"
+    options = summary.tcp_options
+    if options is not None:
+        if summary.tcp_options_cut:
+            return f"{text}, options [{options} [|tcp]"
+        if options.endswith("[bad opt]"):
+            # tcpdump stops there, closing the list only after a good
+            # option (no option's own words hold a comma).
+            return f"{text}, options [{options}" + ("]" if "," in options else "")
+        text += f", options [{options}]"
     if length is not None:
         text += f", length {length}"
+    if verbose and summary.rst_data is not None:
+        text += f" {summary.rst_data}"
     return text
 
 

@@ -250,7 +250,8 @@ class TextFormatter:
         dump = self._dump
         if dump is None:
             return line
-        if style.dumpLinkHeader:
+        if style.dumpLinkHeader or (summary.tcp_options_cut and not style.quiet):
+            # tcpdump's printer gave up mid-packet (a longjmp): it dumps all.
             return line + dump(data)
         start = summary.link_length
         if len(data) <= start:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import struct
 import subprocess
 import time
@@ -335,3 +336,72 @@ def test_icmpErrors(options: list[str], tmp_path: Path, utc: None) -> None:
         capture.add(START * 10**9 + number, frame, wire)
     capture.write(tmp_path / "errors.pcap")
     compare(capture, tmp_path / "errors.pcap", options)
+
+
+def randomOptions(draw: random.Random) -> bytes:
+    """
+    TCP options as stacks send them, and some no stack sends: unknown
+    kinds, wrong lengths, a list running past the header.
+    """
+    choices = [
+        lambda: struct.pack(">BBH", 2, 4, draw.randrange(65536)),
+        lambda: struct.pack(">BBB", 3, 3, draw.randrange(15)),
+        lambda: b"\x04\x02",
+        lambda: b"\x01",
+        lambda: struct.pack(">BBII", 8, 10, draw.randrange(2**32), draw.randrange(2**32)),
+        lambda: bytes([5, 2 + 8 * (blocks := draw.randrange(1, 4))])
+        + bytes(draw.randrange(256) for _ in range(8 * blocks)),
+        lambda: bytes([draw.choice((99, 34, 254)), 4, 0xAB, 0xCD]),
+        lambda: bytes([draw.choice((34, 254)), 2 + 2 * draw.randrange(10)])
+        + bytes(draw.randrange(256) for _ in range(2 * (draw.randrange(10)))),
+        lambda: b"\xfe\x06\xf9\x89" + bytes(draw.randrange(256) for _ in range(2)),
+        lambda: struct.pack(">BBH", 28, 4, draw.randrange(65536)),
+        lambda: bytes([2, 3, 1]),  # a wrong length
+        lambda: bytes([5, 7]) + bytes(5),  # an invalid SACK
+        lambda: b"\x00",
+    ]
+    options = b"".join(draw.choice(choices)() for _ in range(draw.randrange(1, 5)))
+    if draw.random() < 0.1:
+        options += bytes([8, 30])  # past the header's end
+    return (options + b"\x00" * 3)[: len(options) + (-len(options)) % 4][:40]
+
+
+def randomCapture(seed: int) -> Capture:
+    """
+    TCP segments over IPv4 and IPv6 with random flags, options, payloads
+    and checksums right or wrong.
+    """
+    draw = random.Random(seed)
+    capture = Capture(CaptureInfo("eth0", LINKTYPE_ETHERNET, SNAPLEN, {}, "test"))
+    for number in range(60):
+        segment = frames.tcp(
+            draw.randrange(49152, 65536),  # no port tcpdump decodes the payload of
+            7,
+            draw.randrange(256),
+            seq=draw.randrange(2**32),
+            ack=draw.randrange(2**32),
+            window=draw.randrange(65536),
+            payload=bytes(draw.randrange(256) for _ in range(draw.randrange(30))),
+            options=randomOptions(draw),
+        )
+        if draw.random() < 0.5:
+            packet = frames.ipv4(segment, 6, ttl=draw.randrange(256), ident=number)
+        else:
+            packet = frames.ipv6(segment, 6, hopLimit=draw.randrange(256))
+        if draw.random() < 0.7:
+            packet = checksummed(packet)
+        types = {4: frames.ETH_IPV4, 6: frames.ETH_IPV6}
+        frame = frames.ethernet(packet, types[packet[0] >> 4])
+        capture.add(START * 10**9 + number * 1000, frame, len(frame))
+    return capture
+
+
+@pytest.mark.parametrize("options", [[], ["-v", "-X"], ["-q", "-e"]], ids=str)
+@pytest.mark.parametrize("seed", range(10))
+def test_randomTcp(options: list[str], seed: int, tmp_path: Path, utc: None) -> None:
+    """
+    Random TCP flags, options (bad ones too) and payloads read the same.
+    """
+    capture = randomCapture(seed)
+    capture.write(tmp_path / "random.pcap")
+    compare(capture, tmp_path / "random.pcap", options)
