@@ -139,11 +139,7 @@ _CHECKSUM_FIELDS = {6: 16, 17: 6, 1: 2, 58: 2}
 # tcpdump's fn_print_char for each byte: M- for the high bit, ^ for control.
 _VISIBLE_CHARACTERS = tuple(
     ("M-" if byte & 0x80 else "")
-    + (
-        chr(byte & 0x7F)
-        if 0x20 <= byte & 0x7F <= 0x7E
-        else "^" + chr((byte & 0x7F) ^ 0x40)
-    )
+    + (chr(byte & 0x7F) if 0x20 <= byte & 0x7F <= 0x7E else "^" + chr((byte & 0x7F) ^ 0x40))
     for byte in range(256)
 )
 _TCP_OPTION_SIZES = {2: 2, 3: 1, 6: 4, 7: 4, 8: 8, 11: 4, 12: 4, 13: 4, 20: 2, 28: 2}
@@ -227,6 +223,8 @@ class PacketSummary:
     rst_data: str | None = None
     urgent: int | None = None
     transport_offset: int | None = None
+    fragment_id: int | None = None
+    fragment_length: int | None = None
     ip_checksum: int | None = None
     ip_checksum_expected: int | None = None
     checksum: int | None = None
@@ -291,7 +289,7 @@ def decodePacket(
             _rawIP(summary, data)
         else:
             summary.problem = f"unknown link type {linktype}"
-        if checksums and summary.transport_offset is not None:
+        if checksums:
             _checksums(summary, data)
     except Exception as e:
         # Not reached by any input the tests know; kept so that one
@@ -481,9 +479,10 @@ def _ipv6Packet(summary: PacketSummary, data: bytes, offset: int) -> None:
             return
         following, size = payload[position], payload[position + 1]
         if nextHeader == 44:
-            fragment = _U16.unpack_from(payload, position + 2)[0]
+            fragment, summary.fragment_id = struct.unpack_from(">HI", payload, position + 2)
             summary.fragment_offset = fragment & 0xFFF8
             summary.more_fragments = bool(fragment & 1)
+            summary.fragment_length = payloadLength - position - 8
             length = 8
         elif nextHeader == 51:
             length = (size + 2) * 4
@@ -709,6 +708,9 @@ def _icmp(
             return
         target = _ipv6(payload[8:24])
         summary.icmp = f"{name}, {'who has' if kind == 135 else 'tgt is'} {target}"
+    elif names is _ICMPV6_TYPES and kind == 143 and len(payload) >= 8:
+        records = _U16.unpack_from(payload, 6)[0]
+        summary.icmp = f"{name}, {records} group record(s)"
 
 
 def _icmpUnreachable(summary: PacketSummary, payload: bytes, code: int) -> None:
@@ -780,15 +782,16 @@ def _checksums(summary: PacketSummary, data: bytes) -> None:
     C{-v} does.
     """
     start = summary.link_length
+    if summary.network == "IPv4" and summary.fragment_offset is not None:
+        end = start + (data[start] & 0x0F) * 4
+        if end <= len(data):
+            header = bytearray(data[start:end])
+            summary.ip_checksum = (header[10] << 8) | header[11]
+            header[10:12] = b"\0\0"
+            summary.ip_checksum_expected = _expected(_onesComplementSum(bytes(header)))
     transport = summary.transport_offset
-    assert transport is not None
-    if summary.network == "IPv4":
-        header = bytearray(data[start:transport])
-        summary.ip_checksum = (header[10] << 8) | header[11]
-        header[10:12] = b"\0\0"
-        summary.ip_checksum_expected = _expected(_onesComplementSum(bytes(header)))
-    if summary.more_fragments:
-        return  # a first fragment: tcpdump leaves its checksum alone too
+    if transport is None or summary.more_fragments or summary.fragment_id is not None:
+        return  # a fragment: tcpdump leaves its checksum alone too
     protocol = summary.protocol_number
     field = _CHECKSUM_FIELDS.get(protocol or 0)
     length = summary.ip_length
@@ -965,11 +968,14 @@ def _describeNetwork(summary: PacketSummary, label: bool, quiet: bool, verbose: 
             return head.rstrip()
         if verbose:
             head += _verboseIPv4(summary) if network == "IPv4" else _verboseIPv6(summary)
+        if summary.extension_headers:
+            return head + _describeExtended(summary, quiet, verbose)
+        if network == "IPv4" and summary.fragment_offset:
+            # A later fragment: tcpdump names the protocol only.
+            return f"{head}{summary.src} > {summary.dst}: ip-proto-{summary.protocol_number}"
         source = _endpoint(summary.src, summary.src_port)
         target = _endpoint(summary.dst, summary.dst_port)
         text = f"{head}{source} > {target}:"
-        if summary.extension_headers:
-            text += " " + " ".join(summary.extension_headers)
         transport = _describeTransport(summary, quiet, verbose)
         if transport:
             return f"{text} {transport}"
@@ -982,6 +988,33 @@ def _describeNetwork(summary: PacketSummary, label: bool, quiet: bool, verbose: 
     if network == "802.3":
         return f"802.3, length {summary.ethertype}"
     return f"{name}, length {summary.length}"
+
+
+def _describeExtended(summary: PacketSummary, quiet: bool, verbose: bool) -> str:
+    """
+    An IPv6 packet with extension headers, as tcpdump prints it: the
+    addresses, each header, then ports and transport (C{2001:db8::1 >
+    2001:db8::2: frag (0|16) 40000 > 7: UDP, length 8}).
+    """
+    words = []
+    for name in summary.extension_headers:
+        if name == "FRAG":
+            where = f"{summary.fragment_offset}|{summary.fragment_length}"
+            if verbose:
+                where = f"0x{summary.fragment_id:08x}:{where}"
+            words.append(f"frag ({where})")
+        else:
+            words.append(name)
+    text = f"{summary.src} > {summary.dst}: {' '.join(words)}"
+    if summary.fragment_offset:
+        return text
+    transport = _describeTransport(summary, quiet, verbose)
+    if summary.src_port is not None:
+        text += f" {summary.src_port} > {summary.dst_port}:"
+        if transport:
+            return f"{text} {transport}"
+        return text + " " if summary.truncated in ("tcp", "udp") else text
+    return f"{text} {transport}" if transport else text
 
 
 def _verboseIPv4(summary: PacketSummary) -> str:
@@ -1043,12 +1076,6 @@ def _checksumNote(summary: PacketSummary, name: str) -> str:
 
 def _describeTransport(summary: PacketSummary, quiet: bool, verbose: bool) -> str:
     protocol = summary.protocol
-    if summary.fragment_offset:
-        flag = "+" if summary.more_fragments else ""
-        return (
-            f"{protocol} fragment offset {summary.fragment_offset}{flag}, "
-            f"length {summary.payload_length}"
-        )
     if protocol == "TCP":
         return _describeTCP(summary, quiet, verbose)
     if protocol == "UDP":

@@ -349,11 +349,15 @@ def randomOptions(draw: random.Random) -> bytes:
         lambda: b"\x04\x02",
         lambda: b"\x01",
         lambda: struct.pack(">BBII", 8, 10, draw.randrange(2**32), draw.randrange(2**32)),
-        lambda: bytes([5, 2 + 8 * (blocks := draw.randrange(1, 4))])
-        + bytes(draw.randrange(256) for _ in range(8 * blocks)),
+        lambda: (
+            bytes([5, 2 + 8 * (blocks := draw.randrange(1, 4))])
+            + bytes(draw.randrange(256) for _ in range(8 * blocks))
+        ),
         lambda: bytes([draw.choice((99, 34, 254)), 4, 0xAB, 0xCD]),
-        lambda: bytes([draw.choice((34, 254)), 2 + 2 * draw.randrange(10)])
-        + bytes(draw.randrange(256) for _ in range(2 * (draw.randrange(10)))),
+        lambda: (
+            bytes([draw.choice((34, 254)), 2 + 2 * draw.randrange(10)])
+            + bytes(draw.randrange(256) for _ in range(2 * (draw.randrange(10))))
+        ),
         lambda: b"\xfe\x06\xf9\x89" + bytes(draw.randrange(256) for _ in range(2)),
         lambda: struct.pack(">BBH", 28, 4, draw.randrange(65536)),
         lambda: bytes([2, 3, 1]),  # a wrong length
@@ -405,3 +409,42 @@ def test_randomTcp(options: list[str], seed: int, tmp_path: Path, utc: None) -> 
     capture = randomCapture(seed)
     capture.write(tmp_path / "random.pcap")
     compare(capture, tmp_path / "random.pcap", options)
+
+
+def extendedPackets() -> list[bytes]:
+    """
+    Fragments (IPv4 and IPv6: first, middle, last, atomic) and IPv6
+    extension headers in front of UDP and TCP.
+    """
+    udp = frames.udp(40000, 7, b"x" * 8)
+    v6 = frames.ETH_IPV6
+    return [
+        frames.ethernet(checksummed(_v4(frames.udp(40000, 7, b"x" * 20), 17, fragment=0x2000))),
+        frames.ethernet(checksummed(_v4(b"y" * 24, 17, fragment=0x2000 | 185))),
+        frames.ethernet(_v4(b"y" * 23, 17, fragment=370)),
+        frames.ethernet(frames.ipv6(frames.fragmentHeader(17, 0, True) + udp, 44), v6),
+        frames.ethernet(frames.ipv6(frames.fragmentHeader(17, 1448, True) + b"z" * 16, 44), v6),
+        frames.ethernet(frames.ipv6(frames.fragmentHeader(6, 2896, False) + b"z" * 9, 44), v6),
+        frames.ethernet(frames.ipv6(frames.fragmentHeader(17, 0, False) + udp, 44), v6),
+        frames.ethernet(frames.ipv6(frames.extension(17) + udp, 0), v6),
+        frames.ethernet(frames.ipv6(frames.extension(6) + frames.tcp(1, 2, 2), 60), v6),
+        frames.ethernet(frames.ipv6(frames.extension(60) + frames.extension(17) + udp, 0), v6),
+    ]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [[], ["-X"], ["-e"], ["-q"], ["-v"]],
+    ids=lambda options: " ".join(options) or "plain",
+)
+def test_extensionsAndFragments(options: list[str], tmp_path: Path, utc: None) -> None:
+    """
+    Fragments and IPv6 extension headers (with -v only fragments: tcpdump
+    prints the options inside hop-by-hop and destination headers too).
+    """
+    capture = Capture(CaptureInfo("eth0", LINKTYPE_ETHERNET, SNAPLEN, {}, "test"))
+    packets = extendedPackets()
+    for number, frame in enumerate(packets[:7] if "-v" in options else packets):
+        capture.add(START * 10**9 + number, frame, len(frame))
+    capture.write(tmp_path / "extended.pcap")
+    compare(capture, tmp_path / "extended.pcap", options)
