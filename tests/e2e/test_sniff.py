@@ -259,7 +259,7 @@ def test_text(server: tuple[int, int | None], tmp_path: Path) -> None:
     syn = [line for line in lines if f"127.0.0.1.{client} > 127.0.0.1.{port}: Flags [S]," in line]
     assert len(syn) == 1, lines
     assert re.search(r"^\S+ lo In IP 127\.0\.0\.1\.\d+ > 127\.0\.0\.1\.\d+: Flags \[S\], seq \d+, "
-                     r"win \d+, length 0$", syn[0]), syn  # fmt: skip
+                     r"win \d+, options \[mss \d+[^]]*\], length 0$", syn[0]), syn  # fmt: skip
     data = [line for line in lines if f"> 127.0.0.1.{port}: Flags [P.]" in line]
     assert data and data[0].endswith(f", length {len(PAYLOAD)}"), lines
     assert any(f"127.0.0.1.{port} > 127.0.0.1.{client}: Flags [P.]" in line for line in lines)
