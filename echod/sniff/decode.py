@@ -998,7 +998,7 @@ def _describeExtended(summary: PacketSummary, quiet: bool, verbose: bool) -> str
     """
     words = []
     for name in summary.extension_headers:
-        if name == "FRAG":
+        if name == "FRAG" and summary.fragment_id is not None:
             where = f"{summary.fragment_offset}|{summary.fragment_length}"
             if verbose:
                 where = f"0x{summary.fragment_id:08x}:{where}"

@@ -413,7 +413,7 @@ class SummarySink:
     def captureStarted(self, info: CaptureInfo) -> None:
         self._info = info
         if self.form == "text":
-            self._text = TextFormatter(self.style, info)
+            self._text = TextFormatter(self.style)
         self.output.open()
 
     def packetReceived(

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 from echod.sniff.bpf import LINKTYPE_RAW
 from echod.sniff.decode import PacketSummary, decodePacket, describe
-from echod.sniff.source import CaptureInfo
 
 __all__ = [
     "DUMPS",
@@ -168,15 +167,14 @@ class TextStyle:
 
 class TextFormatter:
     """
-    Writes packets as text in one L{TextStyle} for one capture.  It keeps
+    Writes packets as text in one L{TextStyle}, for one capture at a time.  It keeps
     what the relative timestamps need (the first and the previous packet's
     time) and the last second it formatted, so most packets cost no
     C{strftime}.
     """
 
-    def __init__(self, style: TextStyle, info: CaptureInfo) -> None:
+    def __init__(self, style: TextStyle) -> None:
         self.style = style
-        self.info = info
         self._unit = 1 if style.nanoseconds else 1000
         self._digits = 9 if style.nanoseconds else 6
         self._perSecond = _NS // self._unit

@@ -211,8 +211,8 @@ def utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     time.tzset()
 
 
-def formatter(info: CaptureInfo = ETHERNET, **fields: object) -> TextFormatter:
-    return TextFormatter(TextStyle(**fields), info)  # type: ignore[arg-type]
+def formatter(**fields: object) -> TextFormatter:
+    return TextFormatter(TextStyle(**fields))  # type: ignore[arg-type]
 
 
 def stamps(formatter: TextFormatter, *nanoseconds: int) -> list[str]:
@@ -353,7 +353,7 @@ class LayoutTests:
         For -i any (LINUX_SLL2), the interface padded to 5 and the direction
         to 3, as tcpdump's C{"%-5s %-3s "}; longer names are not cut.
         """
-        text = formatter(ANY, tcpdumpLayout=True, timestamps="none")
+        text = formatter(tcpdumpLayout=True, timestamps="none")
         cooked = packSLL2(frames.ETH_IPV4, 1, 772, PACKET_HOST) + UDP
         line = text.format(summaryOf(ANY, cooked, 1, PACKET_HOST), cooked)
         assert line == "lo    In  IP 127.0.0.1.40000 > 127.0.0.1.7: UDP, length 5"
@@ -362,7 +362,7 @@ class LayoutTests:
         assert line.startswith("veth-long Out IP ")
 
     def test_unknownDirection(self) -> None:
-        text = formatter(ANY, tcpdumpLayout=True, timestamps="none")
+        text = formatter(tcpdumpLayout=True, timestamps="none")
         cooked = packSLL2(frames.ETH_IPV4, 1, 772, 9) + UDP
         assert text.format(summaryOf(ANY, cooked, 1, 9), cooked).startswith("lo    ?   IP ")
 
@@ -374,7 +374,7 @@ class DumpedBytesTests:
     """
 
     def dump(self, info: CaptureInfo, data: bytes, **fields: object) -> str:
-        text = formatter(info, tcpdumpLayout=True, timestamps="none", **fields)
+        text = formatter(tcpdumpLayout=True, timestamps="none", **fields)
         line = text.format(summaryOf(info, data), data)
         return line[line.index("\n") :] if "\n" in line else ""
 
@@ -463,3 +463,46 @@ class SinkTests:
         (line,) = stream.getvalue().decode().splitlines()
         assert line.startswith('{"time": "2023-11-14T22:13:20.000000Z"')
         assert "0x0000" not in line
+
+
+class FuzzTests:
+    @given(
+        st.sampled_from([1, 101, 113, 276]),
+        st.one_of(
+            st.binary(max_size=120),
+            st.builds(
+                lambda body, protocol: frames.ethernet(frames.ipv4(body, protocol)),
+                st.binary(max_size=80),
+                st.sampled_from([1, 6, 17]),
+            ),
+            st.builds(
+                lambda body, protocol: frames.ethernet(frames.ipv6(body, protocol), 0x86DD),
+                st.binary(max_size=80),
+                st.sampled_from([0, 6, 17, 44, 58, 60]),
+            ),
+        ),
+        st.fixed_dictionaries(
+            {
+                "linkHeader": st.booleans(),
+                "quiet": st.booleans(),
+                "verbose": st.booleans(),
+                "tcpdumpLayout": st.booleans(),
+                "dump": st.sampled_from(DUMPS),
+                "dumpLinkHeader": st.booleans(),
+                "timestamps": st.sampled_from(TIMESTAMPS),
+            }
+        ),
+    )
+    @settings(max_examples=examples(500))
+    def test_anyBytesAnyStyle(self, linktype: int, data: bytes, fields: dict[str, object]) -> None:
+        """
+        Any bytes in any style give text, never an exception or a decoder
+        error, and the dump covers only captured bytes.
+        """
+        info = CaptureInfo("any", linktype, 65535, {}, "test")
+        style = TextStyle(**fields)  # type: ignore[arg-type]
+        summary = summaryOf(info, data, verbose=style.verbose)
+        assert not (summary.problem or "").startswith("decoder error"), summary.problem
+        line = TextFormatter(style).format(summary, data)
+        assert isinstance(line, str) and line
+        assert 0 <= summary.link_length <= len(data)
