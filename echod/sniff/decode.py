@@ -165,10 +165,13 @@ class PacketSummary:
     is (TCP and UDP), as tcpdump's C{length}.
 
     C{link_length} is where the network layer starts: what tcpdump's C{-X},
-    C{-x} and C{-A} leave out (all of C{captured} when the link-level header
-    itself is cut short).  C{tcp_options_cut}: the TCP options end where
-    the capture does, in the middle of an option, where tcpdump's printer
-    gives up (and then dumps the whole frame).  The C{*_checksum} fields are set only when
+    C{-x} and C{-A} leave out, counted as tcpdump counts it when the header
+    itself is cut short (all of C{captured} for Ethernet and VLAN tags,
+    none for a cooked header).  C{tcp_options_cut}: the TCP options end early
+    (C{tcp_options} then holds tcpdump's words up to its line's end: a bad
+    option, or the capture's end).  C{dump_whole}: tcpdump's printer gave
+    up at a read past the capture's end, and then dumps the frame from its
+    first byte.  The C{*_checksum} fields are set only when
     L{decodePacket} was asked to check checksums and the bytes they cover
     were captured: the value in the header, and the one it should be.
     """
@@ -220,6 +223,7 @@ class PacketSummary:
     next_header: int | None = None
     tcp_options: str | None = None
     tcp_options_cut: bool | None = None
+    dump_whole: bool | None = None
     rst_data: str | None = None
     urgent: int | None = None
     transport_offset: int | None = None
@@ -324,8 +328,7 @@ def _sll(summary: PacketSummary, data: bytes) -> None:
 
 def _sll2(summary: PacketSummary, data: bytes) -> None:
     if len(data) < _SLL2.size:
-        summary.truncated = "linux-sll2"
-        summary.link_length = len(data)
+        summary.truncated = "linux-sll2"  # tcpdump then dumps all of it
         return
     protocol, _reserved, ifindex, _hatype, pkttype, halen, address = _SLL2.unpack_from(data)
     summary.interface_index = ifindex
@@ -386,6 +389,7 @@ def _arp(summary: PacketSummary, data: bytes, offset: int) -> None:
     summary.network = "ARP"
     if len(data) < offset + _ARP.size:
         summary.truncated = "arp"
+        summary.dump_whole = True  # tcpdump's ARP printer reads on
         return
     hardware, protocol, hlen, plen, operation = _ARP.unpack_from(data, offset)
     summary.arp_operation = _ARP_OPERATIONS.get(operation, f"operation {operation}")
@@ -398,6 +402,7 @@ def _arp(summary: PacketSummary, data: bytes, offset: int) -> None:
     body = offset + _ARP.size
     if len(data) < body + 20:
         summary.truncated = "arp"
+        summary.dump_whole = True  # tcpdump's ARP printer reads on
         return
     summary.arp_sender_mac = _mac(data[body : body + 6])
     summary.arp_sender_ip = _ipv4(data[body + 6 : body + 10])
@@ -409,6 +414,7 @@ def _ipv4Packet(summary: PacketSummary, data: bytes, offset: int) -> None:
     summary.network = "IPv4"
     if len(data) < offset + _IPV4.size:
         summary.truncated = "ip"
+        summary.dump_whole = len(data) <= offset or None  # tcpdump read its version
         return
     (vihl, tos, total, ident, fragment, ttl, protocol, _checksum, src, dst) = _IPV4.unpack_from(
         data, offset
@@ -532,7 +538,7 @@ def _ports(summary: PacketSummary, payload: bytes, layer: str) -> bool:
 def _tcp(summary: PacketSummary, payload: bytes, payloadLength: int) -> None:
     if not _ports(summary, payload, "tcp"):
         return
-    if len(payload) < _TCP.size:
+    if len(payload) < _TCP_HEADER:
         summary.truncated = "tcp"
         return
     _sport, _dport, seq, ack, offset, flags, window = _TCP.unpack_from(payload)
@@ -540,10 +546,10 @@ def _tcp(summary: PacketSummary, payload: bytes, payloadLength: int) -> None:
     summary.tcp_flags = "".join(char for bit, char in _TCP_FLAGS if flags & bit) or "none"
     if flags & 0x10:
         summary.ack = ack
-    if flags & 0x20 and len(payload) >= _TCP_HEADER:
+    if flags & 0x20:
         summary.urgent = _U16.unpack_from(payload, 18)[0]
     headerLength = (offset >> 4) * 4
-    if headerLength < _TCP.size:
+    if headerLength < _TCP_HEADER:
         summary.problem = f"bad TCP header length {headerLength}"
         return
     if headerLength > payloadLength:
@@ -553,13 +559,13 @@ def _tcp(summary: PacketSummary, payload: bytes, payloadLength: int) -> None:
     if flags & 0x04 and summary.payload_length:
         summary.rst_data = _rstData(payload[headerLength:], summary.payload_length)
     if headerLength > _TCP_HEADER:
+        options, ending = _tcpOptions(payload, headerLength - _TCP_HEADER)
+        summary.tcp_options = options
+        if ending:
+            summary.tcp_options_cut = True
+            summary.dump_whole = (ending == "gave up") or None
         if len(payload) < headerLength:
             summary.truncated = "tcp"
-            return
-        options, cut = _tcpOptions(payload[_TCP_HEADER:headerLength], len(payload) > headerLength)
-        summary.tcp_options = options
-        if cut:
-            summary.tcp_options_cut = True
 
 
 def _rstData(data: bytes, length: int) -> str:
@@ -587,39 +593,54 @@ def _fastOpen(cookie: bytes) -> str:
     return f" cookie {cookie.hex()}"
 
 
-def _tcpOptions(options: bytes, followed: bool) -> tuple[str, bool]:
+def _tcpOptions(segment: bytes, size: int) -> tuple[str, str]:
     """
-    TCP options as tcpdump prints them between C{options [} and C{]}
-    (sequence numbers in SACK blocks absolute, as with C{-S}), and whether
-    tcpdump stops there because the last option's length byte was not
-    captured (it reads past the header when C{followed} by more bytes).
+    The C{size} bytes of TCP options after the fixed header of C{segment}
+    (as far as it was captured) as tcpdump prints them after C{options [}
+    (SACK blocks absolute, as with C{-S}), and how the list ends: C{""}
+    (complete: C{]} follows), C{"bad"} (a bad option ends tcpdump's line),
+    C{"cut"} (tcpdump's bounds check found the capture's end: C{ [|tcp]},
+    and C{>} after a complete option) or C{"gave up"} (a read past the
+    capture's end stopped tcpdump's printer: C{ [|tcp]}).
     """
     parts: list[str] = []
-    position, left = 0, len(options)
+    captured = len(segment)
+    position, left = _TCP_HEADER, size
+
+    def stop(text: str, how: str) -> tuple[str, str]:
+        body = ",".join(parts) + ("," if parts else "") + text
+        if how == "bad":
+            return body + "[bad opt]" + ("]" if parts else ""), how
+        return body + " [|tcp]" + (">" if how == "cut" and parts else ""), how
+
     while left > 0:
-        kind = options[position]
+        if position >= captured:
+            return stop("", "gave up")
+        kind = segment[position]
         position += 1
         if kind in (0, 1):
             length = 1
         else:
-            if position == len(options) and not followed:
-                return "".join(part + "," for part in parts), True
-            length = options[position] if position < len(options) else 0
+            if position >= captured:
+                return stop("", "gave up")
+            length = segment[position]
             position += 1
             if length < 2 or length > left:
-                parts.append("[bad opt]")
-                break
+                return stop("", "bad")
             left -= 1
         left -= 1
         text = _TCP_OPTIONS.get(kind, f"unknown-{kind}")
-        size = _TCP_OPTION_SIZES.get(kind, 0)
+        fixed = _TCP_OPTION_SIZES.get(kind, 0)
+        data = segment[position : position + length - 2]
         if kind in (0, 1, 4):
             size = 0
-        elif size:
+        elif fixed:
+            size = fixed
             if size > left:
-                parts.append(text + "[bad opt]")
-                break
-            value = int.from_bytes(options[position : position + size], "big")
+                return stop(text, "bad")
+            if position + size > captured:
+                return stop(text, "cut")
+            value = int.from_bytes(segment[position : position + size], "big")
             if kind == 8:
                 text += f" val {value >> 32} ecr {value & 0xFFFFFFFF}"
             elif kind == 20:
@@ -629,32 +650,35 @@ def _tcpOptions(options: bytes, followed: bool) -> tuple[str, bool]:
                 text += f" 0x{value:x} {(value >> 1) * 60 if minutes else value >> 1}"
             else:
                 text += f" {value}"
-        elif kind == 34:
-            size = length - 2
-            text += " " + _fastOpen(options[position : position + size])
-        elif kind == 254:
-            size = length - 2
-            if size < 2:
-                parts.append(text + "[bad opt]")
-                break
-            magic = _U16.unpack_from(options, position)[0]
-            if magic == 0xF989:
-                text += "-tfo" + _fastOpen(options[position + 2 : position + size])
-            else:
-                text += f"-{magic:04x}"
         elif kind == 5:
             size = length - 2
             if size % 8:
                 text += " invalid sack"
             else:
-                blocks = struct.unpack_from(f">{size // 4}I", options, position)
-                text += f" {size // 8} " + "".join(
-                    f"{{{blocks[i]}:{blocks[i + 1]}}}" for i in range(0, len(blocks), 2)
-                )
+                text += f" {size // 8} "
+                for block in range(0, size, 8):
+                    if position + block + 8 > captured:
+                        return stop(text, "cut")
+                    first, last = struct.unpack_from(">II", segment, position + block)
+                    text += f"{{{first}:{last}}}"
+        elif kind in (34, 254):
+            size = length - 2
+            if position + size > captured:
+                return stop(text, "cut")
+            if kind == 34:
+                text += " " + _fastOpen(data)
+            elif size < 2:
+                return stop(text, "bad")
+            elif data[:2] == b"\xf9\x89":
+                text += "-tfo" + _fastOpen(data[2:])
+            else:
+                text += f"-{data[:2].hex()}"
         else:
             size = length - 2
             if size:
-                text += " 0x" + options[position : position + size].hex()
+                text += " 0x" + data.hex()
+                if len(data) < size:
+                    return stop(text, "cut")
         position += size
         left -= size
         if size + (1 if kind in (0, 1) else 2) != length:
@@ -662,7 +686,7 @@ def _tcpOptions(options: bytes, followed: bool) -> tuple[str, bool]:
         parts.append(text)
         if kind == 0:
             break
-    return ",".join(parts), False
+    return ",".join(parts), ""
 
 
 def _udp(summary: PacketSummary, payload: bytes) -> None:
@@ -685,6 +709,10 @@ def _icmp(
     layer = "icmp" if names is _ICMP_TYPES else "icmp6"
     if len(payload) < 2:
         summary.truncated = layer
+        summary.dump_whole = True  # tcpdump read the type and code
+        if payload and names is _ICMPV6_TYPES:
+            summary.icmp_type = payload[0]
+            summary.icmp = names.get(payload[0], f"type {payload[0]}")
         return
     kind, code = payload[0], payload[1]
     summary.icmp_type, summary.icmp_code = kind, code
@@ -700,6 +728,7 @@ def _icmp(
     if kind in echo:
         if len(payload) < 8:
             summary.truncated = layer
+            summary.dump_whole = True  # tcpdump reads the id and sequence number
             return
         summary.icmp_id, summary.icmp_seq = struct.unpack_from(">HH", payload, 4)
     elif names is _ICMPV6_TYPES and kind in (135, 136):
@@ -716,9 +745,15 @@ def _icmp(
 def _icmpUnreachable(summary: PacketSummary, payload: bytes, code: int) -> None:
     """
     Name the quoted packet's destination as tcpdump does (C{192.0.2.2 udp
-    port 7 unreachable}), when the quoted headers are there.
+    port 7 unreachable}), or say where the capture cut the quoted headers.
     """
-    if len(payload) < 28 or code > 3:
+    if code > 3:
+        return
+    portAt = 8 + (payload[8] & 0x0F) * 4 + 2 if len(payload) > 8 else 0
+    if len(payload) < 28 or (code == 3 and len(payload) < portAt + 2):
+        summary.truncated = "icmp"
+        # tcpdump checks for the quoted protocol, then reads on (and gives up).
+        summary.dump_whole = len(payload) >= 18 or None
         return
     quotedProtocol = payload[17]
     target = _ipv4(payload[24:28])
@@ -729,9 +764,6 @@ def _icmpUnreachable(summary: PacketSummary, payload: bytes, code: int) -> None:
     elif code == 2:
         summary.icmp = f"{target} protocol {quotedProtocol} unreachable"
     else:
-        portAt = 8 + (payload[8] & 0x0F) * 4 + 2
-        if len(payload) < portAt + 2:
-            return
         port = _U16.unpack_from(payload, portAt)[0]
         if quotedProtocol in (6, 17):
             name = "tcp" if quotedProtocol == 6 else "udp"
@@ -842,6 +874,8 @@ _IPPROTO_WORDS = {0: "Options", 1: "ICMP", 2: "IGMP", 4: "IPIP", 6: "TCP", 8: "E
                   62: "Mobile IP (old)", 88: "EIGRP", 89: "OSPF", 103: "PIM",
                   108: "Compressed IP", 112: "VRRP", 113: "PGM", 132: "SCTP", 135: "Mobility",
                   143: "Ethernet"}  # fmt: skip
+# tcpdump's names of the layers a packet was cut in, where they differ.
+_TRUNCATED_WORDS = {"ethernet": "ether", "linux-sll2": "sll2", "linux-sll": "sll"}
 _ECN_WORDS = ("", ",ECT(1)", ",ECT(0)", ",CE")
 _SLL_DIRECTION_WORDS = {
     "in": "In",
@@ -888,8 +922,8 @@ def describe(
         text = tags + _describeNetwork(summary, True, quiet, verbose)
     else:
         text = _describeNetwork(summary, True, quiet, verbose)
-    if summary.truncated:
-        text += f" [|{summary.truncated}]"
+    if summary.truncated and not summary.tcp_options_cut:
+        text += f" [|{_TRUNCATED_WORDS.get(summary.truncated, summary.truncated)}]"
     if summary.problem:
         text += f" [{summary.problem}]"
     return text
@@ -921,6 +955,8 @@ def _describeLink(summary: PacketSummary, quiet: bool) -> str:
         if ethertype is None or summary.eth_src is None:
             return ""
         text = f"{summary.eth_src} > {summary.eth_dst}, "
+        if summary.truncated == "vlan":
+            return text
         lengthText = f", length {summary.length}: "
         printed = False
         for tag in summary.vlans:
@@ -965,7 +1001,8 @@ def _describeNetwork(summary: PacketSummary, label: bool, quiet: bool, verbose: 
     if network in ("IPv4", "IPv6"):
         head = ("IP " if network == "IPv4" else "IP6 ") if label else ""
         if summary.src is None:
-            return head.rstrip()
+            # Cut in the header: tcpdump names IPv4 once it read a byte.
+            return "" if network == "IPv6" or summary.dump_whole else head
         if verbose:
             head += _verboseIPv4(summary) if network == "IPv4" else _verboseIPv6(summary)
         if summary.extension_headers:
@@ -979,11 +1016,11 @@ def _describeNetwork(summary: PacketSummary, label: bool, quiet: bool, verbose: 
         transport = _describeTransport(summary, quiet, verbose)
         if transport:
             return f"{text} {transport}"
-        if summary.truncated in ("tcp", "udp") and summary.src_port is not None:
-            return text + " "  # tcpdump: "a.1 > b.2:  [|tcp]"
+        if summary.truncated and (summary.protocol != "TCP" or summary.src_port is not None):
+            return text + " "  # tcpdump: "a.1 > b.2:  [|tcp]", but "a > b: [|tcp]"
         return text
-    if summary.ethertype is None:
-        return summary.link
+    if summary.ethertype is None or summary.truncated == "vlan":
+        return "" if summary.truncated else summary.link
     name = network or f"ethertype 0x{summary.ethertype:04x}"
     if network == "802.3":
         return f"802.3, length {summary.ethertype}"
@@ -1049,6 +1086,8 @@ def _verboseIPv6(summary: PacketSummary) -> str:
 def _describeARP(summary: PacketSummary, label: bool, verbose: bool) -> str:
     head = "ARP, " if label else ""
     operation = summary.arp_operation
+    if summary.truncated:
+        return ""
     if summary.arp_sender_ip is None:
         return f"{head}{operation or '?'}, length {summary.length}"
     if verbose:
@@ -1080,7 +1119,7 @@ def _describeTransport(summary: PacketSummary, quiet: bool, verbose: bool) -> st
         return _describeTCP(summary, quiet, verbose)
     if protocol == "UDP":
         if summary.payload_length is None:
-            return "UDP" if summary.src_port is None else ""
+            return ""
         note = _checksumNote(summary, "udp") if verbose and summary.network == "IPv6" else ""
         return f"{note}UDP, length {summary.payload_length}"
     if protocol in ("ICMP", "ICMPv6"):
@@ -1095,7 +1134,7 @@ def _describeTransport(summary: PacketSummary, quiet: bool, verbose: bool) -> st
 def _describeTCP(summary: PacketSummary, quiet: bool, verbose: bool) -> str:
     flags = summary.tcp_flags
     if flags is None:
-        return "TCP" if summary.src_port is None else ""
+        return ""
     length = summary.payload_length
     if quiet and length is not None:
         return f"tcp {length}"
@@ -1119,11 +1158,7 @@ def _describeTCP(summary: PacketSummary, quiet: bool, verbose: bool) -> str:
     options = summary.tcp_options
     if options is not None:
         if summary.tcp_options_cut:
-            return f"{text}, options [{options} [|tcp]"
-        if options.endswith("[bad opt]"):
-            # tcpdump stops there, closing the list only after a good
-            # option (no option's own words hold a comma).
-            return f"{text}, options [{options}" + ("]" if "," in options else "")
+            return f"{text}, options [{options}"  # tcpdump's line ends there
         text += f", options [{options}]"
     if length is not None:
         text += f", length {length}"
@@ -1135,6 +1170,11 @@ def _describeTCP(summary: PacketSummary, quiet: bool, verbose: bool) -> str:
 def _describeICMP(summary: PacketSummary, verbose: bool) -> str:
     version4 = summary.protocol == "ICMP"
     label = "ICMP" if version4 else "ICMP6,"
+    if summary.truncated:
+        # Cut: tcpdump has printed an ICMPv6 type's name, nothing of ICMP.
+        if version4 or summary.icmp_type is None:
+            return ""
+        return f"ICMP6, {_ICMPV6_TYPES.get(summary.icmp_type, summary.icmp)}"
     if summary.icmp is None:
         return label.rstrip(",")
     text = f"{label} {summary.icmp}"

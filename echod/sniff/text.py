@@ -231,7 +231,7 @@ class TextFormatter:
         )
         if style.tcpdumpLayout:
             head = f"{stamp} " if stamp else ""
-            if summary.link == _LINKTYPE_LINUX_SLL2:
+            if summary.link == _LINKTYPE_LINUX_SLL2 and summary.truncated != "linux-sll2":
                 direction = _DIRECTION_WORDS.get(summary.direction or "", "?")
                 head += f"{summary.interface or '?':<5} {direction:<3} "
             line = head + words
@@ -248,8 +248,11 @@ class TextFormatter:
         dump = self._dump
         if dump is None:
             return line
-        if style.dumpLinkHeader or (summary.tcp_options_cut and not style.quiet):
-            # tcpdump's printer gave up mid-packet (a longjmp): it dumps all.
+        if style.dumpLinkHeader or (
+            summary.dump_whole and not (style.quiet and summary.tcp_options_cut)
+        ):
+            # tcpdump's printer gave up mid-packet (a longjmp): it dumps all,
+            # but -q never reads the TCP options that made it give up.
             return line + dump(data)
         start = summary.link_length
         if len(data) <= start:
@@ -262,7 +265,7 @@ def _quotedPacket(summary: PacketSummary, data: bytes) -> str:
     The IPv4 packet an ICMP error quotes, on lines of its own as tcpdump
     C{-v} prints it (C{"\n\tIP (tos 0x0, ...)\n    a.1 > b.2: UDP, length 2"}).
     """
-    if summary.transport_offset is None:
+    if summary.transport_offset is None or summary.truncated:
         return ""
     start = summary.transport_offset + 8
     if len(data) < start + 4:

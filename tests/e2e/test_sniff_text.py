@@ -448,3 +448,58 @@ def test_extensionsAndFragments(options: list[str], tmp_path: Path, utc: None) -
         capture.add(START * 10**9 + number, frame, len(frame))
     capture.write(tmp_path / "extended.pcap")
     compare(capture, tmp_path / "extended.pcap", options)
+
+
+def cutFrames() -> dict[str, tuple[CaptureInfo, bytes]]:
+    """
+    Frames of each kind the decoder knows, to be cut at every length.
+    """
+    ethernet = CaptureInfo("eth0", LINKTYPE_ETHERNET, SNAPLEN, {}, "test")
+    cooked = CaptureInfo("any", LINKTYPE_LINUX_SLL2, SNAPLEN, {1: "lo"}, "test")
+    v6 = frames.ETH_IPV6
+    quoted = _v4(frames.udp(1, 7, b"ab"), 17)
+    arp = frames.arp(1, "02:00:00:00:00:01", "192.0.2.1", "00:00:00:00:00:00", "192.0.2.2")
+    tagged = frames.vlan(_v4(frames.udp(40000, 7, b"vlan!"), 17), 10, frames.ETH_IPV4, 3)
+    return {
+        "tcp": (
+            ethernet,
+            frames.ethernet(checksummed(_v4(frames.tcp(1, 7, 2, options=SYN_OPTIONS), 6))),
+        ),
+        "udp": (ethernet, frames.ethernet(checksummed(_v4(frames.udp(40000, 7, b"hello"), 17)))),
+        "icmp": (ethernet, frames.ethernet(checksummed(_v4(frames.icmp(8, payload=b"abcd"), 1)))),
+        "unreachable": (ethernet, frames.ethernet(_v4(frames.icmp(3, 3, payload=quoted), 1))),
+        "udp6": (
+            ethernet,
+            frames.ethernet(checksummed(frames.ipv6(frames.udp(4, 7, b"six"), 17)), v6),
+        ),
+        "tcp6": (
+            ethernet,
+            frames.ethernet(checksummed(frames.ipv6(frames.tcp(4, 7, 0x10), 6)), v6),
+        ),
+        "icmp6": (
+            ethernet,
+            frames.ethernet(frames.ipv6(frames.icmpv6(128, body=b"\0\1\0\2ab"), 58), v6),
+        ),
+        "vlan": (ethernet, frames.ethernet(tagged, 0x8100)),
+        "arp": (ethernet, frames.ethernet(arp, frames.ETH_ARP)),
+        "sll2": (cooked, sll2Packets()[0][0]),
+    }
+
+
+@pytest.mark.parametrize(
+    "options", [[], ["-X"], ["-e"], ["-q"], ["-v"], ["-A", "-e", "-q"]], ids=str
+)
+@pytest.mark.parametrize("kind", list(cutFrames()))
+def test_everyLength(kind: str, options: list[str], tmp_path: Path, utc: None) -> None:
+    """
+    A frame cut by the snapshot length at every length reads the same:
+    where tcpdump says which layer was cut ("[|tcp]"), what it printed up
+    to there, and which bytes it dumps (all of them where its printer gave
+    up mid-way).
+    """
+    info, frame = cutFrames()[kind]
+    capture = Capture(info)
+    for end in range(1, len(frame)):
+        capture.add(START * 10**9 + end, frame[:end], len(frame), 1, PACKET_HOST)
+    capture.write(tmp_path / "cut.pcap")
+    compare(capture, tmp_path / "cut.pcap", options)

@@ -173,7 +173,7 @@ class RealFrameTests(SynchronousTestCase):
     def test_truncatedIp(self) -> None:
         summary = decode(real("udp")[: 14 + 12])
         assert (summary.network, summary.truncated, summary.src) == ("IPv4", "ip", None)
-        assert describe(summary) == "IP [|ip]"
+        assert describe(summary) == "IP  [|ip]"  # tcpdump's two spaces
 
 
 class BuiltFrameTests(SynchronousTestCase):
