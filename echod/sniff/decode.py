@@ -916,7 +916,7 @@ def describe(
     elif summary.vlans and vlanWords:
         tags = "".join(f"vlan {tag['id']}, p {tag['priority']}, " for tag in summary.vlans)
         text = tags + _describeNetwork(summary, True, quiet, verbose)
-    elif summary.vlans and summary.link == "linux-sll2" and not quiet:
+    elif summary.vlans and summary.link in ("linux-sll2", "linux-sll") and not quiet:
         # tcpdump names what a cooked header's tag holds even without -e.
         tags = "".join(f"ethertype {name}, " for name in _innerTypes(summary))
         text = tags + _describeNetwork(summary, True, quiet, verbose)

@@ -164,6 +164,43 @@ class TextStyle:
         if self.dump not in DUMPS:
             raise ValueError(f"unknown dump {self.dump!r}")
 
+    @classmethod
+    def fromTcpdumpFlags(
+        cls,
+        t: int = 0,
+        x: int = 0,
+        X: int = 0,
+        A: int = 0,
+        e: bool = False,
+        q: bool = False,
+        v: bool = False,
+        nano: bool = False,
+    ) -> TextStyle:
+        """
+        The style of a tcpdump command line, from how often each option was
+        given: C{-t} (0 to 5), C{-x}, C{-X}, C{-A} (C{-X} wins over C{-x},
+        which wins over C{-A}; twice: from the frame's first byte), C{-e},
+        C{-q}, C{-v} and C{--time-stamp-precision=nano}.
+
+        @raise ValueError: more than five C{-t}, with tcpdump's words.
+        """
+        if not 0 <= t < len(TCPDUMP_TIMESTAMPS):
+            raise ValueError("only -t, -tt, -ttt, -tttt and -ttttt are supported")
+        dump, count = next(
+            ((name, n) for name, n in (("hex-ascii", X), ("hex", x), ("ascii", A)) if n),
+            ("", 0),
+        )
+        return cls(
+            timestamps=TCPDUMP_TIMESTAMPS[t],
+            nanoseconds=nano,
+            dump=dump,
+            dumpLinkHeader=count > 1,
+            linkHeader=e,
+            quiet=q,
+            verbose=v,
+            tcpdumpLayout=True,
+        )
+
 
 class TextFormatter:
     """

@@ -4,14 +4,16 @@ frames are written to a pcap file (by L{PcapSink}) that C{tcpdump -nn -S -r}
 prints with C{-X}, C{-XX}, C{-x}, C{-xx}, C{-A}, C{-AA}, C{-e}, C{-q}, C{-v},
 C{-t}...C{-ttttt} and C{--time-stamp-precision=nano}, and given to a
 L{SummarySink} in the matching L{TextStyle}: every line must be the same,
-byte for byte.
+byte for byte.  Both run with TZ=UTC.
 
 The frames: Ethernet IPv4 TCP (with and without options and payload, a
 bare ACK, with right and wrong checksums), UDP with binary and text
 payloads of odd and even lengths (CR/LF included), ICMP echo and port
-unreachable, IPv6 TCP, UDP and ICMPv6 echo, an 802.1Q tagged frame, frames
-cut by the snapshot length (in the payload and inside the TCP header), and
-C{LINUX_SLL2} frames as C{-i any} captures them.  Both run with TZ=UTC.
+unreachable, IPv6 TCP, UDP and ICMPv6 echo, ARP, an 802.1Q tagged frame,
+fragments and IPv6 extension headers, C{LINUX_SLL2} frames as C{-i any}
+captures them, raw IP and Linux cooked (v1) captures, random TCP segments
+(flags, options good and bad), and frames of each kind cut by the snapshot
+length at every length.
 """
 
 from __future__ import annotations
@@ -27,10 +29,15 @@ from pathlib import Path
 
 import pytest
 
-from echod.sniff.bpf import LINKTYPE_ETHERNET, LINKTYPE_LINUX_SLL2
+from echod.sniff.bpf import (
+    LINKTYPE_ETHERNET,
+    LINKTYPE_LINUX_SLL,
+    LINKTYPE_LINUX_SLL2,
+    LINKTYPE_RAW,
+)
 from echod.sniff.sinks import PcapSink, RotatingOutput, SummarySink
 from echod.sniff.source import PACKET_HOST, PACKET_OUTGOING, CaptureInfo
-from echod.sniff.text import TCPDUMP_TIMESTAMPS, TextStyle
+from echod.sniff.text import TextStyle
 from tests import frames
 from tests.classicbpf import packSLL2
 from tests.environment import requireTool
@@ -255,22 +262,25 @@ def tcpdump(path: Path, *options: str) -> list[str]:
 
 def style(options: list[str]) -> TextStyle:
     """
-    The L{TextStyle} of tcpdump's C{options} (what the console command
-    will do with its own command line).
+    The L{TextStyle} of tcpdump's C{options}, as the console command makes
+    it from its own command line.
     """
-    dumps = {"x": "hex", "X": "hex-ascii", "A": "ascii"}
-    fields: dict[str, object] = {"tcpdumpLayout": True}
+    counts: dict[str, int] = {}
     for option in options:
         if option == "--time-stamp-precision=nano":
-            fields["nanoseconds"] = True
-        elif option.strip("-t") == "" and option != "-":
-            fields["timestamps"] = TCPDUMP_TIMESTAMPS[len(option) - 1]
-        elif option[1] in dumps:
-            fields["dump"] = dumps[option[1]]
-            fields["dumpLinkHeader"] = len(option) > 2
+            counts["nano"] = 1
         else:
-            fields[{"-e": "linkHeader", "-q": "quiet", "-v": "verbose"}[option]] = True
-    return TextStyle(**fields)  # type: ignore[arg-type]
+            counts[option[1]] = len(option) - 1
+    return TextStyle.fromTcpdumpFlags(
+        t=counts.get("t", 0),
+        x=counts.get("x", 0),
+        X=counts.get("X", 0),
+        A=counts.get("A", 0),
+        e="e" in counts,
+        q="q" in counts,
+        v="v" in counts,
+        nano="nano" in counts,
+    )
 
 
 OPTIONS = [
@@ -503,3 +513,33 @@ def test_everyLength(kind: str, options: list[str], tmp_path: Path, utc: None) -
         capture.add(START * 10**9 + end, frame[:end], len(frame), 1, PACKET_HOST)
     capture.write(tmp_path / "cut.pcap")
     compare(capture, tmp_path / "cut.pcap", options)
+
+
+def otherCapture(linktype: int) -> Capture:
+    """
+    The Ethernet frames' packets as a raw IP capture (Windows'
+    C{SIO_RCVALL}) or with a Linux cooked header (version 1).
+    """
+    capture = Capture(CaptureInfo("any", linktype, SNAPLEN, {}, "test"))
+    for number, (frame, wire) in enumerate(ethernetPackets()):
+        if linktype == LINKTYPE_RAW:
+            if frame[12:14] in (b"\x08\x00", b"\x86\xdd"):
+                capture.add(START * 10**9 + number, frame[14:], wire - 14)
+            continue
+        kind = struct.unpack_from(">H", frame, 12)[0]
+        cooked = struct.pack(">HHH8sH", PACKET_OUTGOING, 1, 6, frame[6:12], kind)
+        capture.add(START * 10**9 + number, cooked + frame[14:], wire + 2, 0, PACKET_OUTGOING)
+    return capture
+
+
+@pytest.mark.parametrize("options", [[], ["-X"], ["-e"], ["-q", "-e"], ["-v"]], ids=str)
+@pytest.mark.parametrize("linktype", [LINKTYPE_RAW, LINKTYPE_LINUX_SLL])
+def test_otherLinkTypes(linktype: int, options: list[str], tmp_path: Path, utc: None) -> None:
+    """
+    Raw IP and Linux cooked (version 1) captures: their link-level
+    header with -e (C{ip: }, C{Out 02:00:00:00:00:01 ethertype ...}), and
+    none of it dumped.
+    """
+    capture = otherCapture(linktype)
+    capture.write(tmp_path / "other.pcap")
+    compare(capture, tmp_path / "other.pcap", options)

@@ -306,6 +306,30 @@ class StyleTests:
         with pytest.raises(AttributeError):
             TextStyle().quiet = True  # type: ignore[misc]
 
+    def test_fromTcpdumpFlags(self) -> None:
+        """
+        tcpdump's options by count: -X over -x over -A, doubled for the
+        whole frame; -t counts pick the timestamps.
+        """
+        style = TextStyle.fromTcpdumpFlags(t=3, x=1, X=2, A=1, e=True, q=True, v=True, nano=True)
+        assert style == TextStyle(
+            timestamps="delta",
+            nanoseconds=True,
+            dump="hex-ascii",
+            dumpLinkHeader=True,
+            linkHeader=True,
+            quiet=True,
+            verbose=True,
+            tcpdumpLayout=True,
+        )
+        assert TextStyle.fromTcpdumpFlags(x=1, A=2).dump == "hex"
+        assert TextStyle.fromTcpdumpFlags(A=1).dump == "ascii"
+        assert TextStyle.fromTcpdumpFlags() == TextStyle(tcpdumpLayout=True)
+
+    def test_tooManyTs(self) -> None:
+        with pytest.raises(ValueError, match="only -t, -tt, -ttt, -tttt and -ttttt are supported"):
+            TextStyle.fromTcpdumpFlags(t=6)
+
     def test_vocabulary(self) -> None:
         assert set(TCPDUMP_TIMESTAMPS) == set(TIMESTAMPS)
         assert DUMPS == ("", "hex", "hex-ascii", "ascii")
