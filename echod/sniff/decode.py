@@ -142,6 +142,13 @@ _VISIBLE_CHARACTERS = tuple(
     + (chr(byte & 0x7F) if 0x20 <= byte & 0x7F <= 0x7E else "^" + chr((byte & 0x7F) ^ 0x40))
     for byte in range(256)
 )
+# The flags' letters for each flags byte, as tcpdump prints them.
+_TCP_FLAG_TEXT = tuple(
+    "".join(char for bit, char in _TCP_FLAGS if flags & bit) or "none" for flags in range(256)
+)
+# Linux's options on every segment of a connection: nop, nop, timestamps.
+_NOP_NOP_TIMESTAMPS = b"\x01\x01\x08\x0a"
+_TIMESTAMPS = struct.Struct(">II")
 _TCP_OPTION_SIZES = {2: 2, 3: 1, 6: 4, 7: 4, 8: 8, 11: 4, 12: 4, 13: 4, 20: 2, 28: 2}
 
 _U16 = struct.Struct(">H")
@@ -543,7 +550,7 @@ def _tcp(summary: PacketSummary, payload: bytes, payloadLength: int) -> None:
         return
     _sport, _dport, seq, ack, offset, flags, window = _TCP.unpack_from(payload)
     summary.seq, summary.window = seq, window
-    summary.tcp_flags = "".join(char for bit, char in _TCP_FLAGS if flags & bit) or "none"
+    summary.tcp_flags = _TCP_FLAG_TEXT[flags]
     if flags & 0x10:
         summary.ack = ack
     if flags & 0x20:
@@ -603,8 +610,15 @@ def _tcpOptions(segment: bytes, size: int) -> tuple[str, str]:
     and C{>} after a complete option) or C{"gave up"} (a read past the
     capture's end stopped tcpdump's printer: C{ [|tcp]}).
     """
-    parts: list[str] = []
     captured = len(segment)
+    if (
+        size == 12
+        and captured >= 32
+        and segment[_TCP_HEADER : _TCP_HEADER + 4] == _NOP_NOP_TIMESTAMPS
+    ):
+        value, echo = _TIMESTAMPS.unpack_from(segment, 24)
+        return f"nop,nop,TS val {value} ecr {echo}", ""
+    parts: list[str] = []
     position, left = _TCP_HEADER, size
 
     def stop(text: str, how: str) -> tuple[str, str]:
