@@ -36,6 +36,7 @@ from echod.sniff.platforms import CaptureSystem, checkRequest, openCapture
 from echod.sniff.reader import RawReader, ReaderStatistics
 from echod.sniff.sinks import OutputError, PcapSink, RotatingOutput, SummarySink
 from echod.sniff.source import CaptureRequest
+from echod.sniff.text import TextStyle
 
 __all__ = ["SniffService", "captureRequest", "checkSniffing", "makeConsumer", "standardOutput"]
 
@@ -60,10 +61,11 @@ def captureRequest(config: SniffConfig) -> CaptureRequest:
 
 
 def makeConsumer(
-    config: SniffConfig, stdout: IO[bytes] | None
+    config: SniffConfig, stdout: IO[bytes] | None, style: TextStyle | None = None
 ) -> PcapSink | PcapngSink | SummarySink:
     """
-    The sink the [sniff] section asks for (nothing is opened yet).
+    The sink the [sniff] section asks for (nothing is opened yet); text in
+    C{style} (by default echod's own line).
     """
     output = RotatingOutput(
         config.output,
@@ -76,7 +78,7 @@ def makeConsumer(
         return PcapSink(output, nanoseconds=config.precision == "nano")
     if config.format == "pcapng":
         return PcapngSink(output, nanoseconds=config.precision == "nano")
-    return SummarySink(output, config.format)
+    return SummarySink(output, config.format, style)
 
 
 def _exitNonZero() -> None:
@@ -108,7 +110,7 @@ class SniffService(Service):
         standalone: bool = False,
         system: CaptureSystem | None = None,
         opener: Any = openCapture,
-        consumer: PcapSink | SummarySink | None = None,
+        consumer: PcapSink | PcapngSink | SummarySink | None = None,
     ) -> None:
         self.config = config
         self.reactor = reactor

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import socketserver
@@ -657,4 +658,119 @@ def test_livePcapng(tmp_path: Path) -> None:
             ).stdout.splitlines()
         )
         == 5
+    )
+
+
+def sniffCommand() -> str:
+    candidate = Path(sys.executable).parent / "echod-sniff"
+    return str(candidate) if candidate.exists() else "echod-sniff"
+
+
+def runBoth(path: Path, options: list[str], expression: str) -> tuple[str, str]:
+    """
+    The standard output of C{echod-sniff -r PATH OPTIONS EXPR} and of
+    C{tcpdump -nn -S -r PATH OPTIONS EXPR} (echod-sniff's sequence numbers
+    are always absolute, as with C{-S}), in UTC.
+    """
+    env = {**os.environ, "TZ": "UTC"}
+    argv = ["-r", str(path), *options, *([expression] if expression else [])]
+    ours = subprocess.run(
+        [sniffCommand(), *argv], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert ours.returncode == 0, ours.stderr
+    theirs = subprocess.run(
+        ["tcpdump", "-nn", "-S", *argv], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert theirs.returncode == 0, theirs.stderr
+    # Both announce the file on standard error the same way.
+    assert ours.stderr.splitlines()[0] == theirs.stderr.splitlines()[0]
+    return ours.stdout, theirs.stdout
+
+
+@pytest.mark.parametrize("template", EXPRESSIONS)
+@pytest.mark.parametrize("kind", ["tcpdump-pcap", "dumpcap"])
+def test_commandPrintsLikeTcpdump(captures: Captures, kind: str, template: str) -> None:
+    """
+    C{echod-sniff -r FILE EXPR} prints exactly what C{tcpdump -r FILE EXPR}
+    prints, line for line, on a capture of real echo traffic written by
+    tcpdump (pcap) and by dumpcap (pcapng).
+    """
+    path = captures.files()[kind]
+    expression = template.format(tcp=captures.tcp, udp=captures.udp)
+    ours, theirs = runBoth(path, [], expression)
+    assert ours.splitlines() == theirs.splitlines()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["-X"], ["-XX"], ["-x"], ["-A"], ["-e"], ["-q"], ["-v"], ["-tt", "--nano"], ["-ttt"]],
+)
+def test_commandDumpsLikeTcpdump(captures: Captures, options: list[str]) -> None:
+    """
+    tcpdump's printing options give tcpdump's output, byte for byte, for
+    the same packets (TCP, UDP, ICMP echo and port unreachable, IPv6).
+    """
+    for path in (captures.pcap, captures.dumpcap):
+        ours, theirs = runBoth(path, options, "")
+        assert ours == theirs, (path, options)
+
+
+def test_commandCount(captures: Captures) -> None:
+    """
+    C{--count} prints how many packets match, as tcpdump does; C{-c}
+    stops after that many.
+    """
+    expression = f"udp port {captures.udp}"
+    ours, theirs = runBoth(captures.dumpcap, ["--count"], expression)
+    assert ours == theirs
+    assert re.fullmatch(r"[1-9][0-9]* packets\n", ours)
+    ours, theirs = runBoth(captures.pcap, ["-c", "3"], "")
+    assert ours == theirs
+    assert len(ours.splitlines()) == 3
+
+
+@pytest.mark.parametrize("form", ["pcap", "pcapng"])
+def test_commandConverts(captures: Captures, tmp_path: Path, form: str) -> None:
+    """
+    C{echod-sniff -r IN -w OUT [--format pcapng] EXPR}: a filter and a
+    converter; tcpdump reads the result as it reads what it filters itself.
+    """
+    output = tmp_path / f"out.{form}"
+    expression = f"tcp port {captures.tcp}"
+    result = subprocess.run(
+        [sniffCommand(), "-r", str(captures.dumpcap), "-w", str(output), "--format", form,
+         expression],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""
+    converted, _ = runBoth(output, [], "")
+    _, direct = runBoth(captures.dumpcap, [], expression)
+    assert converted and converted == direct
+
+
+def test_commandDamagedFile(captures: Captures, tmp_path: Path) -> None:
+    """
+    A damaged file: the packets before the damage are printed, then one
+    line says what is wrong, status 1, as tcpdump does.
+    """
+    data = captures.pcap.read_bytes()
+    damaged = tmp_path / "cut.pcap"
+    damaged.write_bytes(data[: len(data) - 7])
+    result = subprocess.run(
+        [sniffCommand(), "-r", str(damaged)], capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TZ": "UTC"},
+    )  # fmt: skip
+    assert result.returncode == 1
+    errors = [line for line in result.stderr.splitlines() if line.startswith("echod-sniff:")]
+    assert len(errors) == 1 and str(damaged) in errors[0], result.stderr
+    _, theirs = runBoth(captures.pcap, [], "")
+    assert result.stdout.splitlines() == theirs.splitlines()[:-1]
+    missing = subprocess.run(
+        [sniffCommand(), "-r", str(tmp_path / "none.pcap")], capture_output=True, text=True
+    )
+    assert missing.returncode == 1
+    assert (
+        missing.stderr
+        == f"echod-sniff: cannot read {tmp_path / 'none.pcap'}: no such file or directory\n"
     )
