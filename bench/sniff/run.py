@@ -7,12 +7,13 @@ For each rate, a native sender (udpflood.c, compiled into bench/build/sniff/)
 floods UDP on loopback at that fixed rate for a few seconds, while
 ``tcpdump -w`` and ``twistd echod-sniff --format pcap`` capture it together,
 with the same filter, snapshot length and ring size; then a second flood at
-the same rate is captured by ``tcpdump -w`` and ``twistd echod-sniff
---format text`` (to a file), which needs a core of its own.  Reported for
+the same rate is printed as text by ``tcpdump -nn`` (to a file) and
+``twistd echod-sniff --format text`` (to a file), which needs a core of its
+own.  Reported for
 each: frames written (counted from its file), the kernel's drop counter
 (PACKET_STATISTICS, as each tool reports it), the CPU time it used from the
 flood's start until every file stopped growing, that CPU time per frame
-written, and its ratio to tcpdump's in the same flood.  A last round
+written, and its ratio to tcpdump's doing the same in the same flood.  A last round
 ("drain") stops tcpdump and echod-sniff (pcap), fills their rings, resumes
 them together and times how fast each empties its ring: the reading speed
 with the sender out of the way, in frames per CPU-second.  Results go to
@@ -44,6 +45,7 @@ ROOT = HERE.parent.parent
 BUILD = ROOT / "bench" / "build" / "sniff"
 RESULTS = ROOT / "bench" / "results"
 TCPDUMP = "tcpdump -w"
+TCPDUMP_TEXT = "tcpdump text"
 SNIFF_PCAP = "echod-sniff pcap"
 SNIFF_TEXT = "echod-sniff text"
 
@@ -173,8 +175,13 @@ def sniffCommand(
     ]  # fmt: skip
 
 
-def tcpdumpCommand(expression: str, output: Path, bufferBytes: int) -> list[str]:
-    return ["tcpdump", "-i", "lo", "-n", "-B", str(bufferBytes // 1024), "-w", str(output),
+def tcpdumpCommand(expression: str, output: Path, bufferBytes: int, form: str) -> list[str]:
+    """
+    tcpdump writing a pcap file, or printing text (to standard output,
+    which the caller sends to C{output}).
+    """
+    write = ["-w", str(output)] if form == "pcap" else ["-nn"]
+    return ["tcpdump", "-i", "lo", "-n", "-B", str(bufferBytes // 1024), *write,
             expression]  # fmt: skip
 
 
@@ -190,7 +197,7 @@ def kernelCounters(tool: str, log: Path) -> tuple[int, int]:
     (seen, dropped) as the tool reported them when it stopped.
     """
     text = log.read_text(errors="replace")
-    if tool == TCPDUMP:
+    if tool in (TCPDUMP, TCPDUMP_TEXT):
         seen, dropped = re.search(_TCPDUMP_SEEN, text), re.search(_TCPDUMP_DROPPED, text)
         if seen and dropped:
             return int(seen.group(1)), int(dropped.group(1))
@@ -205,8 +212,9 @@ def runRound(
     flooder: Path, rate: int, seconds: float, bufferBytes: int, work: Path, methods: set[str]
 ) -> Round:
     """
-    echod-sniff writing pcap, then writing text, each beside tcpdump on a
-    flood of its own at C{rate}.
+    echod-sniff writing pcap beside tcpdump writing pcap, then echod-sniff
+    writing text beside tcpdump printing text, each pair on a flood of its
+    own at C{rate}; each ratio is to tcpdump doing the same.
     """
     pcap = runFlood(flooder, rate, seconds, bufferBytes, work, methods, "pcap")
     text = runFlood(flooder, rate, seconds, bufferBytes, work, methods, "text")
@@ -215,7 +223,7 @@ def runRound(
         seconds=pcap.seconds,
         sent=pcap.sent,
         sent_per_second=pcap.sent_per_second,
-        captures=[*pcap.captures, text.captures[1]],
+        captures=[*pcap.captures, *text.captures],
     )
 
 
@@ -231,23 +239,28 @@ def runFlood(
     port = freeUdpPort()
     expression = f"udp dst port {port}"
     sniff = SNIFF_PCAP if form == "pcap" else SNIFF_TEXT
-    outputs = {TCPDUMP: work / "tcpdump.pcap", sniff: work / f"echod.{form}"}
+    tcpdump = TCPDUMP if form == "pcap" else TCPDUMP_TEXT
+    outputs = {tcpdump: work / f"tcpdump.{form}", sniff: work / f"echod.{form}"}
     logs = {tool: path.with_name(f"{path.name}.log") for tool, path in outputs.items()}
     for path in [*outputs.values(), *logs.values()]:
         path.unlink(missing_ok=True)
     commands = {
-        TCPDUMP: tcpdumpCommand(expression, outputs[TCPDUMP], bufferBytes),
+        tcpdump: tcpdumpCommand(expression, outputs[tcpdump], bufferBytes, form),
         sniff: sniffCommand(expression, form, outputs[sniff], logs[sniff], bufferBytes),
     }
     processes: dict[str, subprocess.Popen[bytes]] = {}
     cpu: dict[str, float] = {}
     try:
         for tool, argv in commands.items():
-            with open(logs[tool], "ab") as log:
+            printing = tool == TCPDUMP_TEXT
+            with (
+                open(logs[tool], "ab") as log,
+                open(outputs[tool] if printing else os.devnull, "wb") as printed,
+            ):
                 processes[tool] = subprocess.Popen(
-                    argv, stdout=log, stderr=subprocess.STDOUT, cwd=work
+                    argv, stdout=printed if printing else log, stderr=log, cwd=work
                 )
-        waitFor(logs[TCPDUMP], r"listening on", processes[TCPDUMP], 10)
+        waitFor(logs[tcpdump], r"listening on", processes[tcpdump], 10)
         methods.add(waitFor(logs[sniff], SNIFF_METHOD, processes[sniff], 20))
         time.sleep(0.5)
         start = {tool: cpuSeconds(p.pid) for tool, p in processes.items()}
@@ -262,7 +275,7 @@ def runFlood(
         cpu = {tool: cpuSeconds(p.pid) - start[tool] for tool, p in processes.items()}
     finally:
         for tool, process in processes.items():
-            process.send_signal(signal.SIGINT if tool == TCPDUMP else signal.SIGTERM)
+            process.send_signal(signal.SIGINT if tool.startswith("tcpdump") else signal.SIGTERM)
         for process in processes.values():
             process.wait(30)
     duration = float(sent["seconds"])
@@ -354,7 +367,9 @@ def runDrain(flooder: Path, frames: int, work: Path) -> Drain:
     tcpdumpLog, echodLog = work / "drain-tcpdump.log", work / "drain-echod.log"
     with open(tcpdumpLog, "wb") as tlog, open(echodLog, "wb") as elog:
         dump = subprocess.Popen(
-            tcpdumpCommand(expression, tcpdumpPcap, ring), stdout=tlog, stderr=subprocess.STDOUT
+            tcpdumpCommand(expression, tcpdumpPcap, ring, "pcap"),
+            stdout=tlog,
+            stderr=subprocess.STDOUT,
         )
         sniff = subprocess.Popen(
             # Its own log file (--logfile): its output here is tcpdump's.
