@@ -437,7 +437,7 @@ class SniffConfig:
     format: str = setting(
         "text",
         _Str(("text", "json", "pcap", "pcapng")),
-        'output format: "text" (tcpdump-like lines), "json" (JSON lines) or "pcap"',
+        'output format: "text" (tcpdump-like lines), "json" (JSON lines), "pcap" or "pcapng"',
     )
     output: str = setting(
         "-", _Str(what="a file path"), 'where packets are written; "-": standard output'
@@ -473,7 +473,7 @@ class SniffConfig:
     precision: str = setting(
         "micro",
         _Str(("micro", "nano")),
-        'pcap timestamps in microseconds ("micro", what every tool reads) or "nano"',
+        'pcap and pcapng timestamps in microseconds ("micro", what every tool reads) or "nano"',
     )
 
 

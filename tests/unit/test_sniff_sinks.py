@@ -278,6 +278,7 @@ class RotationTests(Directory, SynchronousTestCase):
         assert sorted(os.listdir(directory)) == ["cap-100000", "cap-100010"]
         assert output.written == 2
         assert output.notWritten == 0
+
     def test_room(self) -> None:
         """
         The room left is what the current file takes before the next one
