@@ -49,6 +49,7 @@ __all__ = [
     "IDrainable",
     "IEchodReactor",
     "IListening",
+    "IMonitorReactor",
     "IReconfigurable",
     "IRootReactor",
     "ISniffCommandReactor",
@@ -278,6 +279,13 @@ class IClientCommandReactor(IClientReactor, IReactorCore):
     """
     C{echod-client}'s, under C{react} or C{twistd}: a run that starts with
     the reactor and stops it when it is over.
+    """
+
+
+class IMonitorReactor(IRootReactor, IClientReactor, IStreamServerReactor):
+    """
+    C{twistd echod-monitor}'s: the root, the probes (a client's) and the
+    listener of the status page and metrics.
     """
 
 

@@ -25,6 +25,7 @@ from zope.interface import implementer
 from echod.interfaces import (
     IClientCommandReactor,
     IEchodReactor,
+    IMonitorReactor,
     ISniffCommandReactor,
     IWorkerReactor,
 )
@@ -32,7 +33,9 @@ from echod.interfaces import (
 __all__ = ["EchodMemoryReactor"]
 
 
-@implementer(IEchodReactor, ISniffCommandReactor, IClientCommandReactor, IWorkerReactor)
+@implementer(
+    IEchodReactor, ISniffCommandReactor, IClientCommandReactor, IWorkerReactor, IMonitorReactor
+)
 class EchodMemoryReactor(MemoryReactorClock):
     """
     Twisted's L{MemoryReactorClock}, declared to provide each of echod's

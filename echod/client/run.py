@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from twisted.internet import error as _error
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IHostnameResolver
+from twisted.internet.interfaces import IHostnameResolver, IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -42,12 +42,18 @@ class EchoClient:
         out: IO[str],
         err: IO[str],
         resolver: IHostnameResolver | None = None,
+        endpoint: IStreamClientEndpoint | None = None,
     ) -> None:
+        """
+        @param endpoint: connect there instead of where the plan says (the
+            monitor connects to one address of a name, with TLS or not).
+        """
         self._reactor = reactor
         self.plan = plan
         self.reporter = Reporter(plan, out, err)
         self.factory = EchoClientFactory(plan, reactor, self.reporter)
         self._resolver = resolver
+        self._endpoint = endpoint
         self._connecting: Deferred[Any] | None = None
         self._protocol: ClientProtocol | None = None
         self._timedOut = False
@@ -62,7 +68,10 @@ class EchoClient:
         result: Deferred[Summary] = Deferred()
         self._result = result
         try:
-            endpoint, recording = endpointFor(self._reactor, self.plan, self._resolver)
+            if self._endpoint is not None:
+                endpoint, recording = self._endpoint, None
+            else:
+                endpoint, recording = endpointFor(self._reactor, self.plan, self._resolver)
         except Exception as e:
             self._end(connectFailure(Failure(e), self.plan))
             return result

@@ -41,6 +41,7 @@ from echod.config.schema import (
     Config,
     LogConfig,
     MetricsConfig,
+    MonitorConfig,
     ServerConfig,
     SniffConfig,
     UDPConfig,
@@ -48,6 +49,7 @@ from echod.config.schema import (
     setting,
 )
 from echod.config.screen import MAX_KEY_PARTS, MAX_NESTING
+from echod.config.targets import MonitorTarget
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -62,6 +64,8 @@ __all__ = [
     "FileProblem",
     "LogConfig",
     "MetricsConfig",
+    "MonitorConfig",
+    "MonitorTarget",
     "ServerConfig",
     "SniffConfig",
     "UDPConfig",

@@ -246,6 +246,7 @@ def _check(config: Config, lines: _Lines | None = None) -> Config:
             )
         )
     problems.extend(_checkSniff(names))
+    problems.extend(_checkMonitor(names))
     if problems:
         raise ConfigError.combine(_inFileOrder(problems))
     return config
@@ -279,6 +280,38 @@ def _checkSniff(names: _Names) -> list[ConfigError]:
         problems.append(
             names.error("sniff.promiscuous", sniff.promiscuous, 'needs one interface, not "any"')
         )
+    return problems
+
+
+def _checkMonitor(names: _Names) -> list[ConfigError]:
+    """
+    Each target's round fits in its interval, and no target is given twice
+    (its results would be one series).
+    """
+    monitor = names.config.monitor
+    problems = []
+    seen: set[str] = set()
+    for index, target in enumerate(monitor.targets, 1):
+        if target.text in seen:
+            problems.append(names.error("monitor.targets", target.text, "given twice", item=index))
+        seen.add(target.text)
+        count = target.count if target.count is not None else monitor.count
+        spacing = target.spacing if target.spacing is not None else monitor.spacing
+        timeout = target.timeout if target.timeout is not None else monitor.timeout
+        interval = target.interval if target.interval is not None else monitor.interval
+        needed = (count - 1) * spacing + timeout
+        if needed > interval:
+            problems.append(
+                names.error(
+                    "monitor.targets",
+                    target.text,
+                    f"a round takes up to {needed:g} s ((count - 1) x spacing + timeout), "
+                    f"more than its interval of {interval:g} s",
+                    item=index,
+                )
+            )
+        if len(problems) > MAX_PROBLEMS:
+            break
     return problems
 
 

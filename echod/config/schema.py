@@ -23,6 +23,7 @@ from echod.config.endpoints import (
 )
 from echod.config.errors import _Invalid
 from echod.config.kinds import _Bool, _Float, _Int, _Kind, _List, _network, _PortRange, _Str
+from echod.config.targets import MonitorTarget, _TargetKind
 
 __all__ = [
     "DEFAULT_LISTEN",
@@ -31,6 +32,7 @@ __all__ = [
     "Config",
     "LogConfig",
     "MetricsConfig",
+    "MonitorConfig",
     "ServerConfig",
     "SniffConfig",
     "UDPConfig",
@@ -477,6 +479,71 @@ class SniffConfig:
     )
 
 
+# A monitor of this many targets was measured (README: "The monitor").
+MAX_TARGETS = 50_000
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    """
+    The monitor (twistd echod-monitor): echo servers probed forever, every
+    address of each name on its own.
+    """
+
+    table: ClassVar[str] = "monitor"
+
+    targets: tuple[MonitorTarget, ...] = setting(
+        (),
+        _List(_TargetKind(), "targets", maxItems=MAX_TARGETS),
+        'what to probe: "HOST:PORT", "[IPV6]:PORT", "udp://HOST:PORT", "tls://HOST:PORT", '
+        "a Twisted client endpoint string, or a table { target = ..., interval, timeout, "
+        "spacing, size, count, verify, labels = { ... } } with settings of its own",
+    )
+    interval: float = setting(
+        10.0,
+        _Float(0.1, 86400, " of seconds"),
+        "seconds between two rounds of a target (each round resolves the name again "
+        "and probes every address)",
+    )
+    timeout: float = setting(
+        2.0,
+        _Float(0.001, 3600, " of seconds"),
+        "seconds allowed to resolve, to connect, and for each reply (a datagram not "
+        "answered by then is lost)",
+    )
+    count: int = setting(
+        5, _Int(1, 1000), "messages per round and address (loss and jitter are of a round)"
+    )
+    size: int = setting(64, _Int(24, 65507, " of bytes"), "bytes per message")
+    spacing: float = setting(
+        0.2,
+        _Float(0, 60, " of seconds"),
+        "seconds between the messages of a round; 0: each once the previous is answered (or lost)",
+    )
+    verify: bool = setting(
+        True,
+        _Bool(),
+        "tls:// targets: verify the server's certificate and name against the system's "
+        "trusted CAs; false: encrypt only (per target: verify = false)",
+    )
+    listen: str = setting(
+        "tcp:port=9108:interface=127.0.0.1",
+        _Str(check=_optionalStreamServer, what="an endpoint string"),
+        "endpoint for the status page (/), /metrics and /healthz; empty: none",
+    )
+    max_concurrency: int = setting(
+        256,
+        _Int(1, 100_000),
+        "address probes in flight at most; more wait their turn (a round still waiting "
+        "or running at its next time is counted as an overrun and skipped)",
+    )
+    max_addresses: int = setting(
+        8,
+        _Int(1, 64),
+        "addresses of one name probed at most (A and AAAA together, in the resolver's order)",
+    )
+
+
 _SECTIONS: tuple[type[Any], ...] = (
     ServerConfig,
     UDPConfig,
@@ -484,6 +551,7 @@ _SECTIONS: tuple[type[Any], ...] = (
     MetricsConfig,
     ClientConfig,
     SniffConfig,
+    MonitorConfig,
 )
 
 
@@ -500,6 +568,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
     sniff: SniffConfig = field(default_factory=SniffConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
     source: str | None = None
     # Keys the command line set ("sniff.rotate_count") and the option as the
     # user typed it ("-W"), for errors; and how the command spells the option

@@ -321,8 +321,13 @@ class MetricsService(ListenerService):
         health: Health,
         settings: MetricsConfig,
         reactor: IStreamServerReactor,
+        site: MetricsSite | None = None,
     ) -> None:
-        self.site = metricsSite(root, health, reactor, settings)
+        """
+        @param site: the site to serve; L{None}: echod's (L{metricsSite}).
+            The monitor serves its own, on the same bounded listener.
+        """
+        self.site = site if site is not None else metricsSite(root, health, reactor, settings)
         super().__init__(description, self.site, reactor)
         self.setName("metrics")
 

@@ -54,7 +54,7 @@ class CheckConfigTests:
             "expected an integer from 0 to 10000000",
             f'echod: {bad}: line 4: log.format = "xml": expected one of "text", "json"',
             f"echod: {bad}: line 5: unknown table [nope] (known: server, udp, log, metrics, "
-            "client, sniff)",
+            "client, sniff, monitor)",
             f"echod: {worse}: line 2: sniff.rotate_count = 2: "
             "needs sniff.rotate_bytes or sniff.rotate_seconds too "
             "(files rotate by size or by time)",

@@ -63,7 +63,7 @@ class ConfigErrorTests:
         """
         assert error("[serer]\n") == (
             "echod.toml: line 1: unknown table [serer] (did you mean server? "
-            "known: server, udp, log, metrics, client, sniff)"
+            "known: server, udp, log, metrics, client, sniff, monitor)"
         )
 
     def test_unknownKey(self) -> None:
@@ -292,7 +292,7 @@ class EveryProblemAtOnceTests:
             'echod.toml: line 6: server.idle_timeout = "5m": '
             "expected a number of seconds: 0, or from 0.1 to 31536000",
             "echod.toml: line 7: unknown table [metric] (did you mean metrics? known: "
-            "server, udp, log, metrics, client, sniff)",
+            "server, udp, log, metrics, client, sniff, monitor)",
         ]
 
     def test_oneProblemPerKey(self) -> None:

@@ -298,7 +298,7 @@ def test_everyProblemOfTheConfigFileOnBothForms(
         f'echod-client: {path}: line 3: client.family = "ipx": '
         'expected one of "any", "ipv4", "ipv6"',
         f"echod-client: {path}: line 4: unknown table [clinet] (did you mean client? known: "
-        "server, udp, log, metrics, client, sniff)",
+        "server, udp, log, metrics, client, sniff, monitor)",
     ]
 
 

@@ -1,5 +1,5 @@
 """
-echod's twistd plugins.  Kept to one import and three objects: a plugin file
+echod's twistd plugins.  Kept to one import and the ServiceMaker objects: a plugin file
 that fails to import makes twistd answer "Unknown command".
 """
 
@@ -22,4 +22,10 @@ echodSniff = ServiceMaker(
     "echod.tap.sniff",
     "Packet sniffer: BPF filters, text/JSON/pcap",
     "echod-sniff",
+)
+echodMonitor = ServiceMaker(
+    "echod-monitor",
+    "echod.tap.monitor",
+    "Echo monitor: probe targets forever, Prometheus, status page",
+    "echod-monitor",
 )
