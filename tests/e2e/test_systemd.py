@@ -30,10 +30,16 @@ from tests.testing import echo, get, scrape, udpEcho, value
 pytestmark = pytest.mark.e2e
 
 ETC = Path(__file__).parents[2] / "etc"
-UNITS = ["echod.socket", "echod-udp.socket", "echod.service", "echod-sniff.service"]
+UNITS = [
+    "echod.socket",
+    "echod-udp.socket",
+    "echod.service",
+    "echod-sniff.service",
+    "echod-monitor.service",
+]
 INSTALLED_TWISTD = "/opt/echod/bin/twistd"
 # Measured with systemd 252 (Debian 12): echod.service 1.5, echod-sniff.service
-# 1.4.  What is left is what an echo service is: network access, one
+# 1.4, echod-monitor.service 1.2.  What is left is what an echo service is: network access, one
 # capability, /proc for the process metrics, no private user namespace
 # (CAP_NET_BIND_SERVICE would not reach the host's ports from one).
 MAX_EXPOSURE = 2.0
@@ -154,7 +160,9 @@ class UnitFileTests:
             assert found["Service"] == ["echod.service"]
             assert f'"systemd:domain=INET6:name={fdname}"' in sample
 
-    @pytest.mark.parametrize("unit", ["echod.service", "echod-sniff.service"])
+    @pytest.mark.parametrize(
+        "unit", ["echod.service", "echod-sniff.service", "echod-monitor.service"]
+    )
     def test_securityExposure(self, units: Path, unit: str) -> None:
         analyze = requireTool("systemd-analyze")
         result = run([analyze, "security", "--offline=yes", "--no-pager", str(units / unit)])
