@@ -73,6 +73,7 @@ class AddressState:
         "buckets",
         "family",
         "history",
+        "labelText",
         "last",
         "lastError",
         "lastSuccess",
@@ -95,6 +96,8 @@ class AddressState:
         # Per bucket of RTT_BUCKETS, then +Inf: answers counted (not cumulative).
         self.buckets = array("Q", bytes(8 * (len(RTT_BUCKETS) + 1)))
         self.rttSum = 0.0
+        # Its labels as the metrics write them (escaped once).
+        self.labelText: str | None = None
 
     def record(self, result: ProbeResult) -> None:
         self.last = result
@@ -127,6 +130,7 @@ class TargetState:
     __slots__ = (
         "addresses",
         "error",
+        "labelText",
         "left",
         "more",
         "next",
@@ -154,6 +158,7 @@ class TargetState:
         # Address probes of the round still to end, and those running.
         self.left = 0
         self.probes: list[Probe] = []
+        self.labelText: str | None = None
 
 
 def nextTime(now: float, phase: float, interval: float) -> float:

@@ -21,9 +21,9 @@ from zope.interface import implementer
 from echod.config import Config, MetricsConfig
 from echod.health import Health
 from echod.interfaces import IClientReactor, IReconfigurable, IStreamServerReactor
-from echod.metrics.collector import HealthResource, MetricsResource
+from echod.metrics.collector import HealthResource
 from echod.metrics.listener import MetricsService, MetricsSite
-from echod.monitor.collector import monitorRegistry
+from echod.monitor.collector import MonitorMetricsResource
 from echod.monitor.page import StatusPage
 from echod.monitor.schedule import Scheduler
 from echod.monitor.targets import targetsOf
@@ -103,6 +103,6 @@ def monitorListener(
     top = Resource()
     site = MetricsSite(top, settings, reactor)
     top.putChild(b"", StatusPage(monitor.scheduler))
-    top.putChild(b"metrics", MetricsResource(monitorRegistry(monitor.scheduler)))
+    top.putChild(b"metrics", MonitorMetricsResource(monitor.scheduler))
     top.putChild(b"healthz", HealthResource(health))
     return MetricsService(settings.listen, root, health, settings, reactor, site=site)

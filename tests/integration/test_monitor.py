@@ -19,7 +19,7 @@ from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
 from twisted.internet.task import deferLater
 
 from echod.interfaces import IClientReactor
-from echod.monitor.collector import monitorRegistry
+from echod.monitor.collector import exposition
 from echod.monitor.probes import Probe, ProbeResult, resolveTarget
 from echod.monitor.schedule import Scheduler
 from echod.monitor.targets import Target
@@ -307,8 +307,7 @@ async def test_schedulerRounds() -> None:
         await servers.stop()
     success = {t.name: [a.up for a in s.addresses.values()] for t, s in scheduler.states.items()}
     assert success == {up.name: [True], udp.name: [True], down.name: [False]}
-    from prometheus_client.exposition import generate_latest
 
-    text = generate_latest(monitorRegistry(scheduler)).decode()
-    labels = f'address="127.0.0.1",family="ipv4",protocol="udp",target="{udp.name}"'
-    assert f"echod_probe_success{{{labels}}} 1.0" in text
+    text = exposition(scheduler).decode()
+    labels = f'target="{udp.name}",address="127.0.0.1",family="ipv4",protocol="udp"'
+    assert f"echod_probe_success{{{labels}}} 1\n" in text

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import cast
 
-from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from twisted.web.test.requesthelper import DummyRequest
 
 from echod.interfaces import IClientReactor
-from echod.monitor.collector import FAMILIES, RESULTS, monitorRegistry
+from echod.monitor.collector import FAMILIES, RESULTS, MonitorMetricsResource, exposition
 from echod.monitor.probes import ProbeResult
 from echod.monitor.schedule import AddressState, Scheduler
 from echod.monitor.targets import Target
@@ -20,7 +20,7 @@ from tests.reactortesting import EchodMemoryReactor
 
 
 def scrape(scheduler: Scheduler) -> dict[str, list[tuple[dict[str, str], float]]]:
-    text = generate_latest(monitorRegistry(scheduler)).decode()
+    text = exposition(scheduler).decode()
     samples: dict[str, list[tuple[dict[str, str], float]]] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -133,3 +133,32 @@ def test_countersAndLastRound() -> None:
     last = {ls["address"]: v for ls, v in samples["echod_probe_last_success_timestamp_seconds"]}
     assert last == {"192.0.2.1": 1e9}
     assert samples["echod_monitor_targets"] == [({}, 2.0)]
+
+
+def test_labelsEscaped() -> None:
+    """
+    Label values holding quotes, backslashes and newlines reach the
+    scraper as they are.
+    """
+    scheduler = Scheduler(cast(IClientReactor, EchodMemoryReactor()), 10, 8)
+    hostile = 'a"b\\c\nd'
+    odd = Target("x.example:7", "tcp", "x.example", 7, 10, 1, 64, 4, 0, True, (("note", hostile),))
+    scheduler.update([odd])
+    samples = scrape(scheduler)
+    ((labels, up),) = samples["echod_probe_success"]
+    assert labels["note"] == hostile and up == 0
+
+
+def test_monitorResource() -> None:
+    """
+    /metrics answers the monitor's families and the process's, in the
+    text format.
+    """
+    scheduler = world()[0]
+    request = DummyRequest([b""])
+    body = MonitorMetricsResource(scheduler).render_GET(request)  # type: ignore[arg-type]
+    assert request.responseHeaders.getRawHeaders(b"content-type") == [
+        b"text/plain; version=0.0.4; charset=utf-8"
+    ]
+    names = {f.name for f in text_string_to_metric_families(body.decode())}
+    assert "echod_probe_success" in names and "process_cpu_seconds" in names
