@@ -325,3 +325,79 @@ def test_unitHasNoPrivilege() -> None:
         ("SystemCallFilter", "@system-service"),
     ]:
         assert setting in found[key], key
+
+
+PROMTOOL_TESTS = """
+rule_files: [rules.yml]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      - series: 'echod_probe_success{target="dual.example:7",address="192.0.2.7",family="ipv4"}'
+        values: '1x30'
+      - series: 'echod_probe_success{target="dual.example:7",address="2001:db8::7",family="ipv6"}'
+        values: '1 1 0x28'
+      - series: 'echod_probe_success{target="gone.example:7",address="192.0.2.8",family="ipv4"}'
+        values: '1 0x29'
+      - series: 'echod_probe_success{target="fine.example:7",address="192.0.2.9",family="ipv4"}'
+        values: '1x30'
+      - series: 'echod_probe_loss_ratio{target="lossy.example:7",address="192.0.2.10"}'
+        values: '0.2x30'
+      - series: 'echod_probe_loss_ratio{target="fine.example:7",address="192.0.2.9"}'
+        values: '0x30'
+      - series: 'echod_probe_rounds_total{target="fine.example:7",result="overrun"}'
+        values: '0x30'
+    alert_rule_test:
+      - eval_time: 20m
+        alertname: EchoIPv6DownWhileIPv4Up
+        exp_alerts:
+          - exp_labels: {severity: warning, target: "dual.example:7"}
+            exp_annotations:
+              summary: "dual.example:7 answers over IPv4 but not over IPv6"
+      - eval_time: 20m
+        alertname: EchoTargetDown
+        exp_alerts:
+          - exp_labels: {severity: critical, target: "gone.example:7"}
+            exp_annotations:
+              summary: "gone.example:7 answers on none of its addresses"
+      - eval_time: 25m
+        alertname: EchoLoss
+        exp_alerts:
+          - exp_labels: {severity: warning, target: "lossy.example:7", address: "192.0.2.10"}
+            exp_annotations:
+              summary: "lossy.example:7 (192.0.2.10) loses 20%"
+      - eval_time: 25m
+        alertname: EchoMonitorOverrun
+        exp_alerts: []
+"""
+
+
+def test_readmeAlertRules(tmp_path: Path) -> None:
+    """
+    README's alert rules are valid for Prometheus, and fire where they
+    should: IPv6 down while IPv4 is up, a target down on every address,
+    loss over 5 %; not for a target that answers.
+    """
+    promtool = requireTool("promtool")
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The monitor") :]
+    start = section.index("```yaml\ngroups:\n") + len("```yaml\n")
+    rules = section[start : section.index("```", start)]
+    (tmp_path / "rules.yml").write_text(rules)
+    (tmp_path / "tests.yml").write_text(PROMTOOL_TESTS)
+    checked = subprocess.run(
+        [promtool, "check", "rules", str(tmp_path / "rules.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "SUCCESS: 4 rules found" in checked.stdout
+    tested = subprocess.run(
+        [promtool, "test", "rules", "tests.yml"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
