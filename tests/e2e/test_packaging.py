@@ -50,7 +50,12 @@ def test_wheelContents(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "twisted/plugins/echod_plugins.py" in names
     assert "echod/py.typed" in names
-    assert {"echod/tap/server.py", "echod/config/__init__.py", "echod/sniff/__init__.py"} <= names
+    assert {
+        "echod/tap/server.py",
+        "echod/config/__init__.py",
+        "echod/sniff/__init__.py",
+        "echod/monitor/service.py",
+    } <= names
     assert "twisted/__init__.py" not in names
     assert "twisted/plugins/__init__.py" not in names
     assert not [n for n in names if n.startswith("tests/")]
@@ -81,7 +86,7 @@ def test_freshVirtualenv(wheel: Path, tmp_path: Path) -> None:
     pip, twistd = venv / "bin" / "pip", venv / "bin" / "twistd"
     run(pip, "install", "-q", wheel)
     listing = run(twistd, "--help", cwd=tmp_path)
-    for name in ("echod", "echod-client", "echod-sniff"):
+    for name in ("echod", "echod-client", "echod-sniff", "echod-monitor"):
         assert f"    {name} " in listing
     assert "Options" in run(twistd, "echod", "--help", cwd=tmp_path)
     run(pip, "uninstall", "-y", "-q", "echod")
