@@ -99,6 +99,9 @@ def makeService(options: Options, reactor: IMonitorReactor | None = None) -> ISe
         observerForTwistd(twistd, config.log.format, config.log.level),
         handleSignals=twistd is not None,
         reload=options.loadConfig,
+        # Its sockets are the probes', at most [monitor] max_concurrency:
+        # [server] max_connections is not its business.
+        servesConnections=False,
     )
     monitor = MonitorService(config, reactor)
     monitor.setServiceParent(root)
