@@ -347,10 +347,21 @@ class Scheduler:
             self._waiting.append(go)
 
     def _release(self) -> None:
-        if self._waiting and self.running:
+        if self._waiting and self.running and self.inFlight <= self.maxConcurrency:
             self._waiting.popleft()()
         else:
             self.inFlight -= 1
+
+    def setConcurrency(self, limit: int) -> None:
+        """
+        A new C{max_concurrency} (a reload): probes waiting start at once
+        if it is higher; if it is lower, running ones finish and fewer
+        start.
+        """
+        self.maxConcurrency = limit
+        while self.running and self._waiting and self.inFlight < limit:
+            self.inFlight += 1
+            self._waiting.popleft()()
 
     def _run(self, state: TargetState, where: AddressState, address: Address | None) -> None:
         try:

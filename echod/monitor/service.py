@@ -74,7 +74,7 @@ class MonitorService(Service):
                 "monitor.listen changed: that takes a restart",
                 event="config.reload_partial",
             )
-        self.scheduler.maxConcurrency = settings.max_concurrency
+        self.scheduler.setConcurrency(settings.max_concurrency)
         self.scheduler.maxAddresses = settings.max_addresses
         kept, added, removed = self.scheduler.update(targetsOf(settings))
         self.config = config

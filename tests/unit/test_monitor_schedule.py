@@ -178,6 +178,25 @@ def test_concurrencyIsBounded() -> None:
     assert world.scheduler.inFlight == 0
 
 
+def test_concurrencyChangedWhileRunning() -> None:
+    """
+    A higher limit starts waiting probes at once; a lower one lets the
+    running finish and starts fewer.
+    """
+    world = World(instant=False, maxConcurrency=2)
+    world.scheduler.update([target(f"c{i}:7") for i in range(5)])
+    world.scheduler.start()
+    world.clock.advance(10)
+    assert (world.running, world.scheduler.queued) == (2, 8)
+    world.scheduler.setConcurrency(5)
+    assert (world.running, world.scheduler.queued) == (5, 5)
+    world.scheduler.setConcurrency(1)
+    for probe in [p for p in world.started if not p.result.called]:
+        probe.finish()
+    assert (world.running, world.scheduler.queued) == (1, 4)
+    assert world.scheduler.inFlight == 1
+
+
 def test_overrunCountedNotStacked() -> None:
     """
     A round still running when the next is due is an overrun: counted, and
