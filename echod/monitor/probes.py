@@ -125,8 +125,15 @@ def resolveTarget(
         return succeed(Resolution((IPv4Address(transport, target.host, 0),)))
     if target.literal == "ipv6":
         return succeed(Resolution((IPv6Address(transport, target.host, 0, 0, 0),)))
-    result: Deferred[Resolution] = Deferred()
     found: dict[tuple[str, str], Address] = {}
+
+    def cancelled(_: Deferred[Resolution]) -> None:
+        # The monitor stopping: the answer, whenever the resolver gives
+        # it, is ignored.
+        if deadline.active():
+            deadline.cancel()
+
+    result: Deferred[Resolution] = Deferred(cancelled)
 
     def timedOut() -> None:
         if not result.called:

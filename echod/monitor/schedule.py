@@ -197,7 +197,9 @@ class Scheduler:
         self.running = False
         self.inFlight = 0
         self._waiting: deque[Callable[[], None]] = deque()
+        # Probes running, and names being resolved (cancelled at stop).
         self._rounds: set[Deferred[Any]] = set()
+        self._resolving: set[Deferred[Resolution]] = set()
 
     @property
     def queued(self) -> int:
@@ -253,6 +255,8 @@ class Scheduler:
         self._waiting.clear()
         for state in self.states.values():
             self._forget(state)
+        for resolving in list(self._resolving):
+            resolving.cancel()
         if not self._rounds:
             return succeed(None)
         return DeferredList(list(self._rounds), consumeErrors=True)
@@ -289,10 +293,10 @@ class Scheduler:
             self._probeAll(state, [None])
             return
         resolving = self._resolve(self.reactor, target, self.maxAddresses)
-        self._rounds.add(resolving)
+        self._resolving.add(resolving)
 
         def resolved(resolution: Resolution) -> None:
-            self._rounds.discard(resolving)
+            self._resolving.discard(resolving)
             if state.removed or not self.running:
                 state.running = False
                 return
@@ -301,7 +305,7 @@ class Scheduler:
             self._probeAll(state, list(resolution.addresses))
 
         def failed(reason: Failure) -> None:
-            self._rounds.discard(resolving)
+            self._resolving.discard(resolving)
             state.running = False
             if state.removed or not self.running:
                 return

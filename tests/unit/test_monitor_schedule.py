@@ -295,3 +295,25 @@ def test_resultsRecorded() -> None:
     assert address.lastSuccess == world.clock.seconds()
     (bucket,) = [b for b in address.history.buckets(world.clock.seconds()) if b]
     assert (bucket.rounds, bucket.sent, bucket.received) == (1, 3, 3)
+
+
+def test_stopCancelsResolution() -> None:
+    """
+    A name still being resolved when the monitor stops is given up: the
+    stop does not wait for the resolver.
+    """
+    world = World()
+    pending: list[Deferred[Resolution]] = []
+
+    def slow(reactor: IClientReactor, t: Target, most: int) -> Deferred[Resolution]:
+        pending.append(Deferred())
+        return pending[-1]
+
+    world.scheduler._resolve = slow
+    world.scheduler.update([target("a")])
+    world.scheduler.start()
+    world.clock.advance(10)
+    assert len(pending) == 1
+    assert world.scheduler.stop().called
+    assert pending[0].called
+    assert not world.scheduler.states[target("a")].running
