@@ -6,6 +6,8 @@ made runnable with the table's settings filled in.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -167,3 +169,18 @@ class RunnableTargetTests:
         phase = target.phase()
         assert 0 <= phase < interval
         assert Target(name, "udp", "x", 8, interval, 2, 99, 3, 1, False, ()).phase() == phase
+
+
+def test_readmeExampleLoads() -> None:
+    """
+    The example of README's monitor section is a valid file, each of its
+    targets of the kind its comment says.
+    """
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme[readme.index("## The monitor") :]
+    start = section.index("```toml\n[monitor]") + len("```toml\n")
+    loaded = config.loads(section[start : section.index("```", start)], "README.md")
+    kinds = [t.kind for t in loaded.monitor.targets]
+    assert kinds == ["tcp", "tcp", "udp", "tls", "endpoint", "udp", "tls"]
+    assert loaded.monitor.targets[5].labels == (("site", "syd1"),)
+    assert loaded.monitor.targets[6].verify is False
