@@ -178,7 +178,7 @@ def _row(state: TargetState, address: AddressState | None, now: float) -> Tag:
             tags.td(tags.div(why, class_="error")),
         )
     last = address.last
-    summary = last.summary if last is not None else None
+    summary = address.lastSummary
     loss = (1 - last.received / last.sent) if last is not None and last.sent else None
     state_ = "up" if address.up else "down"
     error = address.lastError if not address.up else None

@@ -15,6 +15,7 @@ skipped, so rounds never pile up.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from array import array
 from bisect import bisect_left
@@ -77,6 +78,7 @@ class AddressState:
         "last",
         "lastError",
         "lastSuccess",
+        "lastSummary",
         "mismatches",
         "rounds",
         "rttSum",
@@ -88,6 +90,8 @@ class AddressState:
         self.family = family
         self.history = History()
         self.last: ProbeResult | None = None
+        # The median, lowest and highest round-trip time of the last round.
+        self.lastSummary: tuple[float, float, float] | None = None
         self.up = False
         self.lastError: str | None = "not probed yet"
         self.lastSuccess: float | None = None
@@ -100,7 +104,11 @@ class AddressState:
         self.labelText: str | None = None
 
     def record(self, result: ProbeResult) -> None:
-        self.last = result
+        summary = result.summary
+        # The last round without its round-trip times (up to count of
+        # them): what the page and the metrics show is kept apart.
+        self.last = dataclasses.replace(result, rtts=())
+        self.lastSummary = summary
         self.up = result.succeeded
         self.lastError = result.error
         if result.succeeded:
@@ -110,7 +118,7 @@ class AddressState:
         for rtt in result.rtts:
             self.buckets[bisect_left(RTT_BUCKETS, rtt)] += 1
             self.rttSum += rtt
-        self.history.add(result.ended, result.sent, result.received, result.summary, self.up)
+        self.history.add(result.ended, result.sent, result.received, summary, self.up)
 
     def unresolved(self, why: str) -> None:
         """

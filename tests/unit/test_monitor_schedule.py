@@ -293,6 +293,9 @@ def test_resultsRecorded() -> None:
     assert address.buckets[RTT_BUCKETS.index(0.0025)] == 1
     assert address.buckets[RTT_BUCKETS.index(0.005)] == 1
     assert address.lastSuccess == world.clock.seconds()
+    # The last round is kept without its round-trip times, but summed up.
+    assert address.last is not None and address.last.rtts == ()
+    assert address.lastSummary == (0.002, 0.001, 0.004)
     (bucket,) = [b for b in address.history.buckets(world.clock.seconds()) if b]
     assert (bucket.rounds, bucket.sent, bucket.received) == (1, 3, 3)
 
