@@ -165,6 +165,8 @@ def _matches(state: TargetState, address: AddressState | None, query: str, down:
 def _row(state: TargetState, address: AddressState | None, now: float) -> Tag:
     target = state.target
     labels = ", ".join(f"{k}={v}" for k, v in target.labels)
+    if state.more:
+        labels += f"{'; ' if labels else ''}{state.more} more addresses not probed (max_addresses)"
     if address is None:
         why = state.error or "not probed yet"
         return tags.tr(

@@ -391,7 +391,10 @@ class Scheduler:
             self._rounds.discard(running)
             state.probes.remove(probe)
             if result.result != "interrupted" and not state.removed and self.running:
+                wasUp, first = where.up, where.last is None
                 where.record(result)
+                if where.up != wasUp or (first and not where.up):
+                    self._changed(state, where)
             self._release()
             self._ended(state)
 
@@ -399,6 +402,28 @@ class Scheduler:
             self.log.failure("probe of {target} failed", reason, target=state.target.name)
 
         running.addCallback(ended).addErrback(crashed)
+
+    def _changed(self, state: TargetState, where: AddressState) -> None:
+        """
+        Log an address going down (and why) or coming back: the journal
+        tells when, the metrics and the page how.
+        """
+        if where.up:
+            self.log.info(
+                "{target} ({address}) is up",
+                event="monitor.up",
+                target=state.target.name,
+                address=where.address,
+            )
+        else:
+            self.log.warn(
+                "{target} ({address}) is down: {error}",
+                event="monitor.down",
+                target=state.target.name,
+                address=where.address,
+                error=where.lastError,
+                result=where.last.result if where.last is not None else None,
+            )
 
     def _ended(self, state: TargetState) -> None:
         state.left -= 1

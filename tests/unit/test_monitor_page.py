@@ -158,3 +158,15 @@ def test_graphDrawsMedianSpreadAndLoss() -> None:
     assert drawn.count(f'fill="{COLOURS["loss"]}"') == 11
     assert drawn.count(f'fill="{COLOURS["down"]}"') == 1
     assert drawn.count("<polyline") == 1
+
+
+def test_addressesLeftOutSaid() -> None:
+    """
+    A name with more addresses than max_addresses says how many were
+    left out.
+    """
+    many = target("many.example:7")
+    monitor = scheduler([many])
+    withAddress(monitor.states[many], "192.0.2.1", True)
+    monitor.states[many].more = 3
+    assert "3 more addresses not probed (max_addresses)" in renderPage(monitor, NOW).decode()

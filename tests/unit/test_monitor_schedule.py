@@ -14,6 +14,7 @@ from typing import Any, cast
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 
 from echod.interfaces import IClientReactor
 from echod.monitor.probes import Address, Probe, ProbeResult, Resolution, ResolveFailed
@@ -320,3 +321,36 @@ def test_stopCancelsResolution() -> None:
     assert world.scheduler.stop().called
     assert pending[0].called
     assert not world.scheduler.states[target("a")].running
+
+
+def test_changesLogged() -> None:
+    """
+    An address going down is logged with why, once; coming back, once.
+    """
+    world = World()
+
+    def one(reactor: IClientReactor, t: Target, most: int) -> Deferred[Resolution]:
+        return succeed(Resolution((IPv4Address("TCP", "127.0.0.1", 0),)))
+
+    world.scheduler._resolve = one
+    t = target("a")
+    world.scheduler.update([t])
+    world.scheduler.start()
+    outcomes = iter([False, False, True, True])
+    original = FakeProbe.finish
+
+    def finish(self: FakeProbe, ok: bool = True) -> None:
+        original(self, next(outcomes))
+
+    with capturedLogs() as events:
+        FakeProbe.finish = finish  # type: ignore[method-assign]
+        try:
+            world.scheduler.update([t])
+            for _ in range(4):
+                world.clock.advance(10)
+        finally:
+            FakeProbe.finish = original  # type: ignore[method-assign]
+    changes = [(e["event"], e.get("address")) for e in events if "event" in e]
+    assert changes == [("monitor.down", "127.0.0.1"), ("monitor.up", "127.0.0.1")]
+    down = next(e for e in events if e.get("event") == "monitor.down")
+    assert down["error"] == "no reply"
