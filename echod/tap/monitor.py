@@ -35,7 +35,7 @@ class Options(usage.Options):
         "forever, every address of each name on its own (A and AAAA), over TCP, UDP or "
         "TLS; export the results to Prometheus (/metrics) and draw them on a status "
         "page (/). SIGHUP reloads the target list, SIGTERM stops. Example: "
-        "twistd -n --pidfile= echod-monitor --config /etc/echod/monitor.toml"
+        "twistd -n --pidfile= echod-monitor --config /etc/echod/echod.toml"
     )
     optParameters = [
         ["config", "c", None, "TOML config file with a [monitor] table (required)."],

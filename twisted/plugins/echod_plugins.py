@@ -26,6 +26,6 @@ echodSniff = ServiceMaker(
 echodMonitor = ServiceMaker(
     "echod-monitor",
     "echod.tap.monitor",
-    "Echo monitor: probe targets forever, Prometheus, status page",
+    "Echo monitor: every address, Prometheus, status page",
     "echod-monitor",
 )
