@@ -11,10 +11,11 @@ from html.parser import HTMLParser
 from typing import cast
 
 from twisted.web.template import flattenString
+from twisted.web.test.requesthelper import DummyRequest
 
 from echod.interfaces import IClientReactor
 from echod.monitor.history import BUCKET_SECONDS, HISTORY_BUCKETS, Bucket
-from echod.monitor.page import COLOURS, ROWS_PER_PAGE, graph, renderPage
+from echod.monitor.page import COLOURS, ROWS_PER_PAGE, StatusPage, graph, renderPage
 from echod.monitor.probes import ProbeResult
 from echod.monitor.schedule import AddressState, Scheduler, TargetState
 from echod.monitor.targets import Target
@@ -170,3 +171,23 @@ def test_addressesLeftOutSaid() -> None:
     withAddress(monitor.states[many], "192.0.2.1", True)
     monitor.states[many].more = 3
     assert "3 more addresses not probed (max_addresses)" in renderPage(monitor, NOW).decode()
+
+
+def test_resourceEscapesTheQuery() -> None:
+    """
+    GET / with a hostile search: the text typed is shown back escaped,
+    the page forbids scripts and anything from elsewhere, and is not
+    cached; a bad page number is the first page.
+    """
+    monitor = scheduler([target("a.example:7")])
+    request = DummyRequest([b""])
+    request.args = {b"q": [HOSTILE.encode()], b"page": [b"\xd9\xa8"]}
+    page = StatusPage(monitor).render_GET(request)  # type: ignore[arg-type]
+    assert b"<script>" not in page
+    assert "script" not in parse(page).tags
+    headers = request.responseHeaders
+    assert headers.getRawHeaders(b"content-security-policy") == [
+        b"default-src 'none'; style-src 'unsafe-inline'"
+    ]
+    assert headers.getRawHeaders(b"cache-control") == [b"no-store"]
+    assert headers.getRawHeaders(b"content-type") == [b"text/html; charset=utf-8"]
