@@ -21,7 +21,7 @@ from array import array
 from bisect import bisect_left
 from collections import Counter, deque
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall
@@ -40,7 +40,7 @@ from echod.monitor.probes import (
 )
 from echod.monitor.targets import Target
 
-__all__ = ["RTT_BUCKETS", "AddressState", "Scheduler", "TargetState"]
+__all__ = ["RTT_BUCKETS", "AddressState", "Changes", "Scheduler", "TargetState"]
 
 # Upper bounds of the round-trip-time histogram, in seconds: loopback to
 # intercontinental, and the timeouts people set.
@@ -169,6 +169,18 @@ class TargetState:
         self.labelText: str | None = None
 
 
+class Changes(NamedTuple):
+    """
+    What a new target list changed: targets kept (with their history),
+    of those how many with new settings, targets added and removed.
+    """
+
+    kept: int
+    changed: int
+    added: int
+    removed: int
+
+
 def nextTime(now: float, phase: float, interval: float) -> float:
     """
     The first time at or after C{now} that is C{phase} seconds into an
@@ -215,29 +227,38 @@ class Scheduler:
 
     # --- the target list ------------------------------------------------------
 
-    def update(self, targets: Iterable[Target]) -> tuple[int, int, int]:
+    def update(self, targets: Iterable[Target]) -> Changes:
         """
-        Probe C{targets} from now on: those that run already keep their
-        state, history and schedule; the others start, and those no longer
-        listed stop (a round of theirs in flight is interrupted).
-
-        @return: how many targets were kept, added and removed.
+        Probe C{targets} from now on.  A target that runs already, by its
+        series (L{Target.identity}: its string and its labels), keeps its
+        state, history and counters; if its settings changed, its next
+        rounds use them (and follow its new interval).  The others start,
+        and those no longer listed stop (a round of theirs in flight is
+        interrupted).
         """
         wanted = list(dict.fromkeys(targets))
-        old = self.states
+        old = {state.target.identity: state for state in self.states.values()}
         self.states = {}
-        added = 0
+        added = changed = 0
         for target in wanted:
-            state = old.pop(target, None)
+            state = old.pop(target.identity, None)
             if state is None:
                 state = TargetState(target)
                 added += 1
                 if self.running:
                     self._schedule(state)
+            elif state.target != target:
+                changed += 1
+                interval = state.target.interval
+                state.target = target
+                if self.running and target.interval != interval:
+                    if state.timer is not None and state.timer.active():
+                        state.timer.cancel()
+                    self._schedule(state)
             self.states[target] = state
         for state in old.values():
             self._forget(state)
-        return len(wanted) - added, added, len(old)
+        return Changes(len(wanted) - added, changed, added, len(old))
 
     def _forget(self, state: TargetState) -> None:
         state.removed = True

@@ -76,14 +76,16 @@ class MonitorService(Service):
             )
         self.scheduler.setConcurrency(settings.max_concurrency)
         self.scheduler.maxAddresses = settings.max_addresses
-        kept, added, removed = self.scheduler.update(targetsOf(settings))
+        changes = self.scheduler.update(targetsOf(settings))
         self.config = config
         self.log.info(
-            "targets reloaded: {kept} kept (with their history), {added} added, {removed} removed",
+            "targets reloaded: {kept} kept (with their history; {changed} of them with new "
+            "settings), {added} added, {removed} removed",
             event="monitor.reloaded",
-            kept=kept,
-            added=added,
-            removed=removed,
+            kept=changes.kept,
+            changed=changes.changed,
+            added=changes.added,
+            removed=changes.removed,
         )
 
 

@@ -3,9 +3,10 @@
 The targets of a monitor, ready to probe: each item of C{[monitor] targets}
 with the table's settings filled in where the item gives none.
 
-A L{Target} is its own identity: a reload keeps the history and schedule of
-every target equal to one that runs (same string, same settings, same
-labels), and starts the others afresh.
+A target's identity is its series (L{Target.identity}: its string and its
+labels): a reload keeps the history of every target whose identity runs
+already, applying its new settings if it has any, and starts the others
+afresh.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ class Target:
     spacing: float
     verify: bool
     labels: tuple[tuple[str, str], ...]
+
+    @property
+    def identity(self) -> tuple[str, tuple[tuple[str, str], ...]]:
+        """
+        What makes this target's series: its string and its labels.  A
+        reload that keeps them keeps its history, whatever else changed.
+        """
+        return self.name, self.labels
 
     @property
     def protocol(self) -> str:

@@ -49,7 +49,9 @@ def monitorConfig(listen: int, targets: list[str], **settings: object) -> str:
     values = {"interval": 1, "timeout": 0.5, "count": 3, "spacing": 0.05, **settings}
     lines = ["[monitor]", f'listen = "tcp:port={listen}:interface=127.0.0.1"']
     lines += [f"{key} = {value}" for key, value in values.items()]
-    lines.append("targets = [" + ", ".join(f"'{t}'" for t in targets) + "]")
+    # A target written as a table ("{ target = ... }") goes in as it is.
+    items = (t if t.startswith("{") else f"'{t}'" for t in targets)
+    lines.append("targets = [" + ", ".join(items) + "]")
     return "\n".join(lines) + "\n"
 
 
@@ -147,15 +149,24 @@ def test_monitorReloadAndStop(echod: int, tmp_path: Path) -> None:
         assert b"connection refused by 127.0.0.1 port" in page
 
         before = rounds(samples, v4, "127.0.0.1", "ipv4", "tcp")
+        beforeV6 = rounds(samples, v6, "::1", "ipv6", "tcp")
         added = f"localhost:{echod}"
-        config.write_text(monitorConfig(listen, [v4, v6, udp, unresolvable, added]))
+        # [::1] with settings of its own: the same series, its history kept.
+        v6Table = f"{{ target = '{v6}', count = 4 }}"
+        config.write_text(monitorConfig(listen, [v4, v6Table, udp, unresolvable, added]))
         daemon.signal(signal.SIGHUP)
-        daemon.waitFor("targets reloaded: 4 kept \\(with their history\\), 1 added, 1 removed")
+        daemon.waitFor(
+            r"targets reloaded: 4 kept \(with their history; 1 of them with new settings\), "
+            r"1 added, 1 removed"
+        )
+        # At once, before any new round: a series started afresh would have none.
+        assert rounds(scrape(listen), v6, "::1", "ipv6", "tcp") >= beforeV6
         samples = scrapeUntil(
             listen,
             lambda s: (
                 rounds(s, added, "127.0.0.1", "ipv4", "tcp") >= 1
                 and rounds(s, v4, "127.0.0.1", "ipv4", "tcp") > before
+                and rounds(s, v6, "::1", "ipv6", "tcp") > beforeV6
             ),
         )
         assert rounds(samples, v4, "127.0.0.1", "ipv4", "tcp") > before

@@ -18,7 +18,7 @@ from twisted.logger import capturedLogs
 
 from echod.interfaces import IClientReactor
 from echod.monitor.probes import Address, Probe, ProbeResult, Resolution, ResolveFailed
-from echod.monitor.schedule import RTT_BUCKETS, Scheduler, nextTime
+from echod.monitor.schedule import RTT_BUCKETS, Changes, Scheduler, nextTime
 from echod.monitor.targets import Target
 
 
@@ -238,26 +238,33 @@ def test_unresolvedNameCounted() -> None:
     assert [a.up for a in state.addresses.values()] == [False, False]
 
 
-def test_updateKeepsUnchangedTargets() -> None:
+def test_updateKeepsTargetsByTheirSeries() -> None:
     """
-    A new list keeps the state (history, counters) of the targets that did
-    not change; a changed one starts afresh, a removed one stops.
+    A new list keeps the state (history, counters) of the targets whose
+    string and labels it still has, with their new settings (and interval)
+    if they changed; new labels make a new series, started afresh; a
+    removed target stops.
     """
     world = World()
     a, b, c = target("a"), target("b"), target("c")
-    world.scheduler.update([a, b])
+    world.scheduler.update([a, b, c])
     world.scheduler.start()
     world.clock.advance(10)
-    kept = world.scheduler.states[a]
+    kept, slower = world.scheduler.states[a], world.scheduler.states[b]
     assert kept.addresses["127.0.0.1"].rounds["success"] == 1
-    changed = target("b", interval=20)
-    assert world.scheduler.update([a, changed, c]) == (1, 2, 1)
+    b20 = target("b", interval=20)
+    relabelled = Target("c", "tcp", "echo.example", 7, 10.0, 1.0, 64, 3, 0.0, True, (("x", "y"),))
+    changes = world.scheduler.update([a, b20, relabelled])
+    assert changes == Changes(kept=2, changed=1, added=1, removed=1)
     assert world.scheduler.states[a] is kept
-    assert world.scheduler.states[changed].addresses == {}
-    world.clock.advance(10)
-    world.clock.advance(10)
-    assert kept.addresses["127.0.0.1"].rounds["success"] == 3
-    assert b not in world.scheduler.states
+    assert world.scheduler.states[b20] is slower and slower.target == b20
+    assert world.scheduler.states[relabelled].addresses == {}
+    for _ in range(4):
+        world.clock.advance(10)
+    assert kept.addresses["127.0.0.1"].rounds["success"] == 5
+    assert slower.addresses["127.0.0.1"].rounds["success"] == 3
+    phase = b20.phase()
+    assert abs((slower.next - phase) / 20 - round((slower.next - phase) / 20)) < 1e-6
 
 
 def test_stopInterruptsRunningProbes() -> None:
