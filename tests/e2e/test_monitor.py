@@ -315,6 +315,51 @@ def test_udpThroughRandomLoss(tmp_path: Path) -> None:
     assert up[0].endswith(" 1"), up
 
 
+def test_hostsDown(tmp_path: Path) -> None:
+    """
+    In a network namespace of our own with nothing but lo: a host whose
+    SYNs are dropped (nftables) times out connecting, and an address with
+    no route at all fails at once; both are down, with why.  Nothing
+    leaves the namespace: there is no route out of it.
+    """
+    requireRoot()
+    ip = requireTool("ip")
+    nft = requireTool("nft")
+    namespace = f"echod-down-{os.getpid()}"
+    subprocess.run([ip, "netns", "add", namespace], check=True)
+    try:
+        inside = [ip, "netns", "exec", namespace]
+        subprocess.run([*inside, ip, "link", "set", "lo", "up"], check=True)
+        for rule in (
+            "add table inet echoddown",
+            "add chain inet echoddown input { type filter hook input priority 0; }",
+            "add rule inet echoddown input tcp dport 7999 drop",
+        ):
+            subprocess.run([*inside, nft, rule], check=True)
+        dropped, unroutable = "127.0.0.1:7999", "192.0.2.1:7"
+        config = tmp_path / "monitor.toml"
+        config.write_text(monitorConfig(9108, [dropped, unroutable]))
+        monitor = Twistd(tmp_path, ["--config", str(config)], command="echod-monitor")
+        monitor.argv = [*inside, *monitor.argv]
+        scrapeInside = [
+            *inside,
+            sys.executable,
+            "-c",
+            "import urllib.request;"
+            "print(urllib.request.urlopen('http://127.0.0.1:9108/').read().decode())",
+        ]
+        with monitor:
+            monitor.waitFor("metrics listening on")
+            monitor.waitFor(r"127.0.0.1:7999 \(127.0.0.1\) is down")
+            monitor.waitFor(r"192.0.2.1:7 \(192.0.2.1\) is down")
+            page = subprocess.run(scrapeInside, capture_output=True, text=True, check=True).stdout
+    finally:
+        subprocess.run([ip, "netns", "delete", namespace], check=False)
+    assert "could not connect to 127.0.0.1 port 7999 within 0.5 s" in page, page
+    assert "cannot connect to 192.0.2.1 port 7: network is unreachable" in page, page
+    assert page.count('class="down"') == 2
+
+
 def test_unitHasNoPrivilege() -> None:
     """
     The unit runs echod-monitor the systemd way (notify, no fork, reload
