@@ -3,9 +3,10 @@ A real C{twistd -n --pidfile= echod-monitor --config FILE} against a real
 echod: the metrics scraped and parsed, the status page and the health
 check; targets up, refused and unresolvable; a name with both families of
 which only IPv4 answers (a private hosts file in a mount namespace); UDP
-through random loss (nftables in a network namespace of the test's own);
-reload (SIGHUP) keeping the history of unchanged targets, a bad reload
-keeping the running list, and a clean stop (SIGTERM, exit 0).
+through random loss and hosts down (nftables in network namespaces of the
+test's own); reload (SIGHUP) keeping the history of targets still listed,
+a bad reload keeping the running list, and a clean stop (SIGTERM, exit 0);
+README's alert rules checked and tested with promtool; the systemd unit.
 """
 
 from __future__ import annotations
