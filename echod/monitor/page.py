@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.unit.test_monitor_page -*-
 """
 The status page, at C{/} of the monitor's listener: one row per target
-address with its state now, and a graph of the last hours drawn in SVG on
+address with its state now, and a graph of the last 3 or 24 hours drawn in SVG on
 the server (the median round-trip time as a line over its spread, the
 loss as bars below).  No script, nothing loaded from elsewhere; the page
 reloads itself every 30 seconds.
@@ -21,7 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Request
 from twisted.web.template import Tag, flattenString, tags
 
-from echod.monitor.history import BUCKET_SECONDS, HISTORY_BUCKETS, Bucket
+from echod.monitor.history import VIEWS, Bucket
 from echod.monitor.schedule import AddressState, Scheduler, TargetState
 
 __all__ = ["COLOURS", "ROWS_PER_PAGE", "StatusPage", "renderPage"]
@@ -34,7 +34,6 @@ COLOURS = {
     "loss": "#e6550d",
     "down": "#fcbba1",
 }
-_WIDTH = 2 * HISTORY_BUCKETS
 _RTT_HEIGHT = 40
 _LOSS_HEIGHT = 12
 _STYLE = """
@@ -70,8 +69,10 @@ def _scale(highest: float) -> float:
 
 def graph(buckets: list[Bucket | None]) -> Tag:
     """
-    The SVG graph of one address over the buckets given (oldest first).
+    The SVG graph of one address over the buckets given (oldest first),
+    two pixels a bucket.
     """
+    width = 2 * len(buckets)
     highs = sorted(b.high for b in buckets if b is not None and b.high is not None)
     medians = [b.median for b in buckets if b is not None and b.median is not None]
     # An outlier does not flatten the graph: the axis covers the medians and
@@ -110,15 +111,13 @@ def graph(buckets: list[Bucket | None]) -> Tag:
     height = _RTT_HEIGHT + _LOSS_HEIGHT
     return Tag("svg")(
         Tag("title")(f"round-trip time, 0 to {_ms(top)} (median over spread); loss below"),
-        Tag("line")(
-            x1="0", y1=str(_RTT_HEIGHT), x2=str(_WIDTH), y2=str(_RTT_HEIGHT), stroke="#ccc"
-        ),
+        Tag("line")(x1="0", y1=str(_RTT_HEIGHT), x2=str(width), y2=str(_RTT_HEIGHT), stroke="#ccc"),
         *shapes,
         Tag("text")(_ms(top), x="2", y="9", fill="#666", **{"font-size": "9"}),
         xmlns="http://www.w3.org/2000/svg",
-        width=str(_WIDTH),
+        width=str(width),
         height=str(height),
-        viewBox=f"0 0 {_WIDTH} {height}",
+        viewBox=f"0 0 {width} {height}",
         role="img",
     )
 
@@ -162,7 +161,7 @@ def _matches(state: TargetState, address: AddressState | None, query: str, down:
     return any(query in word for word in words)
 
 
-def _row(state: TargetState, address: AddressState | None, now: float) -> Tag:
+def _row(state: TargetState, address: AddressState | None, now: float, view: str) -> Tag:
     target = state.target
     labels = ", ".join(f"{k}={v}" for k, v in target.labels)
     if state.more:
@@ -186,7 +185,7 @@ def _row(state: TargetState, address: AddressState | None, now: float) -> Tag:
     error = address.lastError if not address.up else None
     if state.error and not address.up:
         error = state.error
-    cell = tags.td(graph(address.history.buckets(now)))
+    cell = tags.td(graph(address.history.buckets(now, view)))
     if error:
         cell(tags.div(error, class_="error"))
     return tags.tr(
@@ -202,12 +201,18 @@ def _row(state: TargetState, address: AddressState | None, now: float) -> Tag:
 
 
 def renderPage(
-    scheduler: Scheduler, now: float, query: str = "", down: bool = False, page: int = 1
+    scheduler: Scheduler,
+    now: float,
+    query: str = "",
+    down: bool = False,
+    page: int = 1,
+    view: str = "3h",
 ) -> bytes:
     """
     The whole page for the state of C{scheduler} at C{now}: the rows that
     match C{query} (a part of a target, address or label value), only
-    those down with C{down}, L{ROWS_PER_PAGE} of them from page C{page}.
+    those down with C{down}, L{ROWS_PER_PAGE} of them from page C{page},
+    their graphs over C{view} (a key of L{VIEWS}).
     """
     rows = [(s, a) for s, a in _rows(scheduler) if _matches(s, a, query, down)]
     total = sum(len(s.addresses) or 1 for s in scheduler.states.values())
@@ -215,14 +220,24 @@ def renderPage(
     pages = max(1, -(-len(rows) // ROWS_PER_PAGE))
     page = min(max(1, page), pages)
     shown = rows[(page - 1) * ROWS_PER_PAGE : page * ROWS_PER_PAGE]
-    hours = HISTORY_BUCKETS * BUCKET_SECONDS / 3600
-    navigation = tags.p()
-    for number in range(1, pages + 1):
-        parameters = {"q": query, "page": str(number)}
+    seconds, count = VIEWS[view]
+    hours = seconds * count / 3600
+
+    def link(**changes: str) -> str:
+        parameters = {"q": query, "range": view, **changes}
         if down:
             parameters["down"] = "1"
-        link = tags.a(str(number), href="?" + urlencode(parameters))
-        navigation(link if number != page else tags.strong(str(number)), " ")
+        return "?" + urlencode(parameters)
+
+    navigation = tags.p()
+    for number in range(1, pages + 1):
+        shownNumber = tags.a(str(number), href=link(page=str(number)))
+        navigation(shownNumber if number != page else tags.strong(str(number)), " ")
+    views = tags.span()
+    for name, (bucketSeconds, buckets) in VIEWS.items():
+        label = f"{bucketSeconds * buckets / 3600:g} hours"
+        views(" ", tags.a(label, href=link(range=name)) if name != view else tags.strong(label))
+    column = "a minute" if seconds == 60 else f"{seconds // 60} minutes"
     document = tags.html(
         tags.head(
             tags.meta(charset="utf-8"),
@@ -236,7 +251,8 @@ def renderPage(
                 f"{len(scheduler.states)} targets, {total} addresses: {total - downCount} up, "
                 f"{downCount} down. ",
                 time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(now)),
-                f". Graphs: the last {hours:g} hours, one column a minute.",
+                f". Graphs: the last {hours:g} hours, one column {column}. Show:",
+                views,
             ),
             tags.form(
                 tags.input(type="text", name="q", value=query, placeholder="target, address"),
@@ -249,6 +265,7 @@ def renderPage(
                     ),
                     " down only",
                 ),
+                tags.input(type="hidden", name="range", value=view),
                 tags.input(type="submit", value="show"),
                 method="get",
             ),
@@ -268,7 +285,7 @@ def renderPage(
                         )
                     )
                 ),
-                *(_row(s, a, now) for s, a in shown),
+                *(_row(s, a, now, view) for s, a in shown),
             ),
             navigation if pages > 1 else "",
         ),
@@ -308,10 +325,12 @@ class StatusPage(Resource):
         request.setHeader(
             b"content-security-policy", b"default-src 'none'; style-src 'unsafe-inline'"
         )
+        view = argument(b"range")
         return renderPage(
             self.scheduler,
             self.scheduler.reactor.seconds(),
             argument(b"q"),
             argument(b"down") == "1",
             number,
+            view if view in VIEWS else "3h",
         )

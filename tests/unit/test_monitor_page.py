@@ -14,7 +14,7 @@ from twisted.web.template import flattenString
 from twisted.web.test.requesthelper import DummyRequest
 
 from echod.interfaces import IClientReactor
-from echod.monitor.history import BUCKET_SECONDS, HISTORY_BUCKETS, Bucket
+from echod.monitor.history import VIEWS, Bucket
 from echod.monitor.page import COLOURS, ROWS_PER_PAGE, StatusPage, graph, renderPage
 from echod.monitor.probes import ProbeResult
 from echod.monitor.schedule import AddressState, Scheduler, TargetState
@@ -38,7 +38,7 @@ def target(name: str, labels: tuple[tuple[str, str], ...] = ()) -> Target:
 def withAddress(state: TargetState, address: str, ok: bool, error: str | None = None) -> None:
     where = AddressState(address, "ipv4")
     for minute in range(60):
-        at = NOW - minute * BUCKET_SECONDS
+        at = NOW - minute * 60
         result = ProbeResult(
             "success" if ok else "timeout",
             3,
@@ -139,7 +139,7 @@ def test_pages() -> None:
     second = renderPage(monitor, NOW, page=2).decode()
     assert first.count("<tr>") == ROWS_PER_PAGE + 1
     assert second.count("<tr>") == 6
-    assert 'href="?q=&amp;page=2"' in first
+    assert 'href="?q=&amp;range=3h&amp;page=2"' in first
 
 
 def test_graphDrawsMedianSpreadAndLoss() -> None:
@@ -147,7 +147,7 @@ def test_graphDrawsMedianSpreadAndLoss() -> None:
     The graph draws the spread as boxes, the median as a line over them,
     loss as bars below, and a minute without answers as a red column.
     """
-    buckets: list[Bucket | None] = [None] * HISTORY_BUCKETS
+    buckets: list[Bucket | None] = [None] * VIEWS["3h"][1]
     for i in range(100, 110):
         buckets[i] = Bucket(i * 60.0, 6, 6, 30, 27, 0.002, 0.001, 0.004)
     buckets[110] = Bucket(110 * 60.0, 6, 0, 30, 0, None, None, None)
@@ -191,3 +191,22 @@ def test_resourceEscapesTheQuery() -> None:
     ]
     assert headers.getRawHeaders(b"cache-control") == [b"no-store"]
     assert headers.getRawHeaders(b"content-type") == [b"text/html; charset=utf-8"]
+
+
+def test_dayView() -> None:
+    """
+    ?range=24h draws the last 24 hours, ten minutes a column, and links
+    back to the 3 hours; an unknown range is the 3 hours.
+    """
+    t = target("a.example:7")
+    monitor = scheduler([t])
+    withAddress(monitor.states[t], "192.0.2.1", True)
+    for view, width, words in (("24h", 288, "last 24 hours"), ("1y", 360, "last 3 hours")):
+        request = DummyRequest([b""])
+        request.args = {b"range": [view.encode()]}
+        page = StatusPage(monitor).render_GET(request).decode()  # type: ignore[arg-type]
+        assert f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}"' in page
+        assert words in page
+    day = renderPage(monitor, NOW, view="24h").decode()
+    assert "one column 10 minutes" in day
+    assert 'href="?q=&amp;range=3h"' in day
