@@ -652,6 +652,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A reader that goes away (echod-sniff | head) ends the command as it
     # ends tcpdump and every filter: quietly, by SIGPIPE (Python ignores it).
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    # SIGINT stops a capture even where the shell started it ignoring SIGINT
+    # (a background job of a script), as it stops tcpdump: Twisted handles
+    # SIGINT only if Python's own handler is in place.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if command.read is not None:
         return int(runOffline(command, messages))
     return _react(command, messages)

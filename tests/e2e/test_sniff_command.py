@@ -167,6 +167,15 @@ def test_writeThenInterrupt(commands: list[Command], tmp_path: Path) -> None:
     send(port, 20)
     # The kernel hands a block over when it is full or 50 ms old.
     waitUntil(lambda: output.exists() and pcapRecords(output) == 20, what="20 packets written")
+    # SIGUSR1: the counters so far, on one line, as tcpdump prints them.
+    ours.process.send_signal(signal.SIGUSR1)
+    waitUntil(
+        lambda: (
+            "20 packets captured, 20 packets received by filter, 0 packets dropped by kernel"
+            in ours.stderr()
+        ),
+        what="the counters on SIGUSR1",
+    )
     assert ours.interrupt() == 0, ours.stderr()
     assert ours.stdout() == ""
     assert ours.stderr().splitlines()[-3] == "20 packets captured"
