@@ -20,7 +20,7 @@ echodClient = ServiceMaker(
 echodSniff = ServiceMaker(
     "echod-sniff",
     "echod.tap.sniff",
-    "Packet sniffer: BPF filters, text/JSON/pcap",
+    "Packet sniffer: tcpdump filters, text/JSON/pcap/pcapng",
     "echod-sniff",
 )
 echodMonitor = ServiceMaker(
