@@ -751,8 +751,10 @@ def test_monitor(container: BootedTree) -> None:
     container.systemctl("start", "echod.service")
     after = container.cursor()
     container.systemctl("enable", "--now", "echod-monitor.service")
-    shown = container.show("echod-monitor.service", "ActiveState", "SubState", "StatusText")
+    # Type=notify: enable --now returned once READY=1 came, with this STATUS=.
+    shown = container.show("echod-monitor.service", "Type", "ActiveState", "SubState", "StatusText")
     assert shown == {
+        "Type": "notify",
         "ActiveState": "active",
         "SubState": "running",
         "StatusText": f"serving on 127.0.0.1:{MONITOR_PORT}",
