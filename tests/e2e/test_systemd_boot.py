@@ -2,7 +2,7 @@
 echod's units under a real systemd: systemd 252 booted as PID 1 of a Debian 12
 container (L{tests.systemdcontainer}), echod installed there as README's
 "Running under systemd" says, and C{systemctl} starting, reloading and stopping
-it, with socket activation and the sniffer.
+it, with socket activation, the sniffer and the monitor.
 
 tests/e2e/test_systemd.py checks the same units without systemd (verify,
 systemd-socket-activate, a notify socket of its own); here systemd itself
@@ -11,8 +11,6 @@ once (from an sdist of this checkout, its C helper compiled by the tree's gcc,
 dependencies from the tree's wheels: no network inside); each test configures
 and starts what it needs, and everything is stopped after it.  All traffic
 stays on the container's own loopback.
-
-Not checked yet: echod-monitor.service, which does not exist yet.
 """
 
 from __future__ import annotations
@@ -36,12 +34,19 @@ from tests.testing import Samples, value, waitUntil
 pytestmark = [pytest.mark.e2e, pytest.mark.root]
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-UNITS = ["echod.service", "echod.socket", "echod-udp.socket", "echod-sniff.service"]
+UNITS = [
+    "echod.service",
+    "echod.socket",
+    "echod-udp.socket",
+    "echod-sniff.service",
+    "echod-monitor.service",
+]
 # systemd's range for DynamicUser= (DYNAMIC_UID_MIN..DYNAMIC_UID_MAX).
 DYNAMIC_UIDS = range(61184, 65519 + 1)
 CAP_NET_BIND_SERVICE = 10
 CAP_NET_RAW = 13
 METRICS_PORT = 9107
+MONITOR_PORT = 9108
 # README's example: dual-stack TCP and UDP port 7, metrics on loopback.
 ECHO_CONFIG = r"""
 [server]
@@ -184,10 +189,10 @@ def udpEcho(container: BootedTree, host: str, payload: bytes, timeout: float = 1
         return s.recv(65535)
 
 
-def scrape(container: BootedTree) -> Samples:
+def scrape(container: BootedTree, port: int = METRICS_PORT) -> Samples:
     with container.socket(socket.AF_INET) as s:
         s.settimeout(10)
-        s.connect(("127.0.0.1", METRICS_PORT))
+        s.connect(("127.0.0.1", port))
         s.sendall(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
         head, _, body = readAll(s).partition(b"\r\n\r\n")
     assert head.startswith((b"HTTP/1.0 200 ", b"HTTP/1.1 200 ")), head
@@ -209,11 +214,12 @@ def processStatus(container: BootedTree, pid: str) -> dict[str, str]:
     )
 
 
-def assertConfined(container: BootedTree, pid: str, user: str, capability: int) -> int:
+def assertConfined(container: BootedTree, pid: str, user: str, capability: int | None) -> int:
     """
     Process C{pid} runs as a dynamic user named C{user}, holds exactly
-    C{capability} (effective, permitted, bounding and ambient sets), cannot
-    gain privileges (no_new_privs) and runs under a seccomp filter.
+    C{capability} (effective, permitted, bounding and ambient sets; L{None}:
+    none at all), cannot gain privileges (no_new_privs) and runs under a
+    seccomp filter.
 
     @return: its uid.
     """
@@ -226,8 +232,9 @@ def assertConfined(container: BootedTree, pid: str, user: str, capability: int) 
     assert gids == {uid}, status["Gid"]
     entry = container.run(["getent", "passwd", str(uid)]).stdout.decode()
     assert entry.split(":")[0] == user, entry
+    expected = 0 if capability is None else 1 << capability
     for key in ("CapEff", "CapPrm", "CapBnd", "CapAmb"):
-        assert int(status[key], 16) == 1 << capability, (key, status[key])
+        assert int(status[key], 16) == expected, (key, status[key])
     assert status["NoNewPrivs"] == "1"
     # 2: SECCOMP_MODE_FILTER (SystemCallFilter=, MemoryDenyWriteExecute=...).
     assert status["Seccomp"] == "2"
@@ -473,14 +480,23 @@ def test_stopMidStream(container: BootedTree) -> None:
     print(f"{len(client.sent)} bytes streamed, {len(client.sent) - beforeDrain} during the drain")
 
     assert stopped[0].returncode == 0, stopped[0]
-    assert container.show("echod.service", "ActiveState")["ActiveState"] == "inactive"
-    entries = container.journal(after, "-u", "echod.service")
+    assertStoppedCleanly(container, after, "echod.service")
+
+
+def assertStoppedCleanly(container: BootedTree, after: str, unit: str) -> None:
+    """
+    C{unit}, stopped since the cursor C{after} with systemd's log level at
+    debug, is inactive, and the journal shows its main process exiting with
+    status 0 and nothing to complain about.
+    """
+    assert container.show(unit, "ActiveState")["ActiveState"] == "inactive"
+    entries = container.journal(after, "-u", unit)
     exits = [(e.get("EXIT_CODE"), e.get("EXIT_STATUS")) for e in entries if "EXIT_CODE" in e]
     assert exits == [("exited", "0")], exits
     messages = [e.get("MESSAGE", "") for e in entries]
     assert not complaints(messages), messages
-    assert "echod.service: Main process exited, code=exited, status=0/SUCCESS (success)" in messages
-    assert "echod.service: Deactivated successfully." in messages
+    assert f"{unit}: Main process exited, code=exited, status=0/SUCCESS (success)" in messages
+    assert f"{unit}: Deactivated successfully." in messages
 
 
 def test_socketActivation(container: BootedTree) -> None:
@@ -648,3 +664,145 @@ def ports(frame: bytes) -> tuple[int, int]:
         offset = 14 + 40
     source, destination = struct.unpack_from("!HH", frame, offset)
     return source, destination
+
+
+# --- The monitor -------------------------------------------------------------------
+
+# Every address of these answers: echod.service on port 7 (ECHO_CONFIG).
+MONITOR_TARGETS = ["127.0.0.1:7", "[::1]:7", "udp://127.0.0.1:7", "localhost:7"]
+# (target, address, family, protocol) of each series the targets give.
+MONITOR_SERIES = [
+    ("127.0.0.1:7", "127.0.0.1", "ipv4", "tcp"),
+    ("[::1]:7", "::1", "ipv6", "tcp"),
+    ("udp://127.0.0.1:7", "127.0.0.1", "ipv4", "udp"),
+    ("localhost:7", "127.0.0.1", "ipv4", "tcp"),
+    ("localhost:7", "::1", "ipv6", "tcp"),
+]
+# What Debian's installer writes; debootstrap's minbase tree has no
+# /etc/hosts, and without it "localhost" resolves nowhere.
+HOSTS = "127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n"
+
+
+def monitorConfig(targets: list[str]) -> str:
+    """
+    echod's configuration with a C{[monitor]} table probing C{targets}
+    every second (count x spacing + timeout fits in it).
+    """
+    listed = ", ".join(f"'{t}'" for t in targets)
+    return echoConfig(
+        extra=f"""
+[monitor]
+listen = "tcp:port={MONITOR_PORT}:interface=127.0.0.1"
+interval = 1
+timeout = 0.5
+count = 3
+spacing = 0.05
+targets = [{listed}]
+"""
+    )
+
+
+def probeSucceeded(samples: Samples, series: tuple[str, str, str, str]) -> bool:
+    target, address, family_, protocol = series
+    found = value(
+        samples,
+        "echod_probe_success",
+        target=target,
+        address=address,
+        family=family_,
+        protocol=protocol,
+    )
+    return found == 1
+
+
+def scrapeUntilUp(container: BootedTree, series: list[tuple[str, str, str, str]]) -> Samples:
+    """
+    The monitor's metrics once the last round of every one of C{series}
+    succeeded (a deadline, not a sleep: the first rounds are spread over
+    the interval).
+    """
+    scraped: list[Samples] = []
+
+    def allUp() -> bool:
+        scraped[:] = [scrape(container, MONITOR_PORT)]
+        return all(probeSucceeded(scraped[0], s) for s in series)
+
+    try:
+        waitUntil(allUp, timeout=15, interval=0.2, what=f"every address up: {series}")
+    except AssertionError as e:
+        last = {k: v for k, v in scraped[0].items() if k[0] == "echod_probe_success"}
+        raise AssertionError(f"{e}; echod_probe_success: {last}") from None
+    return scraped[0]
+
+
+def test_monitor(container: BootedTree) -> None:
+    """
+    echod-monitor.service (README's "The monitor") probing echod.service in
+    the same container: C{systemctl enable --now} returns on C{READY=1};
+    it runs as a transient user without any capability, with
+    no_new_privs and a seccomp filter; every address of its targets is up
+    in its metrics, a name resolved by the sandboxed process included;
+    C{systemctl reload} takes a new target list in the same process, and
+    a file that does not load leaves the unit running as it was;
+    C{systemctl stop} exits 0, with no warning in its log.
+    """
+    container.writeFile("/etc/hosts", HOSTS)
+    configure(container, monitorConfig(MONITOR_TARGETS))
+    container.systemctl("start", "echod.service")
+    after = container.cursor()
+    container.systemctl("enable", "--now", "echod-monitor.service")
+    # Type=notify: enable --now returned once READY=1 came, with this STATUS=.
+    shown = container.show("echod-monitor.service", "Type", "ActiveState", "SubState", "StatusText")
+    assert shown == {
+        "Type": "notify",
+        "ActiveState": "active",
+        "SubState": "running",
+        "StatusText": f"serving on 127.0.0.1:{MONITOR_PORT}",
+    }
+    pid = mainPid(container, "echod-monitor.service")
+    uid = assertConfined(container, pid, "echod-monitor", None)
+    print(f"echod-monitor: pid {pid}, uid {uid}")
+
+    samples = scrapeUntilUp(container, MONITOR_SERIES)
+    assert value(samples, "echod_monitor_targets") == len(MONITOR_TARGETS)
+
+    added = "udp://[::1]:7"
+    configure(container, monitorConfig([*MONITOR_TARGETS, added]))
+    reloading = container.cursor()
+    container.systemctl("reload", "echod-monitor.service")
+    waitForMessage(
+        container,
+        reloading,
+        "echod-monitor.service",
+        "targets reloaded: 4 kept (with their history; 0 of them with new settings), "
+        "1 added, 0 removed",
+    )
+    assert mainPid(container, "echod-monitor.service") == pid
+    samples = scrapeUntilUp(container, [*MONITOR_SERIES, (added, "::1", "ipv6", "udp")])
+    assert value(samples, "echod_monitor_targets") == len(MONITOR_TARGETS) + 1
+    logged = container.messages(after, "-u", "echod-monitor.service")
+    assert not complaints(logged), logged
+
+    container.writeFile("/etc/echod/echod.toml", monitorConfig(["echo.example:0"]))
+    reloading = container.cursor()
+    container.systemctl("reload", "echod-monitor.service")
+    waitForMessage(
+        container,
+        reloading,
+        "echod-monitor.service",
+        "reload failed, keeping the running configuration",
+    )
+    failure = [
+        m for m in container.messages(reloading, "-u", "echod-monitor.service") if "reload" in m
+    ]
+    print(failure)
+    assert any('"echo.example:0": port 0 is not from 1 to 65535' in m for m in failure), failure
+    assert container.show("echod-monitor.service", "ActiveState")["ActiveState"] == "active"
+    assert mainPid(container, "echod-monitor.service") == pid
+    samples = scrape(container, MONITOR_PORT)
+    assert value(samples, "echod_monitor_targets") == len(MONITOR_TARGETS) + 1
+
+    container.systemctl("log-level", "debug")
+    stopping = container.cursor()
+    container.systemctl("stop", "echod-monitor.service")
+    assertStoppedCleanly(container, stopping, "echod-monitor.service")
