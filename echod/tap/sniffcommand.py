@@ -92,6 +92,11 @@ UNSUPPORTED = {
     "y": "data link types",
     "z": "post-rotate commands",
     "#": "packet numbers",
+    "number": "packet numbers",
+    "print": "printing packets while writing them with -w",
+    "direction": "capture direction",
+    "list-time-stamp-types": "listing time stamp types",
+    "list-data-link-types": "listing data link types",
 }
 
 
@@ -271,10 +276,10 @@ class Options(usage.Options):
         try:
             found, arguments = getopt.gnu_getopt(argv, self.shortOpt, self.longOpt)
         except getopt.GetoptError as e:
-            letter = e.opt if len(e.opt) == 1 else ""
-            if letter in UNSUPPORTED:
+            if e.opt in UNSUPPORTED:
+                dashes = "-" if len(e.opt) == 1 else "--"
                 raise usage.UsageError(
-                    f"-{letter} ({UNSUPPORTED[letter]}) is a tcpdump option echod-sniff "
+                    f"{dashes}{e.opt} ({UNSUPPORTED[e.opt]}) is a tcpdump option echod-sniff "
                     "does not have"
                 ) from None
             raise usage.UsageError(str(e)) from None

@@ -133,6 +133,11 @@ def test_filterFile(tmp_path: Path) -> None:
         (["-B", "1"], "-B: 1 is not from 64 to 2097152"),
         (["-Q", "in"], "-Q (capture direction) is a tcpdump option echod-sniff does not have"),
         (["--bogus"], "option --bogus not recognized"),
+        (
+            ["--print"],
+            "--print (printing packets while writing them with -w) is a tcpdump option "
+            "echod-sniff does not have",
+        ),
         (["-C", "1"], "-C needs -w FILE"),
         (["--time-stamp-precision", "pico"], "--time-stamp-precision: 'pico' is not micro or nano"),
         (["--count"], "--count counts the packets of a file: give -r FILE"),
