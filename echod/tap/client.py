@@ -32,6 +32,7 @@ from echod.client.service import EchoClientService
 from echod.errors import UserError, errorLines, oneLine
 from echod.interfaces import IClientCommandReactor, reactorProviding
 from echod.logs import observerForTwistd
+from echod.tap.arguments import optionsFirst
 
 __all__ = ["OptionValueError", "Options", "main", "makeService"]
 
@@ -253,21 +254,12 @@ class Options(usage.Options):
         L{usage.Options} stops at the first argument, so put them first.
         """
         try:
-            found, arguments = getopt.gnu_getopt(argv, self.shortOpt, self.longOpt)
+            ordered, typed = optionsFirst(self, argv)
         except getopt.GetoptError as e:
             raise usage.UsageError(str(e)) from None
-        takesValue = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
-        takesValue |= {
-            f"-{c}" for c, n in zip(self.shortOpt, self.shortOpt[1:] + " ", strict=True) if n == ":"
-        }
-        ordered: list[str] = []
-        for name, value in found:
-            ordered.extend([name, value] if name in takesValue else [name])
-            long = self.synonyms.get(name.lstrip("-"))
-            if long is not None:
-                # An error about its value names the option as it was typed.
-                self._typed[long] = name
-        return [*ordered, "--", *arguments]
+        # An error about its value names the option as it was typed.
+        self._typed.update(typed)
+        return ordered
 
     def postOptions(self) -> None:
         config = _config.load(self["config"])

@@ -21,6 +21,7 @@ from echod.errors import oneLine, reportUserErrors
 from echod.interfaces import ISniffCommandReactor, reactorProviding
 from echod.logs import EchodLogObserver, observerForTwistd
 from echod.sniff.service import SniffService, checkSniffing, standardOutput
+from echod.tap.arguments import optionsFirst
 
 __all__ = ["Options", "makeService"]
 
@@ -71,15 +72,9 @@ def typedOptions(options: usage.Options, argv: list[str]) -> dict[str, str]:
     it was given: errors about its value name it so.
     """
     try:
-        found, _ = getopt.gnu_getopt(argv, options.shortOpt, options.longOpt)
+        return optionsFirst(options, argv)[1]
     except getopt.GetoptError:
         return {}
-    typed = {}
-    for name, _ in found:
-        long = options.synonyms.get(name.lstrip("-"))
-        if long is not None:
-            typed[long] = name
-    return typed
 
 
 def spellings(options: usage.Options, keys: Mapping[str, str]) -> dict[str, tuple[str, str | None]]:

@@ -44,6 +44,7 @@ from echod.sniff.reader import IPacketConsumer
 from echod.sniff.service import SniffService, checkSniffing, makeConsumer, standardOutput
 from echod.sniff.source import CaptureInfo, CaptureStatistics, UnknownInterfaceError
 from echod.sniff.text import TextStyle
+from echod.tap.arguments import optionsFirst
 
 __all__ = [
     "ExitStatus",
@@ -274,7 +275,7 @@ class Options(usage.Options):
         first.  A tcpdump option echod-sniff lacks is named as such.
         """
         try:
-            found, arguments = getopt.gnu_getopt(argv, self.shortOpt, self.longOpt)
+            ordered, typed = optionsFirst(self, argv)
         except getopt.GetoptError as e:
             if e.opt in UNSUPPORTED:
                 dashes = "-" if len(e.opt) == 1 else "--"
@@ -283,17 +284,8 @@ class Options(usage.Options):
                     "does not have"
                 ) from None
             raise usage.UsageError(str(e)) from None
-        takesValue = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
-        takesValue |= {
-            f"-{c}" for c, n in zip(self.shortOpt, self.shortOpt[1:] + " ", strict=True) if n == ":"
-        }
-        ordered: list[str] = []
-        for name, value in found:
-            ordered.extend([name, value] if name in takesValue else [name])
-            long = self.synonyms.get(name.lstrip("-"))
-            if long is not None:
-                self._typed[long] = name
-        return [*ordered, "--", *arguments]
+        self._typed.update(typed)
+        return ordered
 
     def opt_help(self) -> None:
         print(str(self).rstrip())
