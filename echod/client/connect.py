@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from twisted.internet import error as _error
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -32,7 +32,13 @@ from echod.client.plan import Plan
 from echod.config import endpointParameters, tcp6ClientParameters
 from echod.interfaces import IClientReactor
 
-__all__ = ["RecordingResolver", "connectFailure", "endpointFor", "resolveAddresses"]
+__all__ = [
+    "RecordingResolver",
+    "addressesOf",
+    "connectFailure",
+    "endpointFor",
+    "resolveAddresses",
+]
 
 _FAMILIES: dict[str, Sequence[type[IAddress]] | None] = {
     "any": None,
@@ -194,6 +200,17 @@ def resolveAddresses(
     """
     settings = plan.settings
     recording = RecordingResolver(resolver or reactor.nameResolver, _FAMILIES[settings.family])
+    return addressesOf(recording, settings.host, settings.port, "UDP")
+
+
+def addressesOf(
+    resolver: IHostnameResolver, host: str, port: int, transport: Literal["TCP", "UDP"]
+) -> Deferred[list[IPv4Address | IPv6Address]]:
+    """
+    Every IP address C{resolver} gives for C{host}, in its order, each once;
+    an empty list when there is none.  The L{Deferred} has no canceller:
+    cancelled, it fails at once and the resolver's late answer is ignored.
+    """
     result: Deferred[list[IPv4Address | IPv6Address]] = Deferred()
     found: dict[tuple[str, str], IPv4Address | IPv6Address] = {}
 
@@ -209,5 +226,5 @@ def resolveAddresses(
         def resolutionComplete(self) -> None:
             result.callback(list(found.values()))
 
-    recording.resolveHostName(Receiver(), settings.host, settings.port, transportSemantics="UDP")
+    resolver.resolveHostName(Receiver(), host, port, transportSemantics=transport)
     return result

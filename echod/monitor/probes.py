@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import IO, Any, Literal, cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import (
     IAddress,
     IHostnameResolver,
@@ -31,6 +31,7 @@ from twisted.internet.interfaces import (
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from echod.client.connect import addressesOf
 from echod.client.datagram import DatagramClient
 from echod.client.errors import ClosedEarly, ConnectFailed, Interrupted, TimedOut
 from echod.client.plan import makePlan
@@ -125,54 +126,23 @@ def resolveTarget(
         return succeed(Resolution((IPv4Address(transport, target.host, 0),)))
     if target.literal == "ipv6":
         return succeed(Resolution((IPv6Address(transport, target.host, 0, 0, 0),)))
-    found: dict[tuple[str, str], Address] = {}
-
-    def cancelled(_: Deferred[Resolution]) -> None:
-        # The monitor stopping: the answer, whenever the resolver gives
-        # it, is ignored.
-        if deadline.active():
-            deadline.cancel()
-
-    result: Deferred[Resolution] = Deferred(cancelled)
-
-    def timedOut() -> None:
-        if not result.called:
-            result.errback(
-                Failure(ResolveFailed(f"{target.host}: not resolved within {target.timeout:g} s"))
-            )
-
-    deadline = reactor.callLater(target.timeout, timedOut)
-
-    @implementer(IResolutionReceiver)
-    class Receiver:
-        def resolutionBegan(self, resolutionInProgress: IHostResolution) -> None:
-            pass
-
-        def addressResolved(self, address: IAddress) -> None:
-            if isinstance(address, IPv4Address | IPv6Address):
-                found.setdefault((type(address).__name__, address.host), address)
-
-        def resolutionComplete(self) -> None:
-            if deadline.active():
-                deadline.cancel()
-            if result.called:
-                return
-            if not found:
-                result.errback(Failure(ResolveFailed(f"{target.host}: name does not resolve")))
-                return
-            addresses = tuple(found.values())
-            result.callback(Resolution(addresses[:maxAddresses], len(addresses) - maxAddresses))
-
     try:
-        reactor.nameResolver.resolveHostName(
-            Receiver(), target.host, 0, None, transportSemantics=transport
-        )
+        resolving = addressesOf(reactor.nameResolver, target.host, 0, transport)
     except Exception as e:
-        if deadline.active():
-            deadline.cancel()
-        if not result.called:
-            result.errback(Failure(ResolveFailed(f"{target.host}: {e}")))
-    return result
+        return fail(ResolveFailed(f"{target.host}: {e}"))
+
+    def timedOut(result: object, timeout: float) -> Failure:
+        return Failure(ResolveFailed(f"{target.host}: not resolved within {target.timeout:g} s"))
+
+    def resolved(addresses: list[IPv4Address | IPv6Address]) -> Resolution:
+        if not addresses:
+            raise ResolveFailed(f"{target.host}: name does not resolve")
+        return Resolution(tuple(addresses[:maxAddresses]), len(addresses) - maxAddresses)
+
+    # Cancelled (the monitor stopping) or timed out, the resolver's answer,
+    # whenever it comes, is ignored.
+    resolving.addTimeout(target.timeout, reactor, onTimeoutCancel=timedOut)
+    return resolving.addCallback(resolved)
 
 
 @dataclass(frozen=True)
